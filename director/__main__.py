@@ -1,0 +1,3 @@
+from director.cli.main import main
+
+main()

@@ -1,0 +1,3 @@
+"""Job commands (filled in by the jobs issue)."""
+
+COMMANDS: list = []

@@ -1,0 +1,160 @@
+"""Key and enrollment commands: keygen, token, enroll, keys."""
+
+from __future__ import annotations
+
+import click
+
+from director.cli import output
+from director.cli.run_cmds import call
+
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Replace an existing keypair (a backup is kept).")
+@JSON
+@click.pass_obj
+def keygen(obj, force: bool, as_json: bool) -> None:
+    """Create this home's Curve25519 keypair."""
+    from director.trust import keystore
+
+    home = obj.settings().home
+    keystore.ensure_private_dir(__import__("pathlib").Path(home))
+    pair = keystore.generate()
+    backup = keystore.save(home, pair, force=force)
+    if as_json:
+        output.emit_json({"public_key": pair.public_z85, "fingerprint": pair.fingerprint,
+                          "backup": str(backup) if backup else None})
+        return
+    click.echo(f"public key:  {pair.public_z85}\nfingerprint: {pair.fingerprint}")
+    if backup:
+        click.echo(f"previous keypair kept in {backup}")
+
+
+@click.group()
+def token() -> None:
+    """Join tokens (server)."""
+
+
+@token.command("create")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 30m, 1h, 2d.")
+@click.option("--uses", default=1, show_default=True, type=int, help="How many nodes may use it.")
+@click.option("--address", default=None, help="HOST:PORT nodes should use in the printed command.")
+@JSON
+@click.pass_obj
+def token_create(obj, ttl: str, uses: int, address: str | None, as_json: bool) -> None:
+    """Print a one-line join token and the ready 'director enroll' command."""
+    res = call(obj, "token.create", {"ttl": ttl, "uses": uses, "address": address})
+    if as_json:
+        output.emit_json(res)
+        return
+    click.echo(res["token"])
+    click.echo(f"# id {res['id']}, {uses} use(s), expires {output.until(res['expires'])}; on the node run:",
+               err=True)
+    click.echo(f"#   {res['command']}", err=True)
+
+
+@token.command("list")
+@JSON
+@click.pass_obj
+def token_list(obj, as_json: bool) -> None:
+    """Tokens and their state (secrets are never shown: only their hash is kept)."""
+    rows = call(obj, "token.list")
+    if as_json:
+        output.emit_json(rows)
+        return
+    click.echo(output.table(["ID", "STATE", "USES LEFT", "EXPIRES", "CREATED"],
+                            [[r["id"], r["state"], r["uses_left"], output.until(r["expires"]),
+                              output.ago(r["created"])] for r in rows], empty="no tokens"))
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@click.pass_obj
+def token_revoke(obj, token_id: str) -> None:
+    """Revoke a token by its ID."""
+    call(obj, "token.revoke", {"id": token_id})
+    click.echo(f"token {token_id} revoked")
+
+
+@click.command()
+@click.option("--server", "server_addr", required=True, help="HOST[:PORT] of the server.")
+@click.option("--token", default=None, help="Join token from 'director token create'.")
+@click.option("--server-key", default=None, help="Server public key (director keys server).")
+@click.option("--wait", is_flag=True, help="Wait until an operator accepts or refuses.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for an answer.")
+@JSON
+@click.pass_obj
+def enroll(obj, server_addr: str, token: str | None, server_key: str | None, wait: bool,
+           timeout: float, as_json: bool) -> None:
+    """Create this node's key if missing, pin the server key and ask to join."""
+    from director.client.enroll import enroll as do_enroll
+
+    settings = obj.settings(enroll_token=token)
+    token = token or settings.enroll_token or None
+    if token and server_key:
+        raise click.UsageError("give --token or --server-key, not both")
+    out = do_enroll(settings, server=server_addr, token=token, server_key=server_key,
+                    name=settings.name, wait=wait, timeout=timeout)
+    if as_json:
+        output.emit_json({"name": out.name, "state": out.state, "fingerprint": out.fingerprint,
+                          "reason": out.reason})
+    else:
+        click.echo(f"node {out.name}: {out.state}  (fingerprint {out.fingerprint})")
+        if out.reason:
+            click.echo(out.reason, err=out.state == "refused")
+    raise SystemExit({"accepted": 0, "pending": 3}.get(out.state, 1))
+
+
+@click.group()
+def keys() -> None:
+    """Node keys on the server: list, accept, reject, revoke, delete."""
+
+
+@keys.command("list")
+@JSON
+@click.pass_obj
+def keys_list(obj, as_json: bool) -> None:
+    """Every node key with its state, name and fingerprint."""
+    rows = call(obj, "keys.list")
+    if as_json:
+        output.emit_json(rows)
+        return
+    click.echo(output.table(["NAME", "STATE", "FINGERPRINT", "SINCE"],
+                            [[r["name"], r["state"], r["fingerprint"], output.ago(r["updated"])]
+                             for r in rows], empty="no node keys"))
+
+
+def _state_command(verb: str, op: str, help_: str):
+    @keys.command(verb, help=help_)
+    @click.argument("name")
+    @JSON
+    @click.pass_obj
+    def command(obj, name: str, as_json: bool) -> None:
+        res = call(obj, op, {"name": name})
+        if as_json:
+            output.emit_json(res)
+        else:
+            click.echo(f"node {res['name']}: {res['state']}  (fingerprint {res['fingerprint']})")
+    return command
+
+
+_state_command("accept", "keys.accept", "Accept a pending (or rejected) node.")
+_state_command("reject", "keys.reject", "Reject a node's key.")
+_state_command("revoke", "keys.revoke", "Revoke a node's key: cuts it off at once.")
+_state_command("delete", "keys.delete", "Forget a node's key (it may enroll again).")
+
+
+@keys.command("server")
+@JSON
+@click.pass_obj
+def keys_server(obj, as_json: bool) -> None:
+    """The server's public key (the form --server-key accepts) and fingerprint."""
+    res = call(obj, "keys.server")
+    if as_json:
+        output.emit_json(res)
+    else:
+        click.echo(f"public key:  {res['public_key']}\nfingerprint: {res['fingerprint']}")
+
+
+COMMANDS = [keygen, token, enroll, keys]

@@ -1,0 +1,195 @@
+"""``director client``: the node agent.
+
+Keeps a CURVE link to its pinned server, says HELLO after every handshake,
+sends heartbeats, runs the jobs it is sent and reports results.  It exits
+non-zero with a clear message when its key is revoked or refused; anything
+else (server restarts, network loss) it rides out by reconnecting.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+
+import zmq
+
+from director import __version__
+from director.client import pinning
+from director.client.link import Link
+from director.config import Settings, server_endpoint
+from director.errors import DirectorError
+from director.net import control
+from director.protocol.frames import Message, ProtocolError, decode, encode, make
+from director.trust import keystore
+from director.trust.keyfmt import z85_to_key
+
+log = logging.getLogger("director.client")
+
+
+class Refused(DirectorError):
+    """The server cut this node off; restarting will not help."""
+
+
+class Agent:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.home = Path(settings.home)
+        self.pair = keystore.load(self.home)
+        pinned = pinning.load(self.home)
+        address = settings.server_address or (pinned.address if pinned else "")
+        if settings.server_key:
+            server_key = z85_to_key(settings.server_key)
+        elif pinned is not None:
+            server_key = pinned.server_key
+        else:
+            raise DirectorError(
+                f"{self.home} is not enrolled: run 'director enroll --server HOST --token TOKEN'"
+            )
+        if not address:
+            raise DirectorError("no server address: enroll first or set --server-address")
+        from dataclasses import replace
+
+        self.endpoint = server_endpoint(replace(settings, server_address=address))
+        self.state = "connecting"
+        self.name = pinned.name if pinned is not None and pinned.name else settings.name
+        self._stop = False
+        self.ctx = zmq.Context()
+        self.control = control.bind(self.ctx, self.home)
+        self.link = Link(self.ctx, self.pair, server_key, self.endpoint,
+                         settings.heartbeat_interval)
+        from director.client.runner import JobRunner
+
+        self.jobs = JobRunner(self)
+
+    def request_stop(self, *_: object) -> None:
+        self._stop = True
+
+    def send(self, mtype: str, payload: tuple[bytes, ...] = (), **body) -> bool:
+        try:
+            self.link.sock.send_multipart(encode(Message(mtype, body, payload)),
+                                          flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def run(self) -> int:
+        poller = zmq.Poller()
+        for s in (self.link.sock, self.link.monitor, self.control, *self.jobs.sockets()):
+            poller.register(s, zmq.POLLIN)
+        hb = self.settings.heartbeat_interval
+        next_hb = time.monotonic() + hb
+        log.info("client %s (%s) connecting to %s", self.name, self.pair.fingerprint,
+                 self.endpoint)
+        try:
+            while not self._stop:
+                timeout = max(0.0, min(next_hb, self.jobs.next_deadline()) - time.monotonic())
+                events = dict(poller.poll(int(timeout * 1000) + 1))
+                if self.link.monitor in events:
+                    self._on_link(self.link.read_event())
+                if self.link.sock in events:
+                    self._drain_server()
+                if self.control in events:
+                    self._on_control()
+                self.jobs.on_events(events)
+                if time.monotonic() >= next_hb:
+                    if self.link.up:
+                        self.send("HEARTBEAT", running=self.jobs.running())
+                    next_hb = time.monotonic() + hb
+                self.jobs.tick()
+        except Refused as exc:
+            log.error("%s", exc)
+            return 1
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        self.jobs.close()
+        self.link.close()
+        self.control.close(0)
+        self.ctx.term()
+        try:
+            control.socket_path(self.home).unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- link and server messages ---------------------------------------------------
+    def _on_link(self, what: str | None) -> None:
+        if what == "up":
+            log.info("secure link to %s is up", self.endpoint)
+            self.send("HELLO", name=self.name, version=__version__)
+        elif what == "auth":
+            raise Refused("the server refused this node's key (revoked, rejected or deleted);"
+                          " ask the operator, or enroll again with a new home")
+        elif what == "handshake":
+            log.warning("secure handshake with %s failed: is the pinned server key right?",
+                        self.endpoint)
+        elif what == "down":
+            self.state = "connecting"
+            log.warning("lost the server at %s; reconnecting", self.endpoint)
+
+    def _drain_server(self) -> None:
+        for _ in range(1000):
+            try:
+                frames = self.link.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg = decode([f.buffer for f in frames])
+            except ProtocolError as exc:
+                log.warning("bad message from server: %s", exc)
+                continue
+            self._on_message(msg)
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.type == "ENROLLED":
+            state = msg.get("state")
+            if state == "accepted":
+                if self.state != "accepted":
+                    log.info("accepted by the server as %s", msg.get("name"))
+                    if self.state == "pending":
+                        self.send("HELLO", name=self.name, version=__version__)
+                self.state = "accepted"
+                self.name = msg.get("name") or self.name
+            elif state == "pending":
+                self.state = "pending"
+                log.info("waiting for an operator to accept this node")
+            else:
+                raise Refused(f"the server refused this node: {msg.get('reason') or state}")
+        elif msg.type == "REVOKED":
+            raise Refused(f"cut off by the server: {msg.get('reason')}")
+        elif msg.type == "ERROR":
+            if msg.get("code") == "not_permitted" and self.state != "accepted":
+                self.state = "pending"
+                self.send("ENROLL_STATUS")
+            else:
+                log.warning("server says: %s", msg.get("message"))
+        else:
+            self.jobs.on_message(msg)
+
+    # -- control ----------------------------------------------------------------------
+    def _on_control(self) -> None:
+        frames = self.control.recv_multipart()
+        try:
+            msg = decode(frames[1:])
+            op = msg.get("op")
+        except ProtocolError as exc:
+            body = {"ok": False, "error": str(exc)}
+        else:
+            if op == "health":
+                serving = self.link.up and self.state == "accepted"
+                body = {"ok": True, "result": {"role": "client", "name": self.name,
+                                                "state": self.state, "serving": serving,
+                                                "version": __version__}}
+            else:
+                body = {"ok": False, "error": f"'{op}' is a server command; this home runs a client"}
+        self.control.send_multipart([frames[0], *encode(Message("CTL_REPLY", body))])
+
+
+def run_client(settings: Settings) -> int:
+    agent = Agent(settings)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    return agent.run()

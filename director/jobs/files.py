@@ -1,0 +1,216 @@
+"""Orchestration files: Directorfiles and directord-style YAML, turned into Steps.
+
+Every error is a DSLError carrying the file and the 1-based line, so an operator can go
+straight to the mistake.  YAML is only ever composed into nodes with the SafeLoader; no
+Python object is ever constructed from a file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from director.errors import DSLError
+from director.jobs.dsl import VERBS, Instruction, parse_line
+
+__all__ = ["Step", "load_orchestration", "parse_directorfile", "parse_yaml", "parse_job_text"]
+
+_STR = "tag:yaml.org,2002:str"
+_BOOL = "tag:yaml.org,2002:bool"
+_PLAIN_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
+_ITEM_KEYS = ("targets", "jobs", "async", "name")
+_VERB_WORD_RE = re.compile(r"[A-Za-z]+")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A group of jobs sent to the same targets; ``async_`` may overlap its neighbours."""
+
+    jobs: tuple[Instruction, ...]
+    targets: tuple[str, ...] = ()
+    async_: bool = False
+    name: str | None = None
+
+
+def load_orchestration(path: str | Path) -> list[Step]:
+    """Read and parse one orchestration file: YAML by suffix, else a Directorfile."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DSLError("file is not UTF-8 text; save it as UTF-8", source=source) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DSLError(f"cannot read orchestration file: {reason}; check the path",
+                       source=source) from None
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        return parse_yaml(text, source)
+    return parse_directorfile(text, source)
+
+
+def parse_directorfile(text: str, source: str) -> list[Step]:
+    """One verb line per line, ``#`` comment lines, trailing ``\\`` continuation."""
+    jobs = tuple(_parse_lines(text, source, numbered=True))
+    if not jobs:
+        raise DSLError(f"no jobs in {source}: add lines like 'RUN echo hello'", source=source)
+    return [Step(jobs=jobs)]
+
+
+def parse_job_text(text: str, source: str = "<command line>") -> list[Step]:
+    """Jobs given on the command line: one line, or several lines like a Directorfile."""
+    numbered = len(_physical_lines(text)) > 1
+    jobs = tuple(_parse_lines(text, source, numbered=numbered))
+    if not jobs:
+        raise DSLError(f"no job given: expected 'VERB ARGS' with VERB one of {', '.join(VERBS)}",
+                       source=source)
+    return [Step(jobs=jobs)]
+
+
+def _physical_lines(text: str) -> list[str]:
+    """Split on \\n, \\r\\n and \\r only, so line numbers match what editors show."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _parse_lines(text: str, source: str, *, numbered: bool) -> list[Instruction]:
+    """Join continuations (like a Containerfile) and parse each logical line."""
+    out: list[Instruction] = []
+    pieces: list[str] = []
+    start = 0
+    for number, raw in enumerate(_physical_lines(text), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue  # blank and comment lines are skipped, also inside a continuation
+        if not pieces:
+            start = number
+        continued = stripped.endswith("\\")
+        piece = stripped[:-1].strip() if continued else stripped
+        if piece:
+            pieces.append(piece)
+        if not continued:
+            out.append(_finish(pieces, source, start if numbered else None))
+            pieces = []
+    if pieces:  # a continuation at the end of the text ends the instruction
+        out.append(_finish(pieces, source, start if numbered else None))
+    return out
+
+
+def _finish(pieces: list[str], source: str, line: int | None) -> Instruction:
+    return parse_line(" ".join(pieces), source=source, line=line)
+
+
+def parse_yaml(text: str, source: str) -> list[Step]:
+    """The directord format: a list of ``{targets, jobs: [{VERB: ARGS}], async, name}``."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        raise DSLError(f"invalid YAML: {problem}; check indentation and quoting", source=source,
+                       line=mark.line + 1 if mark is not None else None) from None
+    except yaml.YAMLError as exc:
+        raise DSLError(f"invalid YAML: {exc}", source=source) from None
+    except RecursionError:
+        raise DSLError("invalid YAML: nested too deeply", source=source) from None
+    if root is None or (isinstance(root, yaml.SequenceNode) and not root.value):
+        raise DSLError(f"no jobs in {source}: add items like '- jobs: [RUN: echo hello]'",
+                       source=source)
+    if not isinstance(root, yaml.SequenceNode):
+        raise DSLError("the top level must be a list of items like '- jobs: [...]'",
+                       source=source, line=_line(root))
+    _check_tags(root, source)
+    return [_parse_item(item, index, source) for index, item in enumerate(root.value, start=1)]
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _check_tags(root: yaml.Node, source: str) -> None:
+    """Refuse explicit tags (``!!python/...``, ``!foo``) on lists and mappings outright."""
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or isinstance(node, yaml.ScalarNode):
+            continue  # aliases may repeat a node; scalar tags are checked where used
+        seen.add(id(node))
+        if node.tag not in _PLAIN_TAGS:
+            raise DSLError(f"unsupported YAML tag {node.tag[:60]!r}; remove it",
+                           source=source, line=_line(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        else:
+            stack.extend(n for pair in node.value for n in pair)
+
+
+def _parse_item(item: yaml.Node, index: int, source: str) -> Step:
+    def fail(message: str, node: yaml.Node) -> DSLError:
+        return DSLError(message, source=source, line=_line(node))
+
+    if not isinstance(item, yaml.MappingNode):
+        raise fail(f"item {index} must be a mapping with 'jobs' (and optionally targets, "
+                   "async, name)", item)
+    fields: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    for key, value in item.value:
+        if not (isinstance(key, yaml.ScalarNode) and key.tag == _STR):
+            raise fail(f"item {index} has a key that is not a plain word", key)
+        if key.value not in _ITEM_KEYS:
+            raise fail(f"unknown key {key.value[:40]!r} in item {index}: expected "
+                       f"{', '.join(_ITEM_KEYS)}", key)
+        if key.value in fields:
+            raise fail(f"key {key.value!r} appears twice in item {index}; keep one", key)
+        fields[key.value] = (key, value)
+
+    if "jobs" not in fields:
+        raise fail(f"item {index} has no 'jobs': add 'jobs: [RUN: ...]'", item)
+    jobs_key, jobs_node = fields["jobs"]
+    if not isinstance(jobs_node, yaml.SequenceNode) or not jobs_node.value:
+        raise fail(f"'jobs' in item {index} must be a non-empty list of {{VERB: ARGS}}",
+                   jobs_node if isinstance(jobs_node, yaml.SequenceNode) else jobs_key)
+    jobs = tuple(_parse_job(job, source) for job in jobs_node.value)
+
+    targets: tuple[str, ...] = ()
+    if "targets" in fields:
+        node = fields["targets"][1]
+        if not (isinstance(node, yaml.SequenceNode) and all(
+                isinstance(t, yaml.ScalarNode) and t.tag == _STR and t.value for t in node.value)):
+            raise fail(f"'targets' in item {index} must be a list of node names or globs "
+                       "(strings)", node)
+        targets = tuple(t.value for t in node.value)
+
+    async_ = False
+    if "async" in fields:
+        node = fields["async"][1]
+        value = None
+        if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL:
+            value = yaml.SafeLoader.bool_values.get(node.value.lower())  # None: '!!bool foo'
+        if value is None:
+            raise fail(f"'async' in item {index} must be true or false", node)
+        async_ = value
+
+    name = None
+    if "name" in fields:
+        node = fields["name"][1]
+        if not (isinstance(node, yaml.ScalarNode) and node.tag == _STR):
+            raise fail(f"'name' in item {index} must be a string (quote it)", node)
+        name = node.value
+    return Step(jobs=jobs, targets=targets, async_=async_, name=name)
+
+
+def _parse_job(job: yaml.Node, source: str) -> Instruction:
+    line = _line(job)
+    if not (isinstance(job, yaml.MappingNode) and len(job.value) == 1):
+        raise DSLError("each job must be a mapping with exactly one key, the verb: "
+                       "e.g. '- RUN: echo hello'", source=source, line=line)
+    key, value = job.value[0]
+    verb = key.value if isinstance(key, yaml.ScalarNode) and key.tag == _STR else ""
+    if not _VERB_WORD_RE.fullmatch(verb) or verb.upper() not in VERBS:
+        shown = verb[:40] if verb else "(not a word)"
+        raise DSLError(f"unknown verb {shown!r}: expected one of {', '.join(VERBS)}",
+                       source=source, line=line)
+    if not (isinstance(value, yaml.ScalarNode) and value.tag == _STR):
+        raise DSLError(f"the arguments of {verb.upper()} must be a string: quote them, "
+                       f"e.g. '{verb.upper()}: \"...\"'", source=source, line=_line(value))
+    return parse_line(f"{verb} {value.value}", source=source, line=line)

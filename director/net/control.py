@@ -1,0 +1,127 @@
+"""The local control socket: how the operator CLI reaches its own server.
+
+It is an ``ipc://`` socket in ``HOME/run/`` -- a 0700 directory holding a
+0600 socket -- so only the server's own user can connect; no CURVE is
+needed on a path the kernel already guards.  Requests are ``CTL`` messages;
+the server answers with one ``CTL_REPLY`` and, for waiting commands, any
+number of ``CTL_EVENT`` messages before it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from director.errors import ConfigError, ConnectionFailed, DirectorError, ProtocolError
+from director.protocol.frames import Message, decode, make
+from director.trust.keystore import ensure_private_dir
+
+MAX_IPC_PATH = 100
+
+
+def socket_path(home: str | Path) -> Path:
+    return Path(home) / "run" / "control.sock"
+
+
+def endpoint(home: str | Path) -> str:
+    path = socket_path(home)
+    if len(str(path)) > MAX_IPC_PATH:
+        raise ConfigError(f"home path too long for a control socket ({path}); use a shorter --home")
+    return f"ipc://{path}"
+
+
+def bind(ctx: zmq.Context, home: str | Path) -> zmq.Socket:
+    """Bind the control ROUTER; refuses when another live process owns it."""
+    ensure_private_dir(Path(home) / "run")
+    path = socket_path(home)
+    if path.exists() or path.is_symlink():
+        if ping(home, timeout=0.5):
+            raise ConfigError(f"another director is already running in {home}")
+        path.unlink()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.linger = 0
+    sock.maxmsgsize = 64 * 1024 * 1024
+    sock.router_mandatory = True
+    old = os.umask(0o177)
+    try:
+        sock.bind(endpoint(home))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return sock
+
+
+class ControlClient:
+    """The CLI side: one DEALER, one request at a time, waits on the socket."""
+
+    def __init__(self, home: str | Path, timeout: float = 10.0):
+        self.home = Path(home)
+        self.timeout = timeout
+        path = socket_path(home)
+        if not path.exists():
+            raise ConnectionFailed(
+                f"no director running in {self.home} (no {path.name}): start it with"
+                f" 'director --home {self.home} server' or pass the right --home"
+            )
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint(home))
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, op: str, args: dict[str, Any] | None = None) -> None:
+        self.sock.send_multipart(make("CTL", op=op, args=args or {}))
+
+    def recv(self, timeout: float | None = None) -> Message:
+        t = self.timeout if timeout is None else timeout
+        if not self.sock.poll(int(t * 1000) if t is not None and t >= 0 else None):
+            raise ConnectionFailed(
+                f"the director in {self.home} did not answer within {t:g} s"
+            )
+        return decode(self.sock.recv_multipart())
+
+    def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        """One request, one reply; a refused request raises DirectorError."""
+        self.send(op, args)
+        return result_of(self.recv())
+
+    def stream(self, op: str, args: dict[str, Any] | None = None,
+               timeout: float | None = None) -> Iterator[Message]:
+        """Yield CTL_EVENT messages until the final CTL_REPLY (yielded last)."""
+        self.send(op, args)
+        while True:
+            msg = self.recv(timeout)
+            yield msg
+            if msg.type == "CTL_REPLY":
+                return
+
+
+def result_of(msg: Message) -> Any:
+    if msg.type != "CTL_REPLY":
+        raise ProtocolError(f"unexpected {msg.type} from control socket")
+    if not msg.get("ok"):
+        err = DirectorError(msg.get("error") or "request failed")
+        err.exit_code = int(msg.get("code") or 1)
+        raise err
+    return msg.get("result")
+
+
+def ping(home: str | Path, timeout: float = 1.0) -> dict[str, Any] | None:
+    """The health answer of whatever runs in ``home``, or None."""
+    try:
+        with ControlClient(home, timeout=timeout) as c:
+            return c.call("health")
+    except (DirectorError, zmq.ZMQError):
+        return None

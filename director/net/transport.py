@@ -1,0 +1,128 @@
+"""The only data-path ZeroMQ code: CURVE ROUTER (server) and DEALER (node).
+
+Every TCP socket here is CURVE; the server socket names a ZAP domain so the
+ZAP handler decides every handshake.  Limits are set on every socket: maximum
+message size, handshake timeout, ZMTP heartbeats, bounded queues and
+non-blocking sends, so a slow or vanished peer never blocks the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import zmq
+
+from director.protocol.frames import MAX_BODY, Message, ProtocolError, decode, encode
+from director.trust.keystore import KeyPair
+from director.trust.zap import ZAP_DOMAIN
+
+log = logging.getLogger("director.net")
+
+MAX_MSG = MAX_BODY + 80 * 1024 * 1024  # body + one chunk (chunk_size max 64 MiB)
+HANDSHAKE_MS = 5000
+SNDHWM = 10000
+
+
+def _common(sock: zmq.Socket, heartbeat_s: float) -> None:
+    sock.linger = 0
+    sock.maxmsgsize = MAX_MSG
+    sock.handshake_ivl = HANDSHAKE_MS
+    ivl = max(100, int(heartbeat_s * 1000))
+    sock.heartbeat_ivl = ivl
+    sock.heartbeat_timeout = ivl * 3
+    sock.heartbeat_ttl = ivl * 3
+    sock.sndhwm = SNDHWM
+    sock.rcvhwm = SNDHWM
+
+
+def server_socket(ctx: zmq.Context, pair: KeyPair, bind: str, heartbeat_s: float) -> zmq.Socket:
+    """A CURVE ROUTER that only talks to peers the ZAP handler admitted."""
+    sock = ctx.socket(zmq.ROUTER)
+    _common(sock, heartbeat_s)
+    sock.curve_server = True
+    sock.curve_secretkey = pair.secret
+    sock.curve_publickey = pair.public
+    sock.zap_domain = ZAP_DOMAIN.encode()
+    try:  # fail closed even if the ZAP handler vanished (libzmq >= 4.3)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+    except (zmq.ZMQError, AttributeError):
+        pass
+    sock.router_mandatory = True
+    sock.bind(bind)
+    return sock
+
+
+def client_socket(ctx: zmq.Context, pair: KeyPair, server_key: bytes, endpoint: str,
+                  heartbeat_s: float) -> zmq.Socket:
+    """A CURVE DEALER pinned to ``server_key``; reconnects by itself with backoff."""
+    sock = ctx.socket(zmq.DEALER)
+    _common(sock, heartbeat_s)
+    sock.curve_secretkey = pair.secret
+    sock.curve_publickey = pair.public
+    sock.curve_serverkey = server_key
+    sock.reconnect_ivl = 100
+    sock.reconnect_ivl_max = 5000
+    sock.immediate = False  # queue while (re)connecting: results are not lost
+    sock.connect(endpoint)
+    return sock
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message from a node: ``key`` is the authenticated z85 key (ZAP User-Id)."""
+
+    routing_id: bytes
+    key: str
+    address: str | None
+    msg: Message | None
+    error: str | None = None
+
+
+def recv_from_node(sock: zmq.Socket, flags: int = 0) -> Incoming:
+    """Receive one message on the ROUTER, with its authenticated key."""
+    frames = sock.recv_multipart(flags=flags, copy=False)
+    routing_id = frames[0].bytes
+    if len(frames) < 2:
+        return Incoming(routing_id, "", None, None, "empty message")
+    meta = frames[1]
+    try:
+        key = meta.get("User-Id")
+    except zmq.ZMQError:
+        key = ""
+    try:
+        address = meta.get("Peer-Address")
+    except zmq.ZMQError:
+        address = None
+    try:
+        msg = decode([f.buffer for f in frames[1:]])
+    except ProtocolError as exc:
+        return Incoming(routing_id, key or "", address, None, str(exc))
+    return Incoming(routing_id, key or "", address, msg)
+
+
+def send_to(sock: zmq.Socket, routing_id: bytes, frames: list[bytes]) -> bool:
+    """Non-blocking send to one peer; False when it is gone or too slow."""
+    try:
+        sock.send_multipart([routing_id, *frames], flags=zmq.NOBLOCK, copy=False)
+        return True
+    except zmq.Again:
+        log.warning("peer queue full; message dropped")
+        return False
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.EHOSTUNREACH:
+            return False
+        raise
+
+
+def send_msg(sock: zmq.Socket, msg: Message) -> bool:
+    """Non-blocking send on a DEALER."""
+    try:
+        sock.send_multipart(encode(msg), flags=zmq.NOBLOCK, copy=False)
+        return True
+    except zmq.Again:
+        return False
+
+
+def recv_msg(sock: zmq.Socket) -> Message:
+    return decode(sock.recv_multipart(copy=True))

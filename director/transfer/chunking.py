@@ -1,0 +1,400 @@
+"""Server side of COPY: manifests of BLAKE2b-digested fixed-size chunks.
+
+The server turns ``COPY SRC... DEST`` into a :class:`Manifest` (what the node
+must end up with) plus the local paths it will serve chunks from.  The node
+only ever sees the manifest and asks for chunks *by index*, so it can never
+name a server-side path.  A manifest arriving from the wire is hostile input:
+:meth:`Manifest.from_dict` refuses anything malformed with ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from cachetools import LRUCache
+
+from director.errors import ProtocolError, TransferError
+
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+MIN_CHUNK_SIZE = 4 * 1024
+MAX_CHUNK_SIZE = 64 * 1024 * 1024
+MAX_FILES = 100_000
+MAX_PATH = 4096
+MAX_NAME = 255
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def hasher(data: bytes = b"") -> "hashlib._Hash":
+    """The one hash of Director's transfers: BLAKE2b with a 32-byte digest."""
+    return hashlib.blake2b(data, digest_size=32)
+
+
+def digest_of(data: bytes) -> str:
+    """Hex BLAKE2b-256 of ``data``."""
+    return hasher(data).hexdigest()
+
+
+def is_digest(value: object) -> bool:
+    """True for a 64-character lower-case hex string (our digest form)."""
+    return isinstance(value, str) and _HEX64.fullmatch(value) is not None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, from JSON or from os.fsdecode
+        return False
+    return True
+
+
+def check_rel(rel: object) -> str | None:
+    """Why ``rel`` is not a safe relative POSIX path, or None if it is.
+
+    "" is allowed (it means DEST itself).  Shared by both sides so the server
+    never builds a manifest the node would refuse.
+    """
+    if not isinstance(rel, str):
+        return "path is not a string"
+    if rel == "":
+        return None
+    if len(rel) > MAX_PATH or "\x00" in rel or not _utf8(rel):
+        return "path too long, not UTF-8 or contains NUL"
+    if rel.startswith("/"):
+        return "path is absolute"
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            return "path is not normalized (empty, '.' or '..' component)"
+        if len(part.encode("utf-8")) > MAX_NAME:
+            return "path component too long"
+    return None
+
+
+def _valid_dest(dest: object) -> bool:
+    return (isinstance(dest, str) and 0 < len(dest) <= MAX_PATH and "\x00" not in dest
+            and _utf8(dest))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file to deliver: where (relative to DEST), how big, which mode, what content."""
+
+    rel: str
+    size: int
+    mode: int
+    digest: str
+    chunks: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rel": self.rel, "size": self.size, "mode": self.mode,
+                "digest": self.digest, "chunks": list(self.chunks)}
+
+
+def _int(value: object, what: str, lo: int, hi: int) -> int:
+    # bool is an int in Python: refuse it where a number is meant.
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ProtocolError(f"manifest: {what} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _entry_from_dict(raw: object, chunk_size: int) -> FileEntry:
+    if not isinstance(raw, dict) or set(raw) != {"rel", "size", "mode", "digest", "chunks"}:
+        raise ProtocolError("manifest: a file entry needs exactly rel, size, mode, digest, chunks")
+    rel = raw["rel"]
+    why = check_rel(rel)
+    if why:
+        raise ProtocolError(f"manifest: bad file path {str(rel)[:80]!r}: {why}")
+    size = _int(raw["size"], "file size", 0, 2**63 - 1)
+    mode = _int(raw["mode"], "file mode", 0, 0o7777)
+    if not is_digest(raw["digest"]):
+        raise ProtocolError("manifest: file digest must be 64 lower-case hex characters")
+    chunks = raw["chunks"]
+    if not isinstance(chunks, (list, tuple)) or not all(is_digest(c) for c in chunks):
+        raise ProtocolError("manifest: chunks must be a list of 64-hex digests")
+    if len(chunks) != -(-size // chunk_size):
+        raise ProtocolError(f"manifest: {rel!r} has {len(chunks)} chunks for {size} bytes")
+    return FileEntry(rel, size, mode, raw["digest"], tuple(chunks))
+
+
+def _check_layout(files: Sequence[FileEntry], dirs: Sequence[str]) -> None:
+    """No duplicates, no file used as a directory, "" only as the sole file."""
+    rels = [f.rel for f in files]
+    fileset = set(rels)
+    if len(fileset) != len(rels):
+        raise ProtocolError("manifest: duplicate file path")
+    if len(set(dirs)) != len(dirs) or fileset & set(dirs):
+        raise ProtocolError("manifest: duplicate directory path")
+    if "" in fileset and (len(rels) != 1 or dirs):
+        raise ProtocolError("manifest: DEST cannot be both a file and a directory")
+    for path in (*rels, *dirs):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in fileset:
+                raise ProtocolError(f"manifest: {path!r} lies under a file")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a node needs to reproduce one COPY, and nothing server-local."""
+
+    dest: str
+    chunk_size: int
+    files: tuple[FileEntry, ...]
+    dirs: tuple[str, ...] = ()
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dest": self.dest, "chunk_size": self.chunk_size,
+                "files": [f.to_dict() for f in self.files], "dirs": list(self.dirs)}
+
+    def canonical_json(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
+
+    def digest(self) -> str:
+        """Content identity of the whole COPY (an input of the job-cache key)."""
+        return digest_of(self.canonical_json())
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Manifest:
+        """Parse a manifest from JSON-decoded data; anything wrong -> ProtocolError."""
+        if not isinstance(raw, dict) or set(raw) != {"dest", "chunk_size", "files", "dirs"}:
+            raise ProtocolError("manifest must be an object with dest, chunk_size, files, dirs")
+        dest = raw["dest"]
+        if not _valid_dest(dest):
+            raise ProtocolError("manifest: dest must be a non-empty path string")
+        chunk_size = _int(raw["chunk_size"], "chunk_size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE)
+        files, dirs = raw["files"], raw["dirs"]
+        if not isinstance(files, (list, tuple)) or not isinstance(dirs, (list, tuple)):
+            raise ProtocolError("manifest: files and dirs must be lists")
+        if len(files) > MAX_FILES or len(dirs) > MAX_FILES:
+            raise ProtocolError(f"manifest: more than {MAX_FILES} entries")
+        entries = tuple(_entry_from_dict(f, chunk_size) for f in files)
+        for d in dirs:
+            why = check_rel(d)
+            if why:
+                raise ProtocolError(f"manifest: bad directory path {str(d)[:80]!r}: {why}")
+        _check_layout(entries, dirs)
+        return cls(dest, chunk_size, entries, tuple(dirs))
+
+
+def pread_full(fd: int, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` (short only at end of file); one read normally."""
+    data = os.pread(fd, size, offset)
+    while 0 < len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def hash_fd(fd: int, chunk_size: int) -> tuple[str, tuple[str, ...]]:
+    """Whole-file and per-chunk digests of an open file, one read per chunk."""
+    whole, chunks, offset = hasher(), [], 0
+    while data := pread_full(fd, chunk_size, offset):
+        whole.update(data)
+        chunks.append(digest_of(data))
+        offset += len(data)
+    return whole.hexdigest(), tuple(chunks)
+
+
+def open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """Open a regular file read-only without following a symlink; returns (fd, fstat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TransferError(f"cannot open {os.fspath(path)!s}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise TransferError(f"{os.fspath(path)!s} is not a regular file")
+    return fd, st
+
+
+def hash_file(path: str | os.PathLike[str], chunk_size: int) -> tuple[str, tuple[str, ...]]:
+    """Whole-file digest and per-chunk digests, reading each chunk once."""
+    fd, _ = open_regular(path)
+    try:
+        return hash_fd(fd, chunk_size)
+    except OSError as exc:
+        raise TransferError(f"cannot read {os.fspath(path)!s}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _lstat(path: str | os.PathLike[str]) -> os.stat_result:
+    try:
+        return os.lstat(path)
+    except OSError as exc:
+        raise TransferError(f"cannot stat {os.fspath(path)}: {exc.strerror}") from None
+
+
+def _stat_key(st: os.stat_result, chunk_size: int) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, chunk_size)
+
+
+class DigestCache:
+    """Digests of unchanged sources, keyed by their stat, so a redeploy re-reads nothing.
+
+    A stale entry cannot corrupt a node: :func:`read_chunk` re-verifies every
+    chunk it serves, so a source changed behind the cache fails loudly.
+    """
+
+    def __init__(self, maxsize: int = 100_000) -> None:
+        self._lru: LRUCache = LRUCache(maxsize=maxsize)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._lru)
+
+    def digests(self, path: Path, chunk_size: int) -> tuple[os.stat_result, str, tuple[str, ...]]:
+        """(stat, digest, chunks) of ``path``; re-read only when its stat changed.
+
+        The stat returned is the one the digests belong to (checked before and
+        after reading), so size and mode in a manifest always match its chunks.
+        """
+        for _ in range(3):
+            st = _lstat(path)
+            key = _stat_key(st, chunk_size)
+            with self._lock:
+                hit = self._lru.get(key)
+            if hit is not None:
+                return (st, *hit)
+            value = hash_file(path, chunk_size)
+            if _stat_key(_lstat(path), chunk_size) == key:
+                with self._lock:
+                    self._lru[key] = value
+                return (st, *value)
+        raise TransferError(f"source {path} keeps changing while it is read; try again")
+
+
+def _expand(source: str, base: Path) -> list[str]:
+    """Absolute paths a source names (sorted glob matches, or the path itself)."""
+    pattern = source if os.path.isabs(source) else os.path.join(glob.escape(str(base)), source)
+    path = source if os.path.isabs(source) else os.path.join(str(base), source)
+    matches = sorted(glob.glob(pattern)) if glob.has_magic(source) else []
+    if not matches and os.path.lexists(path):  # also a literal name like "file[1].txt"
+        matches = [path]
+    if not matches:
+        raise TransferError(f"COPY source {source!r} not found (relative to {base})")
+    return [os.path.abspath(m) for m in matches]
+
+
+def _walk(top: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Regular files (rel, path) and directories (rel) under ``top``; symlinks skipped."""
+    files: list[tuple[str, str]] = []
+    dirs: list[str] = []
+
+    def onerror(exc: OSError) -> None:
+        raise TransferError(f"cannot read directory {exc.filename}: {exc.strerror}")
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=False):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, top)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+        dirs.append(rel_dir)
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if stat.S_ISREG(_lstat(path).st_mode):  # symlinks, fifos, devices: skipped
+                files.append((f"{rel_dir}/{name}" if rel_dir else name, path))
+    return files, dirs
+
+
+def _leaf_dirs(dirs: set[str], file_rels: Sequence[str]) -> tuple[str, ...]:
+    """Directories nothing else will create: empty ones (and DEST for an empty tree)."""
+    covered: set[str] = set()
+    for path in (*file_rels, *dirs):
+        parts = path.split("/") if path else []
+        covered.update("/".join(parts[:i]) for i in range(len(parts)))
+    return tuple(sorted(d for d in dirs if d not in covered))
+
+
+def build_manifest(sources: Sequence[str], dest: str, *, base: Path,
+                   chunk_size: int = DEFAULT_CHUNK_SIZE,
+                   cache: DigestCache | None = None) -> tuple[Manifest, tuple[Path, ...]]:
+    """Containerfile COPY semantics -> (manifest, absolute local path of each file entry).
+
+    Fails with TransferError before anything is sent: missing source, symlink
+    source, two sources landing on the same path, too many files.
+    """
+    if not _valid_dest(dest):
+        raise TransferError(f"COPY destination {dest!r} is not a valid path")
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise TransferError(f"chunk size {chunk_size} out of range")
+    if not sources:
+        raise TransferError("COPY needs at least one source")
+    cache = cache if cache is not None else DigestCache()
+    base = Path(os.path.abspath(base))
+    expanded = [(src, _expand(src, base)) for src in sources]
+    many = dest.endswith("/") or sum(len(m) for _, m in expanded) > 1
+    found: dict[str, str] = {}  # rel -> local path
+    dirs: set[str] = set()
+
+    def add(rel: str, path: str) -> None:
+        why = check_rel(rel)
+        if why:
+            raise TransferError(f"COPY source {path!r} cannot be sent: {why}")
+        if rel in found:
+            raise TransferError(f"COPY sources {found[rel]!r} and {path!r} both go to "
+                                f"{rel or dest!r} in {dest!r}")
+        found[rel] = path
+
+    for src, matches in expanded:
+        for path in matches:
+            st = _lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                raise TransferError(f"COPY source {path!r} is a symlink; refusing to follow it "
+                                    "(copy its target instead)")
+            if stat.S_ISDIR(st.st_mode):
+                tree_files, tree_dirs = _walk(path)
+                dirs.update(tree_dirs)
+                for rel, fpath in tree_files:
+                    add(rel, fpath)
+            elif stat.S_ISREG(st.st_mode):
+                add(os.path.basename(path) if many else "", path)
+            else:
+                raise TransferError(f"COPY source {path!r} is not a regular file or directory")
+            if len(found) > MAX_FILES:
+                raise TransferError(f"COPY of more than {MAX_FILES} files is not supported")
+
+    rels = sorted(found)
+    entries, paths = [], []
+    for rel in rels:
+        st, digest, chunks = cache.digests(Path(found[rel]), chunk_size)
+        entries.append(FileEntry(rel, st.st_size, stat.S_IMODE(st.st_mode), digest, chunks))
+        paths.append(Path(found[rel]))
+    dir_rels = _leaf_dirs(dirs, rels)
+    try:
+        _check_layout(entries, dir_rels)
+    except ProtocolError as exc:
+        raise TransferError(f"COPY to {dest!r}: {exc}") from None
+    return Manifest(dest, chunk_size, tuple(entries), dir_rels), tuple(paths)
+
+
+def read_chunk(path: Path, entry: FileEntry, index: int, chunk_size: int) -> bytes:
+    """Chunk ``index`` of a manifest file, verified against the manifest (serve side)."""
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(entry.chunks):
+        raise TransferError(f"chunk index {index!r} out of range for {entry.rel or 'file'!r}")
+    fd, _ = open_regular(path)
+    try:
+        data = pread_full(fd, chunk_size, index * chunk_size)
+    except OSError as exc:
+        raise TransferError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if digest_of(data) != entry.chunks[index]:
+        raise TransferError(f"source {path} changed since its manifest was built")
+    return data

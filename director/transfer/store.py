@@ -1,0 +1,451 @@
+"""Node side of COPY: content store, stat cache, planning and safe assembly.
+
+Security rules this module keeps (DESIGN.md, "Security properties"):
+a "skip, unchanged" decision compares the manifest digest only with a digest
+the node computed itself (or cached against its own stat of the file); a
+destination is resolved without following symlinks (directories are opened
+one component at a time with ``O_NOFOLLOW``); files are written to a temp file
+in the target directory, verified, fsynced and renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import posixpath
+import pwd
+import re
+import secrets
+import sqlite3
+import stat
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from director.errors import TransferError
+from director.transfer.chunking import (
+    FileEntry, Manifest, check_rel, digest_of, hash_fd, hasher, is_digest, open_regular,
+    pread_full,
+)
+
+TEMP_PREFIX = ".director-tmp-"
+Digests = tuple[str, tuple[str, ...]]
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _stat_id(st: os.stat_result) -> str:
+    # Text, not INTEGER: st_ino may not fit SQLite's signed 64 bits.
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class ContentStore:
+    """Chunks by digest under ``root/ab/abcd...``, bounded, evicting least recently used.
+
+    Every read is verified, so a corrupt chunk is never used: it is deleted and
+    reported missing.  ``pin`` protects chunks a transfer in progress relies on.
+    """
+
+    def __init__(self, root: Path, max_bytes: int = 1 << 30) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[str, int] = OrderedDict()
+        self._pins: Counter[str] = Counter()
+        self.total_bytes = 0
+        cleanup_temp_files(self.root.glob("[0-9a-f][0-9a-f]"))
+        found = [(f.lstat(), f.name) for f in self.root.glob("[0-9a-f][0-9a-f]/*")
+                 if is_digest(f.name)]
+        for st, d in sorted((s for s in found if stat.S_ISREG(s[0].st_mode)),
+                            key=lambda s: s[0].st_mtime_ns):
+            self._add(d, st.st_size)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def _path(self, d: str) -> Path:
+        if not is_digest(d):
+            raise TransferError(f"not a chunk digest: {str(d)[:80]!r}")
+        return self.root / d[:2] / d
+
+    def _drop(self, d: str) -> None:
+        self.total_bytes -= self._lru.pop(d, 0)
+
+    def _add(self, d: str, size: int) -> None:
+        self._drop(d)
+        self._lru[d] = size
+        self.total_bytes += size
+
+    def has(self, d: str) -> bool:
+        path = self._path(d)
+        with self._lock:
+            if d in self._lru and path.is_file():
+                return True
+            self._drop(d)
+            return False
+
+    def get(self, d: str) -> bytes | None:
+        path = self._path(d)
+        with self._lock:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                self._drop(d)
+                return None
+            if digest_of(data) != d:
+                path.unlink(missing_ok=True)
+                self._drop(d)
+                return None
+            self._add(d, len(data))
+            os.utime(path)  # recency survives a restart
+            return data
+
+    def put(self, d: str, data: bytes) -> None:
+        path = self._path(d)
+        if digest_of(data) != d:
+            raise TransferError(f"chunk data does not match digest {d[:16]}...")
+        with self._lock:
+            if d in self._lru and path.is_file():
+                self._lru.move_to_end(d)
+                return
+            tmp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                with open(tmp, "xb") as f:  # O_EXCL: never through an existing name
+                    f.write(data)
+                os.replace(tmp, path)  # a reader sees the whole chunk or none
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise TransferError(f"cannot store chunk: {exc.strerror}") from None
+            self._add(d, len(data))
+            self._evict(keep=d)
+
+    def _evict(self, keep: str) -> None:
+        for d in list(self._lru):
+            if self.total_bytes <= self.max_bytes:
+                return
+            if d != keep and not self._pins[d]:
+                self._path(d).unlink(missing_ok=True)
+                self._drop(d)
+
+    def pin(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            self._pins.update(digests)
+
+    def unpin(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            self._pins.subtract(digests)
+            self._pins = +self._pins
+
+
+class StatCache:
+    """Digests of destination files, valid only while a fresh lstat still matches.
+
+    Persisted in SQLite so a node restart does not re-hash every deployed file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, "
+                         "ident TEXT NOT NULL, chunk_size INTEGER NOT NULL, "
+                         "digest TEXT NOT NULL, chunks TEXT NOT NULL)")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def lookup(self, path: Path, chunk_size: int) -> Digests | None:
+        with self._lock:
+            row = self._db.execute("SELECT ident, chunk_size, digest, chunks FROM stat "
+                                   "WHERE path = ?", (os.fspath(path),)).fetchone()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if row is None or row[1] != chunk_size or not stat.S_ISREG(st.st_mode) \
+                or _stat_id(st) != row[0]:
+            return None
+        return row[2], tuple(row[3][i:i + 64] for i in range(0, len(row[3]), 64))
+
+    def record(self, path: Path, digest: str, chunks: tuple[str, ...], *, chunk_size: int,
+               st: os.stat_result | None = None) -> None:
+        """Remember ``path``'s digests against ``st`` (default: lstat it now)."""
+        st = st if st is not None else os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return self.forget(path)
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)",
+                             (os.fspath(path), _stat_id(st), chunk_size, digest, "".join(chunks)))
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM stat WHERE path = ?", (os.fspath(path),))
+
+
+def _symlink_refusal(path: str) -> TransferError:
+    return TransferError(f"refusing to write through symlink at {path}")
+
+
+def safe_target(dest: str, rel: str) -> Path:
+    """Absolute normalized destination; refuses if any existing component is a symlink."""
+    if not isinstance(dest, str) or not dest.startswith("/") or "\x00" in dest:
+        raise TransferError(f"COPY destination {dest!r} must be an absolute path")
+    why = check_rel(rel)
+    if why:
+        raise TransferError(f"bad path {rel!r} in manifest: {why}")
+    path = "/" + posixpath.normpath(posixpath.join(dest, rel)).lstrip("/")
+    current = ""
+    for part in path.split("/")[1:]:
+        current = f"{current}/{part}"
+        try:
+            st = os.lstat(current)
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if stat.S_ISLNK(st.st_mode):
+            raise _symlink_refusal(current)
+    return Path(path)
+
+
+def _open_dir(path: str, *, create: bool) -> int:
+    """Open an absolute directory one component at a time, never following a symlink."""
+    fd = os.open("/", _DIR_FLAGS)
+    current = ""
+    try:
+        for part in [p for p in path.split("/") if p]:
+            current = f"{current}/{part}"
+            try:
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise TransferError(f"directory {current} does not exist") from None
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK) and stat.S_ISLNK(
+                        os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise _symlink_refusal(current) from None
+                raise TransferError(f"cannot open directory {current}: {exc.strerror}") from None
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def create_dirs(manifest: Manifest) -> list[Path]:
+    """Create the manifest's (empty) directories under DEST without following symlinks."""
+    made = []
+    for rel in manifest.dirs:
+        target = safe_target(manifest.dest, rel)
+        os.close(_open_dir(str(target), create=True))
+        made.append(target)
+    return made
+
+
+def local_digest(path: Path, chunk_size: int, stat_cache: StatCache) -> Digests | None:
+    """Digests of what the node has at ``path``, computed by the node itself."""
+    hit = stat_cache.lookup(path, chunk_size)
+    if hit is not None:
+        return hit
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd, before = open_regular(path)
+    except (OSError, TransferError):
+        return None
+    try:
+        value = hash_fd(fd, chunk_size)
+        unchanged = _stat_id(os.fstat(fd)) == _stat_id(before)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if unchanged:
+        stat_cache.record(path, *value, chunk_size=chunk_size, st=before)
+    return value
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """What to do for manifest file ``index``: nothing, or fetch chunks ``need``."""
+
+    index: int
+    target: Path
+    unchanged: bool
+    need: tuple[int, ...]
+    reused: int = 0  # chunks not fetched from the server (content store or local copy)
+
+
+def _copy_local(path: Path, index: int, chunk_size: int, d: str, store: ContentStore) -> bool:
+    try:
+        fd, _ = open_regular(path)
+        try:
+            data = pread_full(fd, chunk_size, index * chunk_size)
+        finally:
+            os.close(fd)
+        store.put(d, data)  # verifies: a file changed since hashing is simply not reused
+    except (OSError, TransferError):
+        return False
+    return True
+
+
+def plan_transfer(manifest: Manifest, stat_cache: StatCache,
+                  store: ContentStore) -> list[FilePlan]:
+    """Decide per file: unchanged, or which chunk indexes the server must send.
+
+    A chunk is fetched once per transfer even if several files or offsets use it.
+    """
+    cs = manifest.chunk_size
+    plans: list[FilePlan] = []
+    wanted: set[str] = set()
+    for index, entry in enumerate(manifest.files):
+        target = safe_target(manifest.dest, entry.rel)
+        local = local_digest(target, cs, stat_cache)
+        if local is not None and local[0] == entry.digest:
+            plans.append(FilePlan(index, target, True, (), len(entry.chunks)))
+            continue
+        at: dict[str, int] = {}
+        for i, d in enumerate(local[1] if local else ()):
+            at.setdefault(d, i)
+        need: list[int] = []
+        for ci, d in enumerate(entry.chunks):
+            if d in wanted or store.has(d) or (
+                    d in at and _copy_local(target, at[d], cs, d, store)):
+                continue
+            need.append(ci)
+            wanted.add(d)
+        plans.append(FilePlan(index, target, False, tuple(need), len(entry.chunks) - len(need)))
+    return plans
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStore,
+             stat_cache: StatCache, mode: int | None = None) -> None:
+    """Write ``entry`` from stored chunks to a temp file, verify, fsync, rename into place."""
+    parent, name = os.path.split(os.fspath(target))
+    if not name:
+        raise TransferError(f"cannot write a file at {target}")
+    dfd = _open_dir(parent, create=True)
+    tmp: str | None = None
+    try:
+        try:
+            existing = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            existing = 0
+        if stat.S_ISLNK(existing):
+            raise _symlink_refusal(os.fspath(target))
+        if stat.S_ISDIR(existing):
+            raise TransferError(f"cannot replace directory {target} with a file "
+                                "(end the COPY destination with '/' to copy into it)")
+        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dfd)
+        try:
+            whole, size = hasher(), 0
+            for i, d in enumerate(entry.chunks):
+                data = store.get(d)
+                if data is None:
+                    raise TransferError(f"chunk {i} of {target} is missing from the content store")
+                whole.update(data)
+                size += len(data)
+                _write_all(fd, data)
+            if size != entry.size or whole.hexdigest() != entry.digest:
+                raise TransferError(f"assembled {target} does not match its manifest digest")
+            os.fchmod(fd, entry.mode if mode is None else mode)
+            os.fsync(fd)
+            written = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        tmp = None
+        os.fsync(dfd)
+    except OSError as exc:
+        raise TransferError(f"cannot write {target}: {exc.strerror}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+        os.close(dfd)
+    stat_cache.record(Path(target), entry.digest, entry.chunks, chunk_size=chunk_size, st=written)
+
+
+def parse_owner(spec: str) -> tuple[int, int]:
+    """"user[:group]" (names or numbers) -> (uid, gid); -1 leaves that part unchanged."""
+    ids = []
+    for kind, name in zip(("user", "group"), spec.partition(":")[::2]):
+        if not name:
+            ids.append(-1)
+        elif re.fullmatch(r"[0-9]{1,10}", name) and int(name) < 2**32 - 1:
+            ids.append(int(name))
+        else:
+            try:
+                ids.append(pwd.getpwnam(name).pw_uid if kind == "user"
+                           else grp.getgrnam(name).gr_gid)
+            except KeyError:
+                raise TransferError(f"unknown {kind} {name!r} on this node") from None
+    if ids == [-1, -1]:
+        raise TransferError(f"bad owner {spec!r}: expected USER[:GROUP]")
+    return ids[0], ids[1]
+
+
+def apply_attrs(target: Path, mode: int | None, chown: str | None) -> None:
+    """Set mode and owner of ``target`` (file or directory) without following symlinks."""
+    owner = parse_owner(chown) if chown else None
+    parent, name = os.path.split(os.fspath(target))
+    dfd = _open_dir(parent or "/", create=False)
+    try:
+        try:
+            fd = os.open(name or ".", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _symlink_refusal(os.fspath(target)) from None
+            raise TransferError(f"cannot open {target}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            chowned = owner is not None and (owner[0] not in (-1, st.st_uid)
+                                             or owner[1] not in (-1, st.st_gid))
+            if chowned:
+                os.fchown(fd, *owner)  # before chmod: chown may clear setuid bits
+            # Unchanged mode is left alone (no ctime churn on every redeploy).
+            if mode is not None and (chowned or stat.S_IMODE(st.st_mode) != mode):
+                os.fchmod(fd, mode)
+        except PermissionError:
+            raise TransferError(f"not permitted to change owner or mode of {target}") from None
+        except OSError as exc:
+            raise TransferError(f"cannot set attributes of {target}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def cleanup_temp_files(roots: Iterable[Path], *, min_age: float = 0.0) -> int:
+    """Remove ``.director-tmp-*`` files (older than ``min_age`` s) left by interrupted writes."""
+    removed = 0
+    for path in (p for root in roots for p in Path(root).glob(TEMP_PREFIX + "*")):
+        try:
+            st = path.lstat()
+            if not stat.S_ISDIR(st.st_mode) and time.time() - st.st_mtime >= min_age:
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed

@@ -1,0 +1,106 @@
+"""Who may complete a CURVE handshake, and in which role.
+
+``decide`` is the whole policy and is pure.  ``ZapGate`` is the thin adapter
+that plugs it into pyzmq's ZAP authenticator thread through
+``configure_curve_callback``; the ZAP User-Id it returns is the client's z85
+public key, which the server reads from every received frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+ZAP_DOMAIN = "director"
+log = logging.getLogger("director.zap")
+
+
+class Role(enum.Enum):
+    NODE = "node"          # accepted key: full node protocol
+    PENDING = "pending"    # asked to join, waiting for an operator
+    STRANGER = "stranger"  # unknown key: may only ask to enroll
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    role: Role | None
+    reason: str
+
+
+def decide(state: str | None, *, domain: str, pending_count: int, max_pending: int) -> Decision:
+    """The ZAP policy for one handshake, from the key's current state."""
+    if domain != ZAP_DOMAIN:
+        return Decision(False, None, "wrong ZAP domain")
+    if state == "accepted":
+        return Decision(True, Role.NODE, "accepted key")
+    if state == "pending":
+        return Decision(True, Role.PENDING, "pending key")
+    if state in ("rejected", "revoked"):
+        return Decision(False, None, f"{state} key")
+    if state is None:
+        if pending_count >= max_pending:
+            return Decision(False, None, "enrollment queue full")
+        return Decision(True, Role.STRANGER, "unknown key, enrollment only")
+    return Decision(False, None, "unknown key state")
+
+
+def role_of(state: str | None) -> Role | None:
+    """The role a key's state gives it on each message (revocation applies at once)."""
+    if state == "accepted":
+        return Role.NODE
+    if state == "pending":
+        return Role.PENDING
+    if state is None:
+        return Role.STRANGER
+    return None
+
+
+class ZapGate:
+    """Starts pyzmq's ZAP thread with ``decide`` as the CURVE policy.
+
+    ``lookup(z85_key) -> state`` and ``counts() -> (pending, max_pending)``
+    must be safe to call from the ZAP thread (plain dict reads are).
+    """
+
+    def __init__(self, context, lookup: Callable[[str], str | None],
+                 counts: Callable[[], tuple[int, int]]):
+        self._context = context
+        self._lookup = lookup
+        self._counts = counts
+        self._auth = None
+        self.denied = 0
+        self._lock = threading.Lock()
+
+    # pyzmq credentials-provider interface
+    def callback(self, domain: str, key: bytes | str) -> bool:
+        z85 = key.decode("ascii") if isinstance(key, bytes) else key
+        pending, max_pending = self._counts()
+        d = decide(self._lookup(z85), domain=domain, pending_count=pending,
+                   max_pending=max_pending)
+        if not d.allowed:
+            with self._lock:
+                self.denied += 1
+            log.info("handshake refused for key %s...: %s", z85[:8], d.reason)
+        return d.allowed
+
+    def start(self) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(self._context, log=logging.getLogger("director.zap.pyzmq"))
+        auth.start()
+        auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
+        self._auth = auth
+        if not auth.is_alive():
+            raise RuntimeError("ZAP handler did not start")
+
+    def stop(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def is_alive(self) -> bool:
+        return self._auth is not None and self._auth.is_alive()

@@ -1,0 +1,170 @@
+"""Tests for director.jobs.plan: ARG substitution, resolution and the job cache hash."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from director.errors import DSLError
+from director.jobs.dsl import Instruction, Options, parse_line
+from director.jobs.plan import job_hash, resolve, substitute
+
+ARGS = {"NAME": "world", "A": "1", "EMPTY": "", "LOOP": "${NAME}", "BRACES": "{{ A }}"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("hello ${NAME}", "hello world"),
+    ("hello {{ NAME }}", "hello world"),
+    ("hello {{NAME}}", "hello world"),
+    ("hello {{   NAME\t}}", "hello world"),
+    ("${A}${A}{{A}}", "111"),
+    ("x${EMPTY}y", "xy"),
+    ("${UNKNOWN} stays", "${UNKNOWN} stays"),
+    ("{{ UNKNOWN }} stays", "{{ UNKNOWN }} stays"),
+    ("$NAME is for the shell", "$NAME is for the shell"),
+    ("${NAME:-default}", "${NAME:-default}"),
+    ("${ NAME }", "${ NAME }"),
+    ("{{ NAME.x }}", "{{ NAME.x }}"),
+    ("${name}", "${name}"),  # names are case-sensitive
+    ("${LOOP}", "${NAME}"),  # single pass: a value is never expanded again
+    ("${BRACES}", "{{ A }}"),
+    ("$${NAME}", "$world"),
+    ("{{{ NAME }}}", "{world}"),
+    ("", ""),
+])
+def test_substitute(text, expected):
+    assert substitute(text, ARGS) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80).filter(lambda s: "${" not in s and "{{" not in s),
+       st.dictionaries(st.from_regex(r"[A-Za-z_]\w{0,5}", fullmatch=True), st.text(max_size=5)))
+def test_property_text_without_placeholders_is_unchanged(text, args):
+    assert substitute(text, args) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="${}AB_ x", max_size=40))
+def test_property_empty_args_change_nothing(text):
+    assert substitute(text, {}) == text
+
+
+def test_resolve_substitutes_only_the_listed_fields():
+    run = parse_line("RUN --skip-cache --stdout-arg OUT echo ${NAME} {{ A }} $HOME", line=4)
+    resolved = resolve(run, ARGS)
+    assert resolved.command == "echo world 1 $HOME"
+    assert resolved.stdout_arg == "OUT" and resolved.options == Options(skip_cache=True)
+    assert (resolved.line, resolved.text) == (4, run.text)  # metadata keeps the original
+    assert run.command == "echo ${NAME} {{ A }} $HOME"  # the input is not modified
+
+    copy = resolve(parse_line("COPY --chown ${USER}:{{ GROUP }} --chmod 644 ${SRC} x /d/${A}/"),
+                   {"USER": "app", "GROUP": "0", "SRC": "a b", "A": "v"})
+    assert copy.sources == ("a b", "x") and copy.dest == "/d/v/"
+    assert copy.chown == "app:0" and copy.chmod == "644"
+
+    env = resolve(parse_line("ENV GREETING=hello-${NAME}"), ARGS)
+    assert (env.name, env.value) == ("GREETING", "hello-world")
+    workdir = resolve(parse_line("WORKDIR /srv/{{ NAME }}"), ARGS)
+    assert workdir.path == "/srv/world"
+
+
+def test_resolve_never_touches_verb_name_or_options():
+    instr = Instruction(verb="ARG", name="NAME", value="${A}", options=Options(timeout=5.0))
+    resolved = resolve(instr, {"NAME": "x", "A": "1"})
+    assert resolved == dataclasses.replace(instr, value="1")
+
+
+def test_resolve_without_placeholders_is_identity():
+    instr = parse_line("COPY --chown root:root --chmod 0600 a b /c")
+    assert resolve(instr, ARGS) == instr
+
+
+@pytest.mark.parametrize(("chown", "args"), [
+    ("${U}:g", {}),  # the ARG is not set
+    ("${U}", {"U": "two words"}),
+    ("${U}:g", {"U": ""}),
+])
+def test_resolve_rejects_a_chown_that_is_invalid_once_resolved(chown, args):
+    instr = parse_line(f"COPY --chown {chown} a b", source="D", line=9)
+    with pytest.raises(DSLError) as info:
+        resolve(instr, args)
+    assert "--chown" in info.value.message and "ARG" in info.value.message
+    assert (info.value.source, info.value.line) == ("D", 9)
+
+
+# ----------------------------------------------------------------------------------- job_hash
+
+BASE = parse_line("RUN echo hi")
+ENV = {"A": "1", "B": "2"}
+
+
+def _hash(instr=BASE, env=ENV, workdir="/srv", extra=""):
+    return job_hash(instr, env=env, workdir=workdir, extra=extra)
+
+
+def test_hash_shape_and_determinism():
+    value = _hash()
+    assert len(value) == 64 and int(value, 16) >= 0
+    assert value == _hash(parse_line("RUN echo hi"))
+    assert value == _hash(env={"B": "2", "A": "1"})  # env order does not matter
+
+
+@pytest.mark.parametrize("changed", [
+    {"instr": parse_line("RUN echo bye")},
+    {"instr": parse_line("RUN echo  hi")},
+    {"instr": parse_line("RUN --stdout-arg X echo hi")},
+    {"env": {"A": "1"}},
+    {"env": {"A": "1", "B": "3"}},
+    {"env": {}},
+    {"workdir": "/tmp"},
+    {"workdir": ""},
+    {"extra": "manifest-digest"},
+])
+def test_hash_changes_with_content(changed):
+    assert _hash(**changed) != _hash()
+
+
+def test_hash_ignores_options_and_metadata():
+    variant = parse_line("RUN --skip-cache --run-once --timeout 5 echo hi", source="f", line=3)
+    assert _hash(variant) == _hash()
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("COPY a b", "ADD a b"),
+    ("COPY a b", "COPY a c"),
+    ("COPY a b c", "COPY 'a b' c"),
+    ("COPY a b", "COPY --chmod 644 a b"),
+    ("COPY --chmod 644 a b", "COPY --chmod 0644 a b"),
+    ("COPY a b", "COPY --chown u a b"),
+    ("ARG A=1", "ARG A=2"),
+    ("ARG A=1", "ENV A=1"),
+    ("ARG A=1", "ARG B=1"),
+    ("WORKDIR /a", "WORKDIR /b"),
+    ("RUN x", "WORKDIR x"),
+])
+def test_hash_distinguishes_fields(a, b):
+    assert _hash(parse_line(a)) != _hash(parse_line(b))
+
+
+def test_hash_field_boundaries_cannot_collide():
+    # naive concatenation would make these equal; canonical JSON keeps them apart
+    assert _hash(env={"A": "1", "B": "2"}) != _hash(env={"A": "1,B", "": "2"})
+    assert _hash(workdir="/a", extra="b") != _hash(workdir="/ab", extra="")
+
+
+_TEXTS = st.text(max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TEXTS.filter(str.strip), st.dictionaries(_TEXTS, _TEXTS, max_size=4), _TEXTS, _TEXTS)
+def test_property_hash_depends_only_on_content(command, env, workdir, extra):
+    one = Instruction(verb="RUN", command=command)
+    two = Instruction(verb="RUN", command=command, options=Options(timeout=1.0, skip_cache=True),
+                      line=5, source="x", text="anything")
+    assert job_hash(one, env=env, workdir=workdir, extra=extra) == job_hash(
+        two, env=dict(reversed(list(env.items()))), workdir=workdir, extra=extra)
+    assert job_hash(one, env=env, workdir=workdir, extra=extra) != job_hash(
+        one, env=env, workdir=workdir, extra=extra + "x")
