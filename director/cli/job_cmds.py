@@ -1,3 +1,152 @@
-"""Job commands (filled in by the jobs issue)."""
+"""Job commands: exec, orchestrate, jobs, job.
 
-COMMANDS: list = []
+Files are parsed here, before anything is sent: a bad line is reported with
+file:line and no node ever sees any of it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from director.cli import output
+
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+TARGET = click.option("--target", "-t", "targets", multiple=True,
+                      help="Node name or glob (repeatable). Default: every online node.")
+WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exit 2 on failure.")
+
+
+def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
+    from director.net.control import ControlClient, result_of
+
+    payload = {"steps": [{"targets": list(s.targets), "async": s.async_, "name": s.name,
+                          "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
+               "targets": list(targets), "wait": wait}
+    with ControlClient(obj.settings().home, timeout=10.0) as c:
+        if not wait:
+            res = c.call("jobs.submit", payload)
+            if as_json:
+                output.emit_json(res)
+            else:
+                click.echo("\n".join(res["jobs"]))
+            return
+        progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
+        docs = None
+        for msg in c.stream("jobs.submit", payload, timeout=15.0):
+            if msg.type == "CTL_EVENT":
+                progress.update(msg.get("event"), msg.get("data") or {})
+            else:
+                progress.close()
+                docs = result_of(msg)
+    if as_json:
+        output.emit_json(docs)
+    else:
+        from director.cli.job_view import print_results
+
+        for doc in docs:
+            print_results(doc, header=len(docs) > 1)
+    failed = [d for d in docs if d["status"] != "success"]
+    raise SystemExit(2 if failed else 0)
+
+
+class _Progress:
+    """One self-rewriting line on a terminal: done / failed / running."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.total = 0
+        self.start = time.monotonic()
+        self.shown = False
+
+    def update(self, event: str, data: dict) -> None:
+        if event == "submitted":
+            self.total = int(data.get("tasks", 0))
+        if not self.enabled or event != "progress":
+            return
+        done = data.get("success", 0)
+        bad = sum(data.get(k, 0) for k in ("failed", "timeout", "lost", "cancelled"))
+        running = self.total - done - bad
+        line = (f"\r{done}/{self.total} done, {bad} failed, {running} running"
+                f"  ({time.monotonic() - self.start:.1f}s)")
+        sys.stderr.write(line + "\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+@click.command("exec")
+@TARGET
+@WAIT
+@JSON
+@click.argument("job", nargs=-1, required=True)
+@click.pass_obj
+def exec_(obj, targets, wait: bool, as_json: bool, job: tuple[str, ...]) -> None:
+    """Run one job line ('RUN uptime') on the targets."""
+    from director.jobs.files import parse_job_text
+
+    steps = parse_job_text(" ".join(job))
+    _submit(obj, steps, targets, wait, as_json)
+
+
+@click.command()
+@TARGET
+@WAIT
+@JSON
+@click.argument("files", nargs=-1, required=True)
+@click.pass_obj
+def orchestrate(obj, targets, wait: bool, as_json: bool, files: tuple[str, ...]) -> None:
+    """Run Directorfiles or directord-style YAML orchestrations."""
+    from director.jobs.files import load_orchestration
+
+    steps = [s for f in files for s in load_orchestration(f)]
+    _submit(obj, steps, targets, wait, as_json)
+
+
+@click.command()
+@click.option("--limit", "-n", default=20, show_default=True, help="How many jobs.")
+@JSON
+@click.pass_obj
+def jobs(obj, limit: int, as_json: bool) -> None:
+    """Recent jobs: id, verb, targets, status, counts, age."""
+    from director.cli.run_cmds import call
+
+    rows = call(obj, "jobs.list", {"limit": limit})
+    if as_json:
+        output.emit_json(rows)
+        return
+    click.echo(output.table(
+        ["ID", "JOB", "TARGETS", "STATUS", "COUNTS", "AGE"],
+        [[r["id"], r["summary"][:50], _targets(r["targets"]), r["status"],
+          " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())),
+          output.ago(time.time() - r["age"])] for r in rows],
+        empty="no jobs yet: try director exec --wait 'RUN uptime'"))
+
+
+def _targets(names: list[str]) -> str:
+    return ",".join(names) if len(names) <= 3 else f"{len(names)} nodes"
+
+
+@click.command()
+@click.argument("job_id")
+@JSON
+@click.pass_obj
+def job(obj, job_id: str, as_json: bool) -> None:
+    """A job's definition and its result on each node (ID or 'last')."""
+    from director.cli.job_view import print_results
+    from director.cli.run_cmds import call
+
+    doc = call(obj, "jobs.get", {"id": job_id})
+    if as_json:
+        output.emit_json(doc)
+    else:
+        print_results(doc, header=True)
+
+
+COMMANDS = [exec_, orchestrate, jobs, job]

@@ -1,24 +1,137 @@
-"""Node-side job running (filled in by the jobs issue)."""
+"""Node-side job scheduling: lanes run in order, lanes run side by side.
+
+The server pipelines several jobs ahead; this keeps each lane's queue,
+runs lane heads on a small thread pool (spawning is the bound, and threads
+spawn faster than asyncio), and reports each result the moment it is known.
+A failure in a lane cancels the rest of that lane.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import os
+import queue
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from director.client.nodestate import JobCache, NodeState
+from director.errors import ProtocolError
+from director.jobs.dsl import Instruction
+from director.jobs.executor import Outcome, execute
+from director.protocol.frames import Message
+
+if TYPE_CHECKING:
+    from director.client.agent import Agent
+
+log = logging.getLogger("director.runner")
+WORKERS = 8
 
 
 class JobRunner:
-    def __init__(self, agent: Any):
+    def __init__(self, agent: Agent):
         self.agent = agent
+        self.state = NodeState(agent.home)
+        self.cache = JobCache(agent.home / "jobcache.db")
+        self.lanes: dict[str, deque[tuple[str, Instruction, dict]]] = {}
+        self.busy: set[str] = set()           # lanes with a job running
+        self.known: set[str] = set()          # job ids queued or running here
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="job")
+        self.next_flush = time.monotonic() + 0.5
+        from director.client.copying import Copier
+
+        self.copier = Copier(agent)
 
     def sockets(self) -> list:
-        return []
+        return [self.wake_r, *self.copier.sockets()]
 
     def next_deadline(self) -> float:
-        return float("inf")
+        return self.next_flush
 
-    def on_events(self, events: dict) -> None: ...
-    def on_message(self, msg: Any) -> None: ...
-    def tick(self) -> None: ...
     def running(self) -> int:
-        return 0
+        return len(self.busy)
 
-    def close(self) -> None: ...
+    # -- from the server -----------------------------------------------------------
+    def on_message(self, msg: Message) -> None:
+        if msg.type == "JOB":
+            self._on_job(msg)
+        elif msg.type in ("CHUNK", "CHUNK_ERR"):
+            self.copier.on_message(msg)
+
+    def _on_job(self, msg: Message) -> None:
+        job_id, lane = msg.get("job_id"), msg.get("lane")
+        if job_id in self.known:
+            return  # a resend after a server restart: it is already here
+        try:
+            instr = Instruction.from_dict(msg.get("instruction"))
+        except ProtocolError as exc:
+            self._report(job_id, Outcome("failed", error=f"malformed job: {exc}"))
+            return
+        self.known.add(job_id)
+        self.lanes.setdefault(lane, deque()).append((job_id, instr, msg.body))
+        self._start(lane)
+
+    def _start(self, lane: str) -> None:
+        if lane in self.busy:
+            return
+        dq = self.lanes.get(lane)
+        if not dq:
+            self.lanes.pop(lane, None)
+            return
+        job_id, instr, body = dq.popleft()
+        self.busy.add(lane)
+        self.pool.submit(self._work, lane, job_id, instr, body)
+
+    def _work(self, lane: str, job_id: str, instr: Instruction, body: dict) -> None:
+        try:
+            out = execute(instr, self.state, self.cache, hash_extra=body.get("hash_extra", ""),
+                          copier=lambda res, wd: self.copier.run(job_id, res, wd, body))
+        except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
+            log.exception("job %s crashed", job_id)
+            out = Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        self.done.put((lane, job_id, out))
+        os.write(self.wake_w, b"x")
+
+    # -- completions -----------------------------------------------------------------
+    def on_events(self, events: dict) -> None:
+        self.copier.on_events(events)
+        if self.wake_r not in events:
+            return
+        try:
+            os.read(self.wake_r, 65536)
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                lane, job_id, out = self.done.get_nowait()
+            except queue.Empty:
+                return
+            self.busy.discard(lane)
+            self.known.discard(job_id)
+            self._report(job_id, out)
+            if out.status != "success":
+                for jid, _, _ in self.lanes.pop(lane, deque()):
+                    self.known.discard(jid)
+                    self._report(jid, Outcome("cancelled", error="an earlier job failed"))
+            else:
+                self._start(lane)
+
+    def _report(self, job_id: str, out: Outcome) -> None:
+        self.agent.send("RESULT", job_id=job_id, **out.to_body())
+
+    def tick(self) -> None:
+        if time.monotonic() >= self.next_flush:
+            self.cache.flush()
+            self.next_flush = time.monotonic() + 0.5
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.cache.close()
+        self.copier.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+

@@ -81,11 +81,11 @@ class Server:
         except BaseException:
             self.close()
             raise
-        self.ops: dict[str, Callable[[bytes, dict], Any]] = {}
-        self._register_ops()
         from director.server.jobs import JobManager
 
         self.jobs = JobManager(self)
+        self.ops: dict[str, Callable[[bytes, dict], Any]] = {}
+        self._register_ops()
         log.info("server %s listening on %s (key %s)", __version__,
                  self.router.last_endpoint.decode(), self.pair.fingerprint)
 
@@ -277,6 +277,7 @@ class Server:
         from director.server import ops
 
         self.ops.update(ops.build(self))
+        self.ops.update(self.jobs.ops())
 
 
 _DEFERRED = object()

@@ -1,0 +1,39 @@
+"""How one job's per-node results look on a terminal."""
+
+from __future__ import annotations
+
+import click
+
+from director.cli import output
+
+
+def _transfer(t: dict | None) -> str:
+    if not t:
+        return ""
+    return (f"{t.get('files', 0)} files, sent {t.get('bytes_sent', 0)}/{t.get('bytes_total', 0)} B,"
+            f" {t.get('chunks_reused', 0)} chunks reused, {t.get('skipped', 0)} unchanged")
+
+
+def print_results(doc: dict, header: bool) -> None:
+    if header:
+        click.echo(f"job {doc['id']}  {doc['summary']}  [{doc['status']}]")
+    rows = []
+    for name, r in doc["results"].items():
+        rows.append([name, r["status"], "" if r["rc"] is None else r["rc"],
+                     output.seconds(r["exec_time"]), output.seconds(r["roundtrip_time"]),
+                     "yes" if r["cached"] else "", _transfer(r.get("transfer"))])
+    click.echo(output.table(["NODE", "STATUS", "RC", "EXEC", "ROUNDTRIP", "CACHED", "TRANSFER"],
+                            rows, empty="(no targets)"))
+    for name, r in doc["results"].items():
+        for label, text in (("stdout", r["stdout"]), ("stderr", r["stderr"]),
+                            ("error", r.get("error"))):
+            text = (text or "").rstrip("\n")
+            if text:
+                lines = text.splitlines()
+                shown = lines[:20]
+                click.echo(f"--- {name} {label}:")
+                click.echo("\n".join("  " + ln for ln in shown))
+                if len(lines) > 20:
+                    click.echo(f"  ... {len(lines) - 20} more lines (director job {doc['id']} --json)")
+    if header:
+        click.echo()

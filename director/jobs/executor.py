@@ -1,0 +1,140 @@
+"""Running one instruction on the node: RUN, ARG, ENV, WORKDIR (COPY via transfer).
+
+``execute`` is the whole decision (resolve, cache, run, record); the process
+runner is injected so the logic is testable with a fake, while the real one
+runs ``/bin/sh -c`` in its own process group and kills the whole group on
+timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from director.client.nodestate import CachedResult, JobCache, NodeState
+from director.errors import DirectorError
+from director.jobs.dsl import Instruction
+from director.jobs.plan import job_hash, resolve
+
+OUTPUT_CAP = 1024 * 1024
+TRUNCATED = "\n[... output truncated at 1 MiB]"
+
+
+@dataclass
+class Outcome:
+    status: str                     # success | failed | timeout | cancelled
+    rc: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    exec_time: float = 0.0
+    cached: bool = False
+    error: str = ""
+    transfer: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_body(self) -> dict[str, Any]:
+        body = {"status": self.status, "rc": self.rc, "stdout": self.stdout,
+                "stderr": self.stderr, "exec_time": self.exec_time, "cached": self.cached}
+        if self.error:
+            body["error"] = self.error
+        if self.transfer is not None:
+            body["transfer"] = self.transfer
+        return body
+
+
+@dataclass(frozen=True)
+class Ran:
+    rc: int | None
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+
+
+Runner = Callable[[str, str, dict[str, str], float], Ran]
+
+
+def run_shell(command: str, cwd: str, env: dict[str, str], timeout: float) -> Ran:
+    """``/bin/sh -c`` in a new session; on timeout SIGKILL the whole process group."""
+    proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return Ran(proc.returncode, out, err, False)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # a grandchild escaped the group and holds a pipe
+            proc.kill()
+            out, err = b"", b""
+        return Ran(proc.returncode, out or b"", err or b"", True)
+
+
+def _text(data: bytes) -> str:
+    if len(data) > OUTPUT_CAP:
+        return data[:OUTPUT_CAP].decode("utf-8", "replace") + TRUNCATED
+    return data.decode("utf-8", "replace")
+
+
+def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
+            runner: Runner = run_shell, hash_extra: str = "",
+            copier: Callable[[Instruction, str], Outcome] | None = None) -> Outcome:
+    """Run one instruction with the node's current ARG/ENV/WORKDIR."""
+    start = time.perf_counter()
+    args, env, workdir = state.snapshot()
+    try:
+        res = resolve(instr, args)
+    except DirectorError as exc:
+        return Outcome("failed", error=str(exc))
+    if res.verb == "ARG":
+        state.update(arg=(res.name, res.value))
+        return Outcome("success", rc=0, exec_time=time.perf_counter() - start)
+    if res.verb == "ENV":
+        state.update(env=(res.name, res.value))
+        return Outcome("success", rc=0, exec_time=time.perf_counter() - start)
+    if res.verb == "WORKDIR":
+        path = os.path.normpath(os.path.join(workdir, res.path))
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            return Outcome("failed", error=f"WORKDIR {path}: {exc.strerror}")
+        state.update(workdir=path)
+        return Outcome("success", rc=0, exec_time=time.perf_counter() - start)
+    if res.verb in ("COPY", "ADD"):
+        if copier is None:
+            return Outcome("failed", error="COPY/ADD is not available on this node")
+        return copier(res, workdir)
+    h = job_hash(res, env=env, workdir=workdir, extra=hash_extra)
+    if not res.options.skip_cache:
+        hit = cache.get(h)
+        if hit is not None:
+            if res.stdout_arg:
+                state.update(arg=(res.stdout_arg, hit.stdout.strip()))
+            return Outcome("success", rc=hit.rc, stdout=hit.stdout, stderr=hit.stderr,
+                           cached=True, exec_time=time.perf_counter() - start)
+    os.makedirs(workdir, exist_ok=True)
+    full_env = {**os.environ, **env}
+    try:
+        ran = runner(res.command, workdir, full_env, res.options.timeout)
+    except OSError as exc:
+        return Outcome("failed", error=f"cannot run /bin/sh: {exc.strerror}",
+                       exec_time=time.perf_counter() - start)
+    out, err = _text(ran.stdout), _text(ran.stderr)
+    elapsed = time.perf_counter() - start
+    if ran.timed_out:
+        return Outcome("timeout", rc=ran.rc, stdout=out, stderr=err, exec_time=elapsed,
+                       error=f"timed out after {res.options.timeout:g} s; process group killed")
+    if ran.rc != 0:
+        return Outcome("failed", rc=ran.rc, stdout=out, stderr=err, exec_time=elapsed)
+    cache.put(h, CachedResult(0, out, err))
+    if res.stdout_arg:
+        state.update(arg=(res.stdout_arg, out.strip()))
+    return Outcome("success", rc=0, stdout=out, stderr=err, exec_time=elapsed)

@@ -1,0 +1,113 @@
+"""Jobs and per-node results in SQLite, written in batches off the hot path.
+
+The scheduler keeps live state in memory and hands changed rows here; one
+transaction per tick writes them, so thousands of results a second cost a
+handful of commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    orch TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    verb TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    instruction TEXT NOT NULL,
+    hash_extra TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    targets TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+CREATE TABLE IF NOT EXISTS results (
+    job_id TEXT NOT NULL,
+    node TEXT NOT NULL,              -- node key (identity)
+    name TEXT NOT NULL,              -- node name at submission, for display
+    status TEXT NOT NULL,
+    rc INTEGER,
+    stdout TEXT NOT NULL DEFAULT '',
+    stderr TEXT NOT NULL DEFAULT '',
+    cached INTEGER NOT NULL DEFAULT 0,
+    exec_time REAL,
+    roundtrip_time REAL,
+    transfer TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    sent REAL,
+    finished REAL,
+    PRIMARY KEY (job_id, node)
+);
+CREATE INDEX IF NOT EXISTS results_open ON results(status) WHERE status IN ('queued','running');
+"""
+
+RESULT_COLUMNS = ("status", "rc", "stdout", "stderr", "cached", "exec_time", "roundtrip_time",
+                  "transfer", "error", "sent", "finished")
+
+
+class JobStore:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        conn.executescript(SCHEMA)
+
+    def insert(self, jobs: Iterable[dict[str, Any]], results: Iterable[tuple]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO jobs(id,orch,lane,seq,verb,summary,instruction,hash_extra,created,targets)"
+                " VALUES(:id,:orch,:lane,:seq,:verb,:summary,:instruction,:hash_extra,:created,:targets)",
+                list(jobs))
+            self.conn.executemany(
+                "INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)", list(results))
+
+    def update_results(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        sets = ",".join(f"{c}=:{c}" for c in RESULT_COLUMNS)
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                f"UPDATE results SET {sets} WHERE job_id=:job_id AND node=:node", rows)
+
+    def recent(self, limit: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM jobs ORDER BY created DESC, orch DESC, seq DESC LIMIT ?", (limit,)
+        ).fetchall()
+
+    def job(self, job_id: str) -> sqlite3.Row | None:
+        if job_id == "last":
+            return self.conn.execute(
+                "SELECT * FROM jobs ORDER BY created DESC, seq DESC LIMIT 1").fetchone()
+        row = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None and len(job_id) >= 4:
+            rows = self.conn.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2",
+                                     (job_id + "%",)).fetchall()
+            if len(rows) == 1:
+                row = rows[0]
+        return row
+
+    def results(self, job_ids: list[str]) -> dict[str, list[sqlite3.Row]]:
+        out: dict[str, list[sqlite3.Row]] = {j: [] for j in job_ids}
+        for i in range(0, len(job_ids), 500):
+            part = job_ids[i:i + 500]
+            q = ",".join("?" * len(part))
+            for r in self.conn.execute(
+                    f"SELECT * FROM results WHERE job_id IN ({q}) ORDER BY name", part):
+                out[r["job_id"]].append(r)
+        return out
+
+    def open_results(self) -> list[sqlite3.Row]:
+        """Results not yet final, with their job: reloaded after a server restart."""
+        return self.conn.execute(
+            "SELECT r.*, j.orch, j.lane, j.seq, j.instruction, j.hash_extra FROM results r"
+            " JOIN jobs j ON j.id = r.job_id WHERE r.status IN ('queued','running')"
+            " ORDER BY j.created, j.seq").fetchall()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,66 @@
+"""Job documents as ``director job --json`` prints them, built from stored rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from director.server.jobstore import JobStore
+
+OPEN = ("queued", "running")
+
+
+def result_doc(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "status": r["status"], "rc": r["rc"], "stdout": r["stdout"], "stderr": r["stderr"],
+        "cached": bool(r["cached"]), "exec_time": r["exec_time"],
+        "roundtrip_time": r["roundtrip_time"],
+        "transfer": json.loads(r["transfer"]) if r["transfer"] else None,
+        "error": r["error"], "finished": r["finished"],
+    }
+
+
+def overall(statuses: list[str]) -> str:
+    """One status for a job from its nodes' statuses."""
+    if not statuses:
+        return "success"
+    if any(s in OPEN for s in statuses):
+        return "running" if any(s != "queued" for s in statuses) else "queued"
+    if all(s == "success" for s in statuses):
+        return "success"
+    for s in ("failed", "timeout", "lost", "cancelled"):
+        if s in statuses:
+            return s
+    return "failed"
+
+
+def job_doc(row: sqlite3.Row, results: list[sqlite3.Row]) -> dict[str, Any]:
+    statuses = [r["status"] for r in results]
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    return {
+        "id": row["id"], "orchestration": row["orch"], "verb": row["verb"],
+        "summary": row["summary"], "instruction": json.loads(row["instruction"]),
+        "created": row["created"], "targets": json.loads(row["targets"]),
+        "status": overall(statuses), "counts": counts,
+        "results": {r["name"]: result_doc(r) for r in results},
+    }
+
+
+def list_op(store: JobStore, args: dict) -> list[dict[str, Any]]:
+    limit = args.get("limit", 20)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
+        limit = 20
+    rows = store.recent(limit)
+    results = store.results([r["id"] for r in rows])
+    out = []
+    now = time.time()
+    for row in rows:
+        doc = job_doc(row, results[row["id"]])
+        del doc["results"]
+        doc["age"] = now - row["created"]
+        out.append(doc)
+    return out

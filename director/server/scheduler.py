@@ -1,0 +1,121 @@
+"""Which job goes to which node next: per-node lanes and a window in flight.
+
+Pure bookkeeping, no I/O.  A *lane* is an ordered run of jobs on one node
+(one orchestration's sequential items, or one async item).  Up to ``window``
+tasks per node are in flight at once, so a node always has its next job
+queued locally and never idles for a round trip; the node runs each lane in
+order and stops a lane at its first failure.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+FINAL = frozenset({"success", "failed", "timeout", "lost", "cancelled"})
+
+
+@dataclass
+class Task:
+    """One job on one node."""
+
+    job_id: str
+    node: str
+    lane: str
+    seq: int
+    timeout: float
+    status: str = "queued"
+    queued_at: float = 0.0
+    sent_at: float | None = None
+
+
+@dataclass
+class _NodeQueue:
+    lanes: dict[str, deque[Task]] = field(default_factory=dict)
+    inflight: dict[str, Task] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(self, window: int = 64):
+        self.window = window
+        self._nodes: dict[str, _NodeQueue] = {}
+
+    def add(self, task: Task) -> None:
+        q = self._nodes.setdefault(task.node, _NodeQueue())
+        if task.status == "running":  # reloaded after a restart: already on the node
+            q.inflight[task.job_id] = task
+        else:
+            q.lanes.setdefault(task.lane, deque()).append(task)
+
+    def take(self, node: str, now: float) -> list[Task]:
+        """Tasks to send to ``node`` now (marked running), filling its window."""
+        q = self._nodes.get(node)
+        if q is None:
+            return []
+        room = self.window - len(q.inflight)
+        out: list[Task] = []
+        while room > 0 and q.lanes:
+            for lane in list(q.lanes):
+                dq = q.lanes[lane]
+                task = dq.popleft()
+                if not dq:
+                    del q.lanes[lane]
+                task.status, task.sent_at = "running", now
+                q.inflight[task.job_id] = task
+                out.append(task)
+                room -= 1
+                if room == 0:
+                    break
+        return out
+
+    def complete(self, node: str, job_id: str, status: str) -> Task | None:
+        """Record a final status from ``node``; None if it was not in flight there."""
+        q = self._nodes.get(node)
+        task = q.inflight.pop(job_id, None) if q else None
+        if task is None:
+            return None
+        task.status = status
+        return task
+
+    def cancel_lane(self, node: str, lane: str) -> list[Task]:
+        """Cancel the not-yet-sent rest of ``lane`` on ``node`` (after a failure)."""
+        q = self._nodes.get(node)
+        dq = q.lanes.pop(lane, None) if q else None
+        for t in dq or ():
+            t.status = "cancelled"
+        return list(dq or ())
+
+    def drop_node(self, node: str, status: str = "lost") -> list[Task]:
+        """Everything queued or in flight on ``node`` ends with ``status``."""
+        q = self._nodes.pop(node, None)
+        if q is None:
+            return []
+        tasks = list(q.inflight.values()) + [t for dq in q.lanes.values() for t in dq]
+        for t in tasks:
+            t.status = status
+        return tasks
+
+    def has_work(self, node: str) -> bool:
+        q = self._nodes.get(node)
+        return bool(q and (q.lanes or q.inflight))
+
+    def nodes(self) -> list[str]:
+        return list(self._nodes)
+
+    def overdue(self, now: float, grace: float) -> list[Task]:
+        """In-flight tasks far past their timeout: the node will not answer."""
+        late = []
+        for node, q in self._nodes.items():
+            for t in list(q.inflight.values()):
+                if t.sent_at is not None and now - t.sent_at > t.timeout + grace:
+                    q.inflight.pop(t.job_id)
+                    t.status = "lost"
+                    late.append(t)
+        return late
+
+    def queued_since(self, node: str) -> float | None:
+        """When the oldest task still waiting for ``node`` was queued."""
+        q = self._nodes.get(node)
+        if not q or not q.lanes:
+            return None
+        return min(dq[0].queued_at for dq in q.lanes.values())
