@@ -80,9 +80,9 @@ def cli(ctx: click.Context, config_path: str | None, **settings: Any) -> None:
 
 
 def _register() -> None:
-    from director.cli import job_cmds, run_cmds, trust_cmds
+    from director.cli import demo, job_cmds, run_cmds, trust_cmds
 
-    for mod in (run_cmds, trust_cmds, job_cmds):
+    for mod in (run_cmds, trust_cmds, job_cmds, demo):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

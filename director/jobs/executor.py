@@ -101,7 +101,9 @@ def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
         state.update(env=(res.name, res.value))
         return Outcome("success", rc=0, exec_time=time.perf_counter() - start)
     if res.verb == "WORKDIR":
-        path = os.path.normpath(os.path.join(workdir, res.path))
+        # Relative to the node's base work directory, not the previous WORKDIR, so
+        # re-running an orchestration lands in the same place (idempotent).
+        path = os.path.normpath(os.path.join(state.default_workdir, res.path))
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
