@@ -6,6 +6,7 @@ file:line and no node ever sees any of it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -24,7 +25,7 @@ def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
 
     payload = {"steps": [{"targets": list(s.targets), "async": s.async_, "name": s.name,
                           "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
-               "targets": list(targets), "wait": wait}
+               "targets": list(targets), "wait": wait, "base": os.getcwd()}
     with ControlClient(obj.settings().home, timeout=10.0) as c:
         if not wait:
             res = c.call("jobs.submit", payload)

@@ -52,6 +52,7 @@ class Agent:
         from dataclasses import replace
 
         self.endpoint = server_endpoint(replace(settings, server_address=address))
+        self.server_key = server_key
         self.state = "connecting"
         self.name = pinned.name if pinned is not None and pinned.name else settings.name
         self._stop = False

@@ -88,7 +88,7 @@ class JobRunner:
 
     def _work(self, lane: str, job_id: str, instr: Instruction, body: dict) -> None:
         try:
-            out = execute(instr, self.state, self.cache, hash_extra=body.get("hash_extra", ""),
+            out = execute(instr, self.state, self.cache, hash_extra=body.get("hash_extra") or "",
                           copier=lambda res, wd: self.copier.run(job_id, res, wd, body))
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             log.exception("job %s crashed", job_id)

@@ -110,11 +110,9 @@ def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
             return Outcome("failed", error=f"WORKDIR {path}: {exc.strerror}")
         state.update(workdir=path)
         return Outcome("success", rc=0, exec_time=time.perf_counter() - start)
-    if res.verb in ("COPY", "ADD"):
-        if copier is None:
-            return Outcome("failed", error="COPY/ADD is not available on this node")
-        return copier(res, workdir)
     h = job_hash(res, env=env, workdir=workdir, extra=hash_extra)
+    if res.verb in ("COPY", "ADD"):
+        return _copy(res, workdir, h, cache, copier)
     if not res.options.skip_cache:
         hit = cache.get(h)
         if hit is not None:
@@ -140,3 +138,17 @@ def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
     if res.stdout_arg:
         state.update(arg=(res.stdout_arg, out.strip()))
     return Outcome("success", rc=0, stdout=out, stderr=err, exec_time=elapsed)
+
+
+def _copy(res: Instruction, workdir: str, h: str, cache: JobCache,
+          copier: Callable[[Instruction, str], Outcome] | None) -> Outcome:
+    """COPY always checks the destination; it counts as cached only when nothing moved."""
+    if copier is None:
+        return Outcome("failed", error="COPY/ADD is not available on this node")
+    out = copier(res, workdir)
+    if out.status == "success":
+        t = out.transfer or {}
+        untouched = t.get("skipped") == t.get("files") and not t.get("bytes_sent")
+        out.cached = untouched and not res.options.skip_cache and cache.get(h) is not None
+        cache.put(h, CachedResult(0, "", ""))
+    return out

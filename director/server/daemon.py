@@ -204,7 +204,8 @@ class Server:
             peer = self.peers[key] = Peer(key, inc.routing_id, now, inc.address)
             if role is Role.NODE:
                 log.info("node %s is online from %s", self._who(key), inc.address)
-        peer.routing_id = inc.routing_id
+        if inc.msg is None or inc.msg.type != "CHUNK_REQ":  # chunk pulls use side connections
+            peer.routing_id = inc.routing_id
         peer.last_seen = now
         if inc.address:
             peer.address = inc.address
@@ -231,6 +232,9 @@ class Server:
         transport.send_to(self.router, rid, make("ENROLLED", state="accepted",
                                                  name=self.keys.name(key) or ""))
         self.jobs.node_ready(key)
+
+    def _msg_chunk_req(self, key: str, rid: bytes, msg: Message) -> None:
+        self.jobs.on_chunk_req(key, rid, msg)
 
     def _msg_heartbeat(self, key: str, rid: bytes, msg: Message) -> None:
         pass  # _seen already recorded it

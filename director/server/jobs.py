@@ -20,6 +20,7 @@ from director.jobs.targets import match_targets
 from director.protocol.frames import Message, make
 from director.server.jobstore import JobStore, dumps
 from director.server.scheduler import FINAL, Scheduler, Task
+from director.transfer.chunking import DigestCache, build_manifest, read_chunk
 
 if TYPE_CHECKING:
     from director.server.daemon import Server
@@ -50,6 +51,8 @@ class JobManager:
         self.dirty: dict[tuple[str, str], dict[str, Any]] = {}
         self.waiters: dict[str, Waiter] = {}       # orchestration id -> waiter
         self.to_pump: set[str] = set()
+        self.copies: dict[str, tuple[Any, tuple]] = {}  # job id -> (manifest, local paths)
+        self.digests = DigestCache()
         self._reload()
 
     # -- submission ---------------------------------------------------------------
@@ -85,16 +88,20 @@ class JobManager:
                     raise DirectorError(f"malformed job: {exc}") from None
                 seq += 1
                 job_id = f"{orch}{seq:04x}" if len(steps) > 1 or len(step.get("jobs")) > 1 else orch
+                extra: dict[str, Any] = {}
+                if instr.verb in ("COPY", "ADD"):
+                    extra = self._manifest(job_id, instr, args.get("base"))
                 chosen = names
                 if instr.options.run_once:
                     up = [n for n in names if n in online]
                     chosen = (up or names)[:1]
                 jobs.append({"id": job_id, "orch": orch, "lane": lane, "seq": seq,
                              "verb": instr.verb, "summary": instr.describe(200),
-                             "instruction": dumps(instr.to_dict()), "hash_extra": "",
+                             "instruction": dumps(instr.to_dict()),
+                             "hash_extra": extra.get("hash_extra", ""),
                              "created": now, "targets": dumps(chosen)})
                 self.frames[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
-                                           lane=lane, seq=seq)
+                                           lane=lane, seq=seq, **extra)
                 self.orch_of[job_id] = orch
                 self.open[job_id] = len(chosen)
                 for name in chosen:
@@ -103,6 +110,8 @@ class JobManager:
                                       instr.options.timeout, queued_at=now))
         if not jobs:
             raise DirectorError("nothing to run: no jobs given")
+        if seq > 100000:
+            raise DirectorError("too many jobs in one submission (at most 100000)")
         self.store.insert(jobs, rows)
         for t in tasks:
             self.sched.add(t)
@@ -184,6 +193,7 @@ class JobManager:
             self.open.pop(task.job_id, None)
             self.frames.pop(task.job_id, None)
             self.orch_of.pop(task.job_id, None)
+            self.copies.pop(task.job_id, None)
         else:
             self.open[task.job_id] = left
         w = self.waiters.get(orch)
@@ -225,8 +235,14 @@ class JobManager:
 
     def _reload(self) -> None:
         """After a restart: queued and in-flight results continue where they were."""
+        lost = []
         for r in self.store.open_results():
             instr = Instruction.from_dict(json.loads(r["instruction"]))
+            if instr.verb in ("COPY", "ADD"):  # its manifest died with the old process
+                lost.append({**_blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
+                             "status": "lost", "error": "the server restarted during the transfer",
+                             "finished": time.time()})
+                continue
             self.frames[r["job_id"]] = make("JOB", job_id=r["job_id"], instruction=instr.to_dict(),
                                             lane=r["lane"], seq=r["seq"])
             self.orch_of[r["job_id"]] = r["orch"]
@@ -234,6 +250,49 @@ class JobManager:
             self.sched.add(Task(r["job_id"], r["node"], r["lane"], r["seq"],
                                 instr.options.timeout, status=r["status"],
                                 queued_at=time.time(), sent_at=r["sent"] or time.time()))
+        self.store.update_results(lost)
+
+    # -- transfers ----------------------------------------------------------------------
+    def _manifest(self, job_id: str, instr: Instruction, base: Any) -> dict[str, Any]:
+        """Build the COPY manifest now: a missing source fails before anything is sent."""
+        from pathlib import Path
+
+        if not isinstance(base, str) or not base.startswith("/"):
+            raise DirectorError("COPY needs the directory sources are relative to")
+        manifest, paths = build_manifest(list(instr.sources), instr.dest, base=Path(base),
+                                         chunk_size=self.server.settings.chunk_size,
+                                         cache=self.digests)
+        self.copies[job_id] = (manifest, paths)
+        return {"manifest": manifest.to_dict(), "hash_extra": manifest.digest()}
+
+    def on_chunk_req(self, key: str, rid: bytes, msg: Message) -> None:
+        """Serve chunks of a manifest this node was sent, for a job in flight there."""
+        job_id = msg.get("job_id")
+        copy = self.copies.get(job_id)
+        wanted = msg.get("chunks")
+        if copy is None or not self.sched.in_flight(key, job_id) or len(wanted) > 64:
+            log.warning("refused chunk request for job %s from %s", str(job_id)[:32],
+                        self.server._who(key))
+            return
+        manifest, paths = copy
+        from director.net.transport import send_to
+
+        for item in wanted:
+            if (not isinstance(item, list) or len(item) != 2
+                    or not all(isinstance(i, int) and not isinstance(i, bool) for i in item)
+                    or not 0 <= item[0] < len(manifest.files)):
+                send_to(self.server.router, rid, make("CHUNK_ERR", job_id=job_id, file=-1,
+                                                      chunk=-1, error="bad chunk request"))
+                return
+            f, c = item
+            try:
+                data = read_chunk(paths[f], manifest.files[f], c, manifest.chunk_size)
+            except DirectorError as exc:
+                send_to(self.server.router, rid, make("CHUNK_ERR", job_id=job_id, file=f,
+                                                      chunk=c, error=str(exc)))
+                continue
+            send_to(self.server.router, rid, make("CHUNK", (data,), job_id=job_id, file=f,
+                                                  chunk=c))
 
     # -- queries ------------------------------------------------------------------------
     def docs(self, job_ids: list[str]) -> list[dict]:

@@ -95,6 +95,10 @@ class Scheduler:
             t.status = status
         return tasks
 
+    def in_flight(self, node: str, job_id: str) -> bool:
+        q = self._nodes.get(node)
+        return bool(q and job_id in q.inflight)
+
     def has_work(self, node: str) -> bool:
         q = self._nodes.get(node)
         return bool(q and (q.lanes or q.inflight))
