@@ -70,8 +70,13 @@ class _Progress:
         done = data.get("success", 0)
         bad = sum(data.get(k, 0) for k in ("failed", "timeout", "lost", "cancelled"))
         running = self.total - done - bad
-        line = (f"\r{done}/{self.total} done, {bad} failed, {running} running"
-                f"  ({time.monotonic() - self.start:.1f}s)")
+        elapsed = time.monotonic() - self.start
+        line = f"\r{done}/{self.total} done, {bad} failed, {running} running"
+        sent = data.get("bytes_sent", 0)
+        if sent:
+            mib = sent / 1048576
+            line += f", {mib:.1f} MiB sent ({mib / max(elapsed, 1e-3):.0f} MiB/s)"
+        line += f"  ({elapsed:.1f}s)"
         sys.stderr.write(line + "\x1b[K")
         sys.stderr.flush()
         self.shown = True

@@ -73,7 +73,8 @@ class JobCache:
         self.conn.execute("CREATE TABLE IF NOT EXISTS cache (hash TEXT PRIMARY KEY, rc INTEGER,"
                           " stdout TEXT, stderr TEXT, at REAL DEFAULT (julianday('now')))")
         rows = self.conn.execute(
-            "SELECT hash, rc, stdout, stderr FROM cache ORDER BY at DESC LIMIT ?", (maxsize,))
+            "SELECT hash, rc, stdout, stderr FROM cache ORDER BY at DESC, rowid DESC LIMIT ?",
+            (maxsize,))
         for h, rc, out, err in reversed(rows.fetchall()):
             self.lru[h] = CachedResult(rc, out, err)
 
@@ -84,6 +85,7 @@ class JobCache:
     def put(self, h: str, result: CachedResult) -> None:
         with self.lock:
             self.lru[h] = result
+            self.pending.pop(h, None)  # re-put: written last, so it counts as newest
             self.pending[h] = result
 
     def flush(self) -> None:
@@ -96,8 +98,8 @@ class JobCache:
                     "INSERT OR REPLACE INTO cache(hash, rc, stdout, stderr) VALUES(?,?,?,?)",
                     [(h, r.rc, r.stdout, r.stderr) for h, r in rows.items()])
                 self.conn.execute(
-                    "DELETE FROM cache WHERE hash NOT IN (SELECT hash FROM cache ORDER BY at DESC"
-                    " LIMIT ?)", (self.lru.maxsize,))
+                    "DELETE FROM cache WHERE hash NOT IN (SELECT hash FROM cache"
+                    " ORDER BY at DESC, rowid DESC LIMIT ?)", (self.lru.maxsize,))
 
     def close(self) -> None:
         self.flush()

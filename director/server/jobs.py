@@ -38,6 +38,7 @@ class Waiter:
     remaining: int
     counts: dict[str, int] = field(default_factory=dict)
     last_event: float = 0.0
+    bytes_sent: int = 0
 
 
 class JobManager:
@@ -215,7 +216,8 @@ class JobManager:
         for w in self.waiters.values():
             if force or now - w.last_event >= PROGRESS_EVERY:
                 w.last_event = now
-                self.server.event(w.rid, "progress", {"remaining": w.remaining, **w.counts})
+                self.server.event(w.rid, "progress", {"remaining": w.remaining,
+                                                      "bytes_sent": w.bytes_sent, **w.counts})
 
     def tick(self, now: float) -> None:
         self.flush()
@@ -293,6 +295,9 @@ class JobManager:
                 continue
             send_to(self.server.router, rid, make("CHUNK", (data,), job_id=job_id, file=f,
                                                   chunk=c))
+            w = self.waiters.get(self.orch_of.get(job_id, ""))
+            if w is not None:
+                w.bytes_sent += len(data)
 
     # -- queries ------------------------------------------------------------------------
     def docs(self, job_ids: list[str]) -> list[dict]:
