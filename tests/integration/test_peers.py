@@ -1,0 +1,133 @@
+"""Odd and hostile peers on the CURVE socket: raw pyzmq DEALERs with real keys.
+
+Identity is the authenticated key; what a peer may send depends on that key's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from director.protocol.frames import VERSION, decode, make
+from director.trust import keystore
+
+pytestmark = pytest.mark.integration
+
+
+def _next(peer, timeout: float = 5.0):
+    frames = peer.recv(timeout)
+    assert frames is not None, f"no reply within {timeout} s"
+    return decode(frames)
+
+
+def _health(mesh) -> dict:
+    cp = mesh.cli("health", "--json")
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout)
+
+
+def test_unknown_key_gets_no_reply_and_is_never_listed(mesh):
+    mesh.server()
+    mesh.add_node("real")
+    peer = mesh.raw_peer()  # fresh keypair, right server key
+    peer.send(make("HELLO", name="intruder", version="0.1.0"))
+    peer.send(make("HEARTBEAT", running=0))
+    peer.send(make("ENROLL_STATUS"))
+    peer.send(make("RESULT", job_id="j1", status="success"))
+    assert peer.recv_all(1.5) == []
+    assert "intruder" not in json.dumps(mesh.nodes())
+    keys = mesh.keys()
+    assert [k["name"] for k in keys] == ["real"]
+    assert peer.public_z85 not in json.dumps(keys)
+    assert _health(mesh)["nodes_online"] == 1
+
+
+def test_garbage_from_accepted_key_does_not_stop_the_server(mesh):
+    mesh.server()
+    cp = mesh.enroll("raw")  # enrolled, but its agent is not running
+    assert cp.returncode == 0, cp.stderr
+    other = mesh.add_node("real")
+    peer = mesh.raw_peer(pair=keystore.load(cp.home))
+    garbage = [
+        [os.urandom(64)],
+        [os.urandom(5), os.urandom(7), os.urandom(3000)],
+        [b""],
+        [b"D9", b"HEARTBEAT", b"{}"],
+        [VERSION, b"HEARTBEAT", b"{not json"],
+        [VERSION, b"HEARTBEAT", b"[1,2]"],
+        [VERSION, b"HEARTBEAT", b'{"running": true}'],
+        [VERSION, b"NOPE", b"{}"],
+        [VERSION, b"RESULT", b'{"job_id": 5}'],
+        [VERSION, b"HEARTBEAT", b"{}", b"a", b"b", b"c", b"d"],
+        [VERSION, b"HELLO", b'{"name": "x", "version": "' + b"v" * 100000 + b'"}'],
+        [VERSION, b"HEARTBEAT", b"\xff\xfe\xfd"],
+        [VERSION, b"CTL_REPLY", b'{"ok": true}'],
+    ]
+    for frames in garbage:
+        peer.send(frames)
+    # server-only message types from a node are refused, not obeyed
+    peer.send(make("JOB", job_id="x", instruction={}, lane="l", seq=1))
+    peer.send(make("CTL", op="keys.revoke", args={"name": "real"}))
+    replies = [decode(f) for f in peer.recv_until(
+        lambda got: sum(decode(f).type == "ERROR" for f in got) >= 2, 5.0)]
+    refused = [m for m in replies if m.type == "ERROR"]
+    assert len(refused) >= 2, replies
+    assert all(m.get("code") == "not_permitted" for m in refused)
+
+    assert _health(mesh)["role"] == "server"
+    assert other.alive()
+    mesh.wait_online("real", timeout=3)
+    assert mesh.key("real")["state"] == "accepted"
+
+    # the accepted key still speaks the protocol afterwards
+    peer.send(make("HEARTBEAT", running=0))
+    peer.send(make("HELLO", name="raw", version="9.9.9-raw"))
+    def accepted(m) -> bool:
+        return m.type == "ENROLLED" and m.get("state") == "accepted" and m.get("name") == "raw"
+
+    msgs = [decode(f) for f in peer.recv_until(
+        lambda got: any(accepted(decode(f)) for f in got), 5.0)]
+    assert any(accepted(m) for m in msgs), msgs
+    node = mesh.wait_for(lambda: (mesh.node("raw") or {}).get("version") == "9.9.9-raw" and
+                         mesh.node("raw"), 5, "raw node version from HELLO")
+    assert node["state"] == "online"
+
+
+def test_pending_key_may_only_ask_about_its_enrollment(mesh):
+    mesh.server()
+    cp = mesh.enroll("waiting", server_key=mesh.server_key())
+    assert cp.returncode == 3, cp.stderr
+    peer = mesh.raw_peer(pair=keystore.load(cp.home))
+    peer.send(make("HELLO", name="waiting", version="0.1.0"))
+    reply = peer.recv(5.0)
+    assert reply is not None, "a pending key must be told it is not permitted"
+    msg = decode(reply)
+    assert msg.type == "ERROR" and msg.get("code") == "not_permitted"
+
+    for frames in (make("HEARTBEAT"), make("RESULT", job_id="j", status="success"),
+                   make("STARTED", job_id="j"), make("CHUNK_REQ", job_id="j", chunks=[])):
+        peer.send(frames)
+        msg = _next(peer)
+        assert msg.type == "ERROR" and msg.get("code") == "not_permitted"
+
+    peer.send(make("ENROLL_STATUS"))
+    msg = _next(peer)
+    assert msg.type == "ENROLLED" and msg.get("state") == "pending"
+    assert mesh.node("waiting") is None
+    assert mesh.key("waiting")["state"] == "pending"
+    assert _health(mesh)["nodes_online"] == 0
+
+
+def test_stranger_enroll_with_spoofed_name_of_accepted_node_is_refused(mesh):
+    mesh.server()
+    holder = mesh.add_node("web1")
+    fp = mesh.key("web1")["fingerprint"]
+    peer = mesh.raw_peer()
+    peer.send(make("ENROLL", name="web1", version="0.1.0"))
+    msg = _next(peer)
+    assert msg.type == "ENROLLED" and msg.get("state") == "refused"
+    assert "already" in msg.get("reason", "")
+    assert [(k["name"], k["fingerprint"]) for k in mesh.keys()] == [("web1", fp)]
+    assert holder.alive()
