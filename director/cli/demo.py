@@ -8,21 +8,21 @@ directory, enrolled by one join token; the example orchestration runs twice
 from __future__ import annotations
 
 import json
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import click
 
+# shutil, signal, socket, subprocess and tempfile are imported where used: every
+# other director command loads this module, and they cost ~10 ms of start-up.
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
 
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -31,10 +31,12 @@ def _free_port() -> int:
 class _Mesh:
     def __init__(self, root: Path, port: int):
         self.root, self.port = root, port
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list = []
         self.base = [sys.executable, "-m", "director"]
 
-    def cli(self, home: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def cli(self, home: str, *args: str, check: bool = True):
+        import subprocess
+
         p = subprocess.run([*self.base, "--home", str(self.root / home), *args],
                            capture_output=True, text=True, timeout=120)
         if check and p.returncode not in (0,):
@@ -42,6 +44,8 @@ class _Mesh:
         return p
 
     def start(self, home: str, *args: str) -> None:
+        import subprocess
+
         log = open(self.root / f"{home}.log", "w")
         self.procs.append(subprocess.Popen(
             [*self.base, "--home", str(self.root / home), "--heartbeat-interval", "1", *args],
@@ -57,6 +61,9 @@ class _Mesh:
                                    f" (logs in {self.root})")
 
     def stop(self) -> None:
+        import signal
+        import subprocess
+
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -103,6 +110,9 @@ def demo(example: str, keep: bool) -> None:
     """Start a local mesh (server + 3 clients), run the example twice, tear down."""
     if not Path(example).is_file():
         raise click.ClickException(f"example orchestration {example} not found (use --file)")
+    import shutil
+    import tempfile
+
     root = Path(tempfile.mkdtemp(prefix="director-demo-", dir="/tmp"))
     port = _free_port()
     mesh = _Mesh(root, port)

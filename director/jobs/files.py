@@ -103,6 +103,7 @@ def _finish(pieces: list[str], source: str, line: int | None) -> Instruction:
 
 def parse_yaml(text: str, source: str) -> list[Step]:
     """The directord format: a list of ``{targets, jobs: [{VERB: ARGS}], async, name}``."""
+
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
