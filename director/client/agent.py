@@ -9,6 +9,7 @@ else (server restarts, network loss) it rides out by reconnecting.
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ class Agent:
         self.endpoint = server_endpoint(replace(settings, server_address=address))
         self.server_key = server_key
         self.state = "connecting"
+        self.boot = secrets.token_hex(8)  # tells the server when this agent restarted
         self.name = pinned.name if pinned is not None and pinned.name else settings.name
         self._stop = False
         self.ctx = zmq.Context()
@@ -120,7 +122,7 @@ class Agent:
     def _on_link(self, what: str | None) -> None:
         if what == "up":
             log.info("secure link to %s is up", self.endpoint)
-            self.send("HELLO", name=self.name, version=__version__)
+            self.send("HELLO", name=self.name, version=__version__, boot=self.boot)
         elif what == "auth":
             raise Refused("the server refused this node's key (revoked, rejected or deleted);"
                           " ask the operator, or enroll again with a new home")
@@ -151,7 +153,7 @@ class Agent:
                 if self.state != "accepted":
                     log.info("accepted by the server as %s", msg.get("name"))
                     if self.state == "pending":
-                        self.send("HELLO", name=self.name, version=__version__)
+                        self.send("HELLO", name=self.name, version=__version__, boot=self.boot)
                 self.state = "accepted"
                 self.name = msg.get("name") or self.name
             elif state == "pending":

@@ -34,7 +34,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     # node -> server
     "ENROLL": {"name": _S, "token?": _S, "version?": _S},
     "ENROLL_STATUS": {},
-    "HELLO": {"name": _S, "version": _S},
+    "HELLO": {"name": _S, "version": _S, "boot?": _S},
     "HEARTBEAT": {"running?": _I},
     "RESULT": {"job_id": _S, "status": _S, "rc?": (int, type(None)), "stdout?": _S,
                "stderr?": _S, "exec_time?": _F, "cached?": _B, "transfer?": (dict, type(None)),

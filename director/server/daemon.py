@@ -50,6 +50,7 @@ class Peer:
     last_seen: float
     address: str | None = None
     version: str | None = None
+    boot: str | None = None
 
 
 class Server:
@@ -67,12 +68,14 @@ class Server:
         self.seen_dirty: dict[str, tuple[float, str | None, str | None]] = {}
         self.started = time.time()
         self._stop = False
+        self._owns_control = False  # never remove another live server's socket
         self.ctx = zmq.Context()
         self.gate = ZapGate(self.ctx, self.keys.state,
                             lambda: (self.keys.pending_count(), settings.max_pending))
         self.gate.start()  # before any CURVE socket exists: fail closed
         try:
             self.control = control.bind(self.ctx, self.home)
+            self._owns_control = True
             self.router = transport.server_socket(self.ctx, self.pair, settings.bind,
                                                   settings.heartbeat_interval)
         except zmq.ZMQError as exc:
@@ -127,10 +130,8 @@ class Server:
                 sock.close(0)
         self.gate.stop()
         self.ctx.term()
-        try:
-            control.socket_path(self.home).unlink()
-        except FileNotFoundError:
-            pass
+        if self._owns_control:
+            control.socket_path(self.home).unlink(missing_ok=True)
         self.db.close()
 
     def _drain(self, sock: zmq.Socket, handler: Callable[[zmq.Socket], None]) -> None:
@@ -228,6 +229,10 @@ class Server:
     def _msg_hello(self, key: str, rid: bytes, msg: Message) -> None:
         peer = self.peers[key]
         peer.version = msg.get("version")[:32]
+        boot = msg.get("boot")
+        if peer.boot and boot != peer.boot:  # the agent restarted: what it ran is gone
+            self.jobs.node_restarted(key)
+        peer.boot = boot
         self.seen_dirty[key] = (peer.last_seen, peer.address, peer.version)
         transport.send_to(self.router, rid, make("ENROLLED", state="accepted",
                                                  name=self.keys.name(key) or ""))

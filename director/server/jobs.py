@@ -154,6 +154,13 @@ class JobManager:
         for task in self.sched.drop_node(key, "lost"):
             self._final(task, {"status": "lost", "error": "the node went away"})
 
+    def node_restarted(self, key: str) -> None:
+        for task in self.sched.fail_inflight(key, "lost"):
+            self._final(task, {"status": "lost", "error": "the node restarted while running it"})
+            for t in self.sched.cancel_lane(key, task.lane):
+                self._final(t, {"status": "cancelled", "error": "an earlier job was lost"})
+        self.to_pump.add(key)
+
     # -- results --------------------------------------------------------------------
     def on_message(self, key: str, msg: Message) -> None:
         if msg.type != "RESULT":

@@ -95,6 +95,17 @@ class Scheduler:
             t.status = status
         return tasks
 
+    def fail_inflight(self, node: str, status: str = "lost") -> list[Task]:
+        """Tasks the node had when it restarted end with ``status``; queued ones stay."""
+        q = self._nodes.get(node)
+        if q is None:
+            return []
+        tasks = list(q.inflight.values())
+        q.inflight.clear()
+        for t in tasks:
+            t.status = status
+        return tasks
+
     def in_flight(self, node: str, job_id: str) -> bool:
         q = self._nodes.get(node)
         return bool(q and job_id in q.inflight)
