@@ -149,7 +149,7 @@ class Copier:
                     raise ProtocolError("expected one CHUNK payload")
                 data = msg.payload[0]
                 if session.on_chunk(f, c, data):
-                    self.store.put(expected[(f, c)], data)
+                    self.store.put(expected[(f, c)], data, verified=True)
             if session.failed:
                 raise DirectorError(f"transfer failed: {session.failed}")
             return session.stats

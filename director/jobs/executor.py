@@ -120,7 +120,11 @@ def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
                 state.update(arg=(res.stdout_arg, hit.stdout.strip()))
             return Outcome("success", rc=hit.rc, stdout=hit.stdout, stderr=hit.stderr,
                            cached=True, exec_time=time.perf_counter() - start)
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)  # it may have been removed since WORKDIR
+    except OSError as exc:
+        return Outcome("failed", error=f"WORKDIR {workdir}: {exc.strerror}",
+                       exec_time=time.perf_counter() - start)
     full_env = {**os.environ, **env}
     try:
         ran = runner(res.command, workdir, full_env, res.options.timeout)

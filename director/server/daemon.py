@@ -69,7 +69,7 @@ class Server:
         self.started = time.time()
         self._stop = False
         self._owns_control = False  # never remove another live server's socket
-        self.ctx = zmq.Context()
+        self.ctx = zmq.Context(io_threads=2)  # CURVE encryption of chunk fan-out runs here
         self.gate = ZapGate(self.ctx, self.keys.state,
                             lambda: (self.keys.pending_count(), settings.max_pending))
         self.gate.start()  # before any CURVE socket exists: fail closed

@@ -271,7 +271,7 @@ class JobManager:
         manifest, paths = build_manifest(list(instr.sources), instr.dest, base=Path(base),
                                          chunk_size=self.server.settings.chunk_size,
                                          cache=self.digests)
-        self.copies[job_id] = (manifest, paths)
+        self.copies[job_id] = (manifest, paths, set())
         return {"manifest": manifest.to_dict(), "hash_extra": manifest.digest()}
 
     def on_chunk_req(self, key: str, rid: bytes, msg: Message) -> None:
@@ -283,7 +283,7 @@ class JobManager:
             log.warning("refused chunk request for job %s from %s", str(job_id)[:32],
                         self.server._who(key))
             return
-        manifest, paths = copy
+        manifest, paths, verified = copy
         from director.net.transport import send_to
 
         for item in wanted:
@@ -295,7 +295,7 @@ class JobManager:
                 return
             f, c = item
             try:
-                data = read_chunk(paths[f], manifest.files[f], c, manifest.chunk_size)
+                data = read_chunk(paths[f], manifest.files[f], c, manifest.chunk_size, verified)
             except DirectorError as exc:
                 send_to(self.server.router, rid, make("CHUNK_ERR", job_id=job_id, file=f,
                                                       chunk=c, error=str(exc)))

@@ -129,8 +129,13 @@ class Scheduler:
         return late
 
     def queued_since(self, node: str) -> float | None:
-        """When the oldest task still waiting for ``node`` was queued."""
+        """When the oldest task still waiting for ``node`` was queued.
+
+        In-flight tasks count too: after a server restart they are reloaded as in
+        flight, and if their node never comes back they must still end (as lost).
+        """
         q = self._nodes.get(node)
-        if not q or not q.lanes:
+        if not q or not (q.lanes or q.inflight):
             return None
-        return min(dq[0].queued_at for dq in q.lanes.values())
+        return min([dq[0].queued_at for dq in q.lanes.values()]
+                   + [t.queued_at for t in q.inflight.values()])

@@ -13,6 +13,7 @@ import glob
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 import re
 import stat
 import threading
@@ -200,13 +201,37 @@ def pread_full(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash")
+    return _POOL
+
+
 def hash_fd(fd: int, chunk_size: int) -> tuple[str, tuple[str, ...]]:
-    """Whole-file and per-chunk digests of an open file, one read per chunk."""
+    """Whole-file and per-chunk digests of an open file, one read per chunk.
+
+    BLAKE2b releases the GIL, so each chunk's own digest is computed on a helper
+    thread while this one feeds the whole-file digest: two hashes, one pass.
+    """
     whole, chunks, offset = hasher(), [], 0
+    pending = None  # at most one chunk in the helper: memory stays at two chunks
+    small = chunk_size < 256 * 1024
     while data := pread_full(fd, chunk_size, offset):
+        if pending is not None:
+            chunks.append(pending.result())
+            pending = None
+        if small:
+            chunks.append(digest_of(data))
+        else:
+            pending = _pool().submit(digest_of, data)
         whole.update(data)
-        chunks.append(digest_of(data))
         offset += len(data)
+    if pending is not None:
+        chunks.append(pending.result())
     return whole.hexdigest(), tuple(chunks)
 
 
@@ -384,17 +409,27 @@ def build_manifest(sources: Sequence[str], dest: str, *, base: Path,
     return Manifest(dest, chunk_size, tuple(entries), dir_rels), tuple(paths)
 
 
-def read_chunk(path: Path, entry: FileEntry, index: int, chunk_size: int) -> bytes:
-    """Chunk ``index`` of a manifest file, verified against the manifest (serve side)."""
+def read_chunk(path: Path, entry: FileEntry, index: int, chunk_size: int,
+               verified: set | None = None) -> bytes:
+    """Chunk ``index`` of a manifest file, verified against the manifest (serve side).
+
+    With ``verified`` (one set per job), a chunk already checked is not hashed
+    again while its file's stat is unchanged: fan-out to N nodes hashes once.
+    """
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(entry.chunks):
         raise TransferError(f"chunk index {index!r} out of range for {entry.rel or 'file'!r}")
-    fd, _ = open_regular(path)
+    fd, st = open_regular(path)
+    key = (_stat_key(st, chunk_size), index)
     try:
         data = pread_full(fd, chunk_size, index * chunk_size)
     except OSError as exc:
         raise TransferError(f"cannot read {path}: {exc.strerror}") from None
     finally:
         os.close(fd)
+    if verified is not None and key in verified:
+        return data
     if digest_of(data) != entry.chunks[index]:
         raise TransferError(f"source {path} changed since its manifest was built")
+    if verified is not None:
+        verified.add(key)
     return data
