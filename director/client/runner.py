@@ -16,6 +16,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
+
 from director.client.nodestate import JobCache, NodeState
 from director.errors import ProtocolError
 from director.jobs.dsl import Instruction
@@ -37,6 +39,7 @@ class JobRunner:
         self.lanes: dict[str, deque[tuple[str, Instruction, dict]]] = {}
         self.busy: set[str] = set()           # lanes with a job running
         self.known: set[str] = set()          # job ids queued or running here
+        self.failed_lanes: LRUCache = LRUCache(maxsize=10000)  # late jobs of these: cancelled
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -70,6 +73,9 @@ class JobRunner:
             instr = Instruction.from_dict(msg.get("instruction"))
         except ProtocolError as exc:
             self._report(job_id, Outcome("failed", error=f"malformed job: {exc}"))
+            return
+        if lane in self.failed_lanes:  # pipelined before the server saw the failure
+            self._report(job_id, Outcome("cancelled", error="an earlier job failed"))
             return
         self.known.add(job_id)
         self.lanes.setdefault(lane, deque()).append((job_id, instr, msg.body))
@@ -114,6 +120,7 @@ class JobRunner:
             self.known.discard(job_id)
             self._report(job_id, out)
             if out.status != "success":
+                self.failed_lanes[lane] = True
                 for jid, _, _ in self.lanes.pop(lane, deque()):
                     self.known.discard(jid)
                     self._report(jid, Outcome("cancelled", error="an earlier job failed"))

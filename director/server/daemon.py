@@ -51,6 +51,7 @@ class Peer:
     address: str | None = None
     version: str | None = None
     boot: str | None = None
+    hello: bool = False  # an agent said HELLO (an enroll-only connection is not online)
 
 
 class Server:
@@ -160,7 +161,8 @@ class Server:
     # -- node side -------------------------------------------------------------
     def online(self, key: str) -> bool:
         peer = self.peers.get(key)
-        return peer is not None and time.time() - peer.last_seen <= self.settings.node_expiry
+        return (peer is not None and peer.hello
+                and time.time() - peer.last_seen <= self.settings.node_expiry)
 
     def send_node(self, key: str, frames: list[bytes]) -> bool:
         peer = self.peers.get(key)
@@ -233,6 +235,7 @@ class Server:
         if peer.boot and boot != peer.boot:  # the agent restarted: what it ran is gone
             self.jobs.node_restarted(key)
         peer.boot = boot
+        peer.hello = True
         self.seen_dirty[key] = (peer.last_seen, peer.address, peer.version)
         transport.send_to(self.router, rid, make("ENROLLED", state="accepted",
                                                  name=self.keys.name(key) or ""))

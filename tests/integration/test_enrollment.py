@@ -28,6 +28,11 @@ def _one_error_line(stderr: str) -> str:
     return lines[-1]
 
 
+def _key_state(mesh, name: str) -> str | None:
+    """Cheap in-process poll of a key's state (assertions use the CLI)."""
+    return next((k["state"] for k in mesh.ctl("keys.list") or [] if k["name"] == name), None)
+
+
 def test_token_enroll_is_accepted_and_json_fields(mesh):
     mesh.server()
     cp = mesh.enroll("web1", extra=["--json"])
@@ -52,6 +57,14 @@ def test_token_enroll_is_accepted_and_json_fields(mesh):
     proc = mesh.client("web1")
     mesh.wait_online("web1", proc=proc)
     assert mesh.cli("health", home=cp.home).returncode == 0
+
+
+def test_enrolled_node_is_offline_until_its_agent_connects(mesh):
+    mesh.server()
+    cp = mesh.enroll("ghost")
+    assert cp.returncode == 0, cp.stderr
+    assert mesh.node("ghost")["state"] == "offline"
+    assert json.loads(mesh.cli("health", "--json").stdout)["nodes_online"] == 0
 
 
 def test_enroll_plain_output_shows_fingerprint(mesh):
@@ -92,8 +105,7 @@ def test_enroll_wait_returns_0_once_accepted(mesh):
     proc = mesh.spawn("--name", "waiter", "enroll", "--server", mesh.address,
                       "--server-key", mesh.server_key(), "--wait", "--json",
                       home=home, name="enroll-wait", capture_stdout=True)
-    mesh.wait_for(lambda: (mesh.key("waiter") or {}).get("state") == "pending", 10,
-                  "waiter pending")
+    mesh.wait_for(lambda: _key_state(mesh, "waiter") == "pending", 10, "waiter pending")
     time.sleep(0.5)
     assert proc.alive(), "enroll --wait must keep waiting while pending"
     assert mesh.cli("keys", "accept", "waiter").returncode == 0
@@ -111,7 +123,7 @@ def test_reject_refuses_waiting_enroll_later_enroll_and_client(mesh):
     waiting = mesh.spawn("--name", "bad1", "enroll", "--server", mesh.address,
                          "--server-key", mesh.server_key(), "--wait",
                          home=home, name="enroll-wait")
-    mesh.wait_for(lambda: (mesh.key("bad1") or {}).get("state") == "pending", 10, "bad1 pending")
+    mesh.wait_for(lambda: _key_state(mesh, "bad1") == "pending", 10, "bad1 pending")
     rej = mesh.cli("keys", "reject", "bad1", "--json")
     assert rej.returncode == 0, rej.stderr
     assert json.loads(rej.stdout)["state"] == "rejected"
@@ -217,6 +229,12 @@ def test_token_create_list_revoke(mesh):
     assert {r["id"]: r for r in mesh.json("token", "list")}[doc["id"]]["state"] == "revoked"
     cp = mesh.enroll("x1", token=doc["token"])
     assert cp.returncode == 1 and "revoked" in cp.stdout + cp.stderr
+
+    for args in (["--ttl", "soon"], ["--ttl", "0"], ["--ttl", "400d"], ["--uses", "0"]):
+        cp = mesh.cli("token", "create", *args)
+        assert cp.returncode == 1, args
+        _one_error_line(cp.stderr)
+    assert len(mesh.json("token", "list")) == 2  # nothing created by the refused ones
 
     bad = mesh.cli("token", "revoke", "zzzzzzzz")
     assert bad.returncode == 1
