@@ -136,7 +136,10 @@ class JobRunner:
             self.next_flush = time.monotonic() + 0.5
 
     def close(self) -> None:
+        from director.jobs.executor import kill_running
+
         self.pool.shutdown(wait=False, cancel_futures=True)
+        kill_running()  # a stopped agent leaves no job processes behind
         self.cache.close()
         self.copier.close()
         os.close(self.wake_r)

@@ -57,11 +57,30 @@ class Ran:
 Runner = Callable[[str, str, dict[str, str], float], Ran]
 
 
+RUNNING: set[int] = set()  # process groups of RUNs in progress, killed when the agent stops
+
+
+def kill_running() -> None:
+    for pgid in list(RUNNING):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def run_shell(command: str, cwd: str, env: dict[str, str], timeout: float) -> Ran:
     """``/bin/sh -c`` in a new session; on timeout SIGKILL the whole process group."""
     proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
+    RUNNING.add(proc.pid)
+    try:
+        return _wait(proc, timeout)
+    finally:
+        RUNNING.discard(proc.pid)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> Ran:
     try:
         out, err = proc.communicate(timeout=timeout)
         return Ran(proc.returncode, out, err, False)

@@ -85,8 +85,9 @@ class JobStore:
                 "SELECT * FROM jobs ORDER BY created DESC, seq DESC LIMIT 1").fetchone()
         row = self.conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None and len(job_id) >= 4:
-            rows = self.conn.execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2",
-                                     (job_id + "%",)).fetchall()
+            pattern = job_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = self.conn.execute("SELECT * FROM jobs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                                     (pattern + "%",)).fetchall()
             if len(rows) == 1:
                 row = rows[0]
         return row
