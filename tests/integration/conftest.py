@@ -296,7 +296,8 @@ class Mesh:
                 raise AssertionError(
                     f"{proc.name} exited with {proc.returncode} before it was healthy:\n"
                     f"{proc.log()[-3000:]}")
-            if self.cli("health", home=home, timeout=5).returncode == 0:
+            if self.ping(home, timeout=1.0) and \
+                    self.cli("health", home=home, timeout=5).returncode == 0:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"{proc.name} not healthy within {timeout} s:\n"
@@ -311,12 +312,18 @@ class Mesh:
 
     def cli(self, *args: str, home: str | None = None, check: bool = False,
             input: str | None = None, timeout: float = 30,
-            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run ``director --home HOME ARGS...`` to completion (text output)."""
+            env: Mapping[str, str] | None = None,
+            cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
+        """Run ``director --home HOME ARGS...`` to completion (text output).
+
+        ``cwd`` is the working directory of the CLI process (default: the mesh root);
+        relative COPY sources are resolved against it.
+        """
         argv = [*DIRECTOR, "--home", home or self.home, *args]
         try:
             cp = subprocess.run(argv, input=input, capture_output=True, text=True,
-                                timeout=timeout, env=clean_env(env), cwd=str(self.root),
+                                timeout=timeout, env=clean_env(env),
+                                cwd=str(cwd) if cwd is not None else str(self.root),
                                 stdin=None if input is not None else subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(f"'director {' '.join(args)}' did not finish within "
@@ -389,6 +396,28 @@ class Mesh:
         return peer
 
     # -- looking ---------------------------------------------------------------
+    def ctl(self, op: str, args: dict | None = None, home: str | None = None,
+            timeout: float = 5.0) -> Any:
+        """One control-socket request in-process (cheap polling); None if unreachable.
+
+        Same socket and operation the CLI uses; assertions about what users see
+        should still go through ``cli``/``json``.
+        """
+        from director.errors import ConnectionFailed
+        from director.net.control import ControlClient
+
+        try:
+            with ControlClient(home or self.home, timeout=timeout) as c:
+                return c.call(op, args)
+        except ConnectionFailed:
+            return None
+
+    def ping(self, home: str | None = None, timeout: float = 2.0) -> dict | None:
+        """The ``health`` answer of whatever runs in ``home`` (in-process), or None."""
+        from director.net.control import ping
+
+        return ping(home or self.home, timeout=timeout)
+
     def nodes(self) -> list[dict]:
         return self.json("nodes")
 
@@ -406,12 +435,19 @@ class Mesh:
         return n is not None and n["state"] == "online"
 
     def wait_online(self, name: str, timeout: float = 10, proc: Proc | None = None) -> None:
+        """Until ``nodes --json`` shows ``name`` online and, given its client ``proc``,
+        that client's own ``health`` says it is serving (its link is up and accepted:
+        the server's view alone can be stale)."""
         def check() -> bool:
             if proc is not None and not proc.alive():
                 raise AssertionError(f"client {name} exited with {proc.returncode}:\n"
                                      f"{proc.log()[-3000:]}")
-            return self.is_online(name)
+            if proc is not None and not (self.ping(proc.home) or {}).get("serving"):
+                return False
+            return any(n["name"] == name and n["state"] == "online"
+                       for n in self.ctl("nodes") or [])
         self.wait_for(check, timeout, f"node {name} online")
+        assert self.is_online(name), f"'nodes --json' does not show {name} online"
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 10, what: str = "condition",
                  interval: float = 0.1) -> Any:
