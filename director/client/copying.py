@@ -78,33 +78,35 @@ class Copier:
         if instr.dest.endswith("/") and not dest.endswith("/"):
             dest += "/"
         manifest = dataclasses.replace(manifest, dest=dest)
+        # Pin every chunk of this manifest first: planning and pulling add chunks to
+        # the bounded store, and eviction must not drop one assembly relies on.
+        pinned = [d for e in manifest.files for d in e.chunks]
+        self.store.pin(pinned)
         try:
             with self.lock:  # one planner at a time: the stat cache is shared
                 plans = plan_transfer(manifest, self.stats, self.store)
             needed = [(p.index, c) for p in plans for c in p.need]
             expected = {(f, c): manifest.files[f].chunks[c] for f, c in needed}
-            self.store.pin(expected.values())
-            try:
-                pulled = self._pull(job_id, needed, expected, manifest, instr.options.timeout)
-                dirs = sorted({str(p.target.parent) for p in plans if not p.unchanged})
-                self.inflight_file.write_text(json.dumps(dirs))
-                for p in plans:
-                    if not p.unchanged:
-                        assemble(manifest.files[p.index], p.target, manifest.chunk_size,
-                                 self.store, self.stats)
-                self.inflight_file.unlink(missing_ok=True)
-                create_dirs(manifest)
-                mode = int(instr.chmod, 8) if instr.chmod else None
-                for p in plans:
-                    entry_mode = mode if mode is not None else manifest.files[p.index].mode
-                    apply_attrs(p.target, entry_mode, instr.chown)
-            finally:
-                self.store.unpin(expected.values())
+            pulled = self._pull(job_id, needed, expected, manifest, instr.options.timeout)
+            dirs = sorted({str(p.target.parent) for p in plans if not p.unchanged})
+            self.inflight_file.write_text(json.dumps(dirs))
+            for p in plans:
+                if not p.unchanged:
+                    assemble(manifest.files[p.index], p.target, manifest.chunk_size,
+                             self.store, self.stats)
+            self.inflight_file.unlink(missing_ok=True)
+            create_dirs(manifest)
+            mode = int(instr.chmod, 8) if instr.chmod else None
+            for p in plans:
+                entry_mode = mode if mode is not None else manifest.files[p.index].mode
+                apply_attrs(p.target, entry_mode, instr.chown)
         except DirectorError as exc:
             return Outcome("failed", error=str(exc), exec_time=time.perf_counter() - start)
         except OSError as exc:
             return Outcome("failed", error=f"{exc.filename or 'COPY'}: {exc.strerror}",
                            exec_time=time.perf_counter() - start)
+        finally:
+            self.store.unpin(pinned)
         transfer = {
             "files": len(manifest.files), "bytes_total": manifest.bytes_total,
             "bytes_sent": pulled.bytes_received, "chunks_sent": pulled.chunks_received,

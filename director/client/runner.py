@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ class JobRunner:
         self.known: set[str] = set()          # job ids queued or running here
         self.failed_lanes: LRUCache = LRUCache(maxsize=10000)  # late jobs of these: cancelled
         self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()          # lanes/busy/failed_lanes: main + workers
+        self.wake_pending = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="job")
@@ -74,33 +77,58 @@ class JobRunner:
         except ProtocolError as exc:
             self._report(job_id, Outcome("failed", error=f"malformed job: {exc}"))
             return
-        if lane in self.failed_lanes:  # pipelined before the server saw the failure
+        with self.lock:
+            if lane in self.failed_lanes:  # pipelined before the server saw the failure
+                late = True
+            else:
+                late = False
+                self.known.add(job_id)
+                self.lanes.setdefault(lane, deque()).append((job_id, instr, msg.body))
+                start = lane not in self.busy
+                if start:
+                    self.busy.add(lane)
+        if late:
             self._report(job_id, Outcome("cancelled", error="an earlier job failed"))
-            return
-        self.known.add(job_id)
-        self.lanes.setdefault(lane, deque()).append((job_id, instr, msg.body))
-        self._start(lane)
+        elif start:
+            self.pool.submit(self._work_lane, lane)
 
-    def _start(self, lane: str) -> None:
-        if lane in self.busy:
-            return
-        dq = self.lanes.get(lane)
-        if not dq:
-            self.lanes.pop(lane, None)
-            return
-        job_id, instr, body = dq.popleft()
-        self.busy.add(lane)
-        self.pool.submit(self._work, lane, job_id, instr, body)
+    def _work_lane(self, lane: str) -> None:
+        """Run a lane's jobs one after another in this worker, without a round trip
+        through the main thread between them; stop the lane at its first failure."""
+        while True:
+            with self.lock:
+                dq = self.lanes.get(lane)
+                if not dq:
+                    self.lanes.pop(lane, None)
+                    self.busy.discard(lane)
+                    return
+                job_id, instr, body = dq.popleft()
+            out = self._execute(job_id, instr, body)
+            cancelled: list = []
+            if out.status != "success":
+                with self.lock:
+                    self.failed_lanes[lane] = True
+                    cancelled = [jid for jid, _, _ in self.lanes.pop(lane, ())]
+                    self.busy.discard(lane)
+            self._post(job_id, out, cancelled)
+            if cancelled or out.status != "success":
+                return
 
-    def _work(self, lane: str, job_id: str, instr: Instruction, body: dict) -> None:
+    def _execute(self, job_id: str, instr: Instruction, body: dict) -> Outcome:
         try:
-            out = execute(instr, self.state, self.cache, hash_extra=body.get("hash_extra") or "",
-                          copier=lambda res, wd: self.copier.run(job_id, res, wd, body))
+            return execute(instr, self.state, self.cache,
+                           hash_extra=body.get("hash_extra") or "",
+                           copier=lambda res, wd: self.copier.run(job_id, res, wd, body))
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             log.exception("job %s crashed", job_id)
-            out = Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
-        self.done.put((lane, job_id, out))
-        os.write(self.wake_w, b"x")
+            return Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _post(self, job_id: str, out: Outcome, cancelled: list) -> None:
+        self.done.put((job_id, out, cancelled))
+        with self.lock:
+            wake, self.wake_pending = not self.wake_pending, True
+        if wake:
+            os.write(self.wake_w, b"x")
 
     # -- completions -----------------------------------------------------------------
     def on_events(self, events: dict) -> None:
@@ -111,21 +139,18 @@ class JobRunner:
             os.read(self.wake_r, 65536)
         except BlockingIOError:
             pass
+        with self.lock:
+            self.wake_pending = False
         while True:
             try:
-                lane, job_id, out = self.done.get_nowait()
+                job_id, out, cancelled = self.done.get_nowait()
             except queue.Empty:
                 return
-            self.busy.discard(lane)
             self.known.discard(job_id)
             self._report(job_id, out)
-            if out.status != "success":
-                self.failed_lanes[lane] = True
-                for jid, _, _ in self.lanes.pop(lane, deque()):
-                    self.known.discard(jid)
-                    self._report(jid, Outcome("cancelled", error="an earlier job failed"))
-            else:
-                self._start(lane)
+            for jid in cancelled:
+                self.known.discard(jid)
+                self._report(jid, Outcome("cancelled", error="an earlier job failed"))
 
     def _report(self, job_id: str, out: Outcome) -> None:
         self.agent.send("RESULT", job_id=job_id, **out.to_body())

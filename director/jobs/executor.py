@@ -9,6 +9,7 @@ timeout.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import time
@@ -62,10 +63,7 @@ RUNNING: set[int] = set()  # process groups of RUNs in progress, killed when the
 
 def kill_running() -> None:
     for pgid in list(RUNNING):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _killpg(pgid)
 
 
 def run_shell(command: str, cwd: str, env: dict[str, str], timeout: float) -> Ran:
@@ -81,20 +79,64 @@ def run_shell(command: str, cwd: str, env: dict[str, str], timeout: float) -> Ra
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> Ran:
+    """Read both pipes and wait for exit on one selector, with the deadline.
+
+    ``communicate(timeout=...)`` reaps the child by polling with sleeps, which
+    costs about a millisecond a job; a pidfd makes the exit itself an event.
+    Output beyond the cap is read and dropped, so memory stays bounded.
+    """
+    out, err = bytearray(), bytearray()
+    bufs = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    sel = selectors.DefaultSelector()
+    for fd in bufs:
+        sel.register(fd, selectors.EVENT_READ)
     try:
-        out, err = proc.communicate(timeout=timeout)
-        return Ran(proc.returncode, out, err, False)
+        pidfd = os.pidfd_open(proc.pid)
+        sel.register(pidfd, selectors.EVENT_READ)
+    except (AttributeError, OSError):
+        pidfd = None
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    try:
+        while bufs:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if timed_out:  # a grandchild outside the group still holds a pipe
+                    break
+                timed_out = True
+                _killpg(proc.pid)
+                deadline = time.monotonic() + 5.0
+                continue
+            for key, _ in sel.select(left):
+                fd = key.fd
+                if fd == pidfd:
+                    sel.unregister(fd)
+                    continue
+                data = os.read(fd, 65536)
+                if not data:
+                    sel.unregister(fd)
+                    del bufs[fd]
+                elif len(bufs[fd]) <= OUTPUT_CAP:
+                    bufs[fd] += data
+    finally:
+        sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
+        proc.stdout.close()
+        proc.stderr.close()
+    try:
+        rc = proc.wait(timeout=5 if timed_out else None)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            out, err = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # a grandchild escaped the group and holds a pipe
-            proc.kill()
-            out, err = b"", b""
-        return Ran(proc.returncode, out or b"", err or b"", True)
+        proc.kill()
+        rc = proc.wait()
+    return Ran(rc, bytes(out), bytes(err), timed_out)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _text(data: bytes) -> str:

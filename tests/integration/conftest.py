@@ -474,17 +474,27 @@ class Mesh:
 
     # -- teardown --------------------------------------------------------------
     def close(self) -> list[str]:
+        """Stop everything: SIGTERM to all at once, wait up to 5 s, then SIGKILL."""
         problems = []
         for peer in self.raw_peers:
             peer.close()
-        for p in reversed(self.procs):
+        running = [p for p in self.procs if p.alive()]
+        for p in running:
+            p.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for p in running:
             try:
-                _, killed = p.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                problems.append(f"{p!r}: could not stop: {exc}")
-                continue
-            if killed:
+                p.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 problems.append(f"{p!r} ignored SIGTERM for {STOP_GRACE} s and was killed")
+                try:  # the process and anything it started (its own session)
+                    os.killpg(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    p.popen.kill()
+                try:
+                    p.popen.wait(timeout=STOP_GRACE)
+                except subprocess.TimeoutExpired:
+                    pass
         left = [p for p in self.procs if p.popen.poll() is None]
         if left:
             problems.append(f"processes still running: {left}")

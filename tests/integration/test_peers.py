@@ -90,8 +90,10 @@ def test_garbage_from_accepted_key_does_not_stop_the_server(mesh):
     msgs = [decode(f) for f in peer.recv_until(
         lambda got: any(accepted(decode(f)) for f in got), 5.0)]
     assert any(accepted(m) for m in msgs), msgs
-    node = mesh.wait_for(lambda: (mesh.node("raw") or {}).get("version") == "9.9.9-raw" and
-                         mesh.node("raw"), 5, "raw node version from HELLO")
+    mesh.wait_for(lambda: any(n["name"] == "raw" and n["version"] == "9.9.9-raw"
+                              for n in mesh.ctl("nodes")), 5, "raw node version from HELLO")
+    node = mesh.node("raw")
+    assert node["version"] == "9.9.9-raw"
     assert node["state"] == "online"
 
 
@@ -131,3 +133,47 @@ def test_stranger_enroll_with_spoofed_name_of_accepted_node_is_refused(mesh):
     assert "already" in msg.get("reason", "")
     assert [(k["name"], k["fingerprint"]) for k in mesh.keys()] == [("web1", fp)]
     assert holder.alive()
+
+
+def test_revocation_applies_to_the_next_message_on_a_live_connection(mesh):
+    mesh.server()
+    cp = mesh.enroll("live")
+    assert cp.returncode == 0, cp.stderr
+    peer = mesh.raw_peer(pair=keystore.load(cp.home))
+    peer.send(make("HELLO", name="live", version="0.1.0"))
+    assert _next(peer).type == "ENROLLED"
+    assert mesh.cli("keys", "revoke", "live").returncode == 0
+    # the server tells the open connection at once ...
+    msg = _next(peer)
+    assert msg.type == "REVOKED" and "revoked" in msg.get("reason")
+    # ... and every later message on it is answered with REVOKED, never obeyed
+    peer.send(make("HELLO", name="live", version="6.6.6"))
+    peer.send(make("HEARTBEAT", running=0))
+    msgs = [decode(f) for f in peer.recv_all(1.0)]
+    assert msgs and all(m.type == "REVOKED" for m in msgs), msgs
+    assert mesh.node("live") is None
+    assert _health(mesh)["nodes_online"] == 0
+
+
+def test_peers_without_curve_get_nothing(mesh):
+    import zmq
+
+    mesh.server()
+    mesh.add_node("real")
+    ctx = zmq.Context()
+    try:
+        for mechanism in ("null", "plain"):
+            sock = ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            if mechanism == "plain":
+                sock.plain_username = b"admin"
+                sock.plain_password = b"admin"
+            sock.connect(mesh.bind)
+            sock.send_multipart(make("HELLO", name="real", version="0.1.0"), flags=zmq.NOBLOCK)
+            sock.send_multipart(make("ENROLL", name="sneaky"), flags=zmq.NOBLOCK)
+            assert sock.poll(1000) == 0, f"{mechanism} peer got an answer"
+            sock.close(0)
+    finally:
+        ctx.term()
+    assert [k["name"] for k in mesh.keys()] == ["real"]
+    assert _health(mesh)["nodes_online"] == 1

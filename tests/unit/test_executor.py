@@ -158,6 +158,23 @@ def test_workdir_that_cannot_be_created_fails(tmp_path, state, cache):
     assert out.status == "failed" and "WORKDIR" in out.error
 
 
+def test_removed_workdir_is_recreated(tmp_path, state, cache):
+    wd = tmp_path / "gone"
+    run(f"WORKDIR {wd}", state, cache)
+    wd.rmdir()
+    assert run("RUN pwd", state, cache).stdout.strip() == str(wd)
+
+
+def test_workdir_that_cannot_be_recreated_fails_cleanly(tmp_path, state, cache):
+    base = tmp_path / "base"
+    run(f"WORKDIR {base}/wd", state, cache)
+    (base / "wd").rmdir()
+    base.rmdir()
+    base.write_text("now a file")  # the WORKDIR cannot be made again
+    out = run("RUN echo never", state, cache)
+    assert out.status == "failed" and "WORKDIR" in out.error and out.stdout == ""
+
+
 def test_substitution_forms(state, cache):
     run("ARG NAME=world", state, cache)
     out = run("RUN echo ${NAME} {{ NAME }} {{NAME}} ${UNSET_X}-", state, cache)

@@ -98,3 +98,10 @@ def test_job_last_and_prefix(store):
     assert store.job("abcd") is None  # ambiguous prefix
     assert store.job("abc") is None  # too short for a prefix
     assert store.job("nope") is None
+
+
+def test_job_prefix_is_literal_not_a_pattern(store):
+    store.insert([_job("abcdef01", 1.0)], [])
+    assert store.job("abcd")["id"] == "abcdef01"
+    for wild in ("%%%%", "____", "ab_d", "a%", "abc%", "\\\\\\\\"):
+        assert store.job(wild) is None, wild

@@ -196,5 +196,21 @@ def test_queued_since_is_oldest_waiting_task():
     assert s.queued_since("n1") == 40.0
 
 
+def test_queued_since_counts_tasks_in_flight():
+    # After a server restart, in-flight tasks are reloaded; if their node never returns
+    # the server must still be able to end them (it asks queued_since for offline nodes).
+    s = Scheduler()
+    s.add(task("r", status="running", sent_at=1.0, queued_at=500.0))
+    assert s.queued_since("n1") == 500.0
+    s.add(task("q", queued_at=600.0))
+    assert s.queued_since("n1") == 500.0
+    s.complete("n1", "r", "success")
+    assert s.queued_since("n1") == 600.0
+    s.take("n1", 700.0)
+    assert s.queued_since("n1") == 600.0
+    s.complete("n1", "q", "success")
+    assert s.queued_since("n1") is None
+
+
 def test_final_statuses():
     assert FINAL == {"success", "failed", "timeout", "lost", "cancelled"}
