@@ -8,6 +8,7 @@ that asked.  Only chunks of the manifest this job was sent can be asked for.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ from director.protocol.frames import decode, make
 from director.transfer.chunking import Manifest
 from director.transfer.session import PullSession
 from director.transfer.store import (ContentStore, StatCache, apply_attrs, assemble,
-                                     cleanup_temp_files, create_dirs, plan_transfer)
+                                     chunk_source, cleanup_temp_files, create_dirs,
+                                     plan_transfer)
 
 if TYPE_CHECKING:
     from director.client.agent import Agent
@@ -87,13 +89,20 @@ class Copier:
                 plans = plan_transfer(manifest, self.stats, self.store)
             needed = [(p.index, c) for p in plans for c in p.need]
             expected = {(f, c): manifest.files[f].chunks[c] for f, c in needed}
-            pulled = self._pull(job_id, needed, expected, manifest, instr.options.timeout)
+            # a chunk fetched once but used again later is kept in the store for then
+            keep = {d for p in plans if not p.unchanged
+                    for c, d in enumerate(manifest.files[p.index].chunks)
+                    if c not in p.need and c not in p.local and not self.store.has(d)}
             dirs = sorted({str(p.target.parent) for p in plans if not p.unchanged})
             self.inflight_file.write_text(json.dumps(dirs))
-            for p in plans:
-                if not p.unchanged:
-                    assemble(manifest.files[p.index], p.target, manifest.chunk_size,
-                             self.store, self.stats)
+            with _Stream(self, job_id, needed, expected, keep, instr.options.timeout) as stream:
+                for p in plans:
+                    if not p.unchanged:
+                        assemble(manifest.files[p.index], p.target, manifest.chunk_size,
+                                 self.store, self.stats,
+                                 source=chunk_source(p, manifest.chunk_size, self.store,
+                                                     self.stats, partial(stream.get, p.index)))
+                pulled = stream.session.stats
             self.inflight_file.unlink(missing_ok=True)
             create_dirs(manifest)
             mode = int(instr.chmod, 8) if instr.chmod else None
@@ -116,44 +125,68 @@ class Copier:
         return Outcome("success", rc=0, exec_time=time.perf_counter() - start,
                        transfer=transfer)
 
-    def _pull(self, job_id: str, needed: list, expected: dict, manifest: Manifest,
-              timeout: float):
-        session = PullSession(needed, lambda f, c: expected[(f, c)], window=WINDOW)
-        if not needed:
-            return session.stats
-        agent = self.agent
-        ctx = agent.ctx
-        sock = transport.client_socket(ctx, agent.pair, agent.server_key, agent.endpoint,
-                                       agent.settings.heartbeat_interval)
-        deadline = time.monotonic() + timeout
-        try:
-            while not session.done:
-                if session.failed:
-                    raise DirectorError(f"transfer failed: {session.failed}")
-                reqs = session.next_requests()
-                if reqs:
-                    sock.send_multipart(make("CHUNK_REQ", job_id=job_id,
-                                             chunks=[[f, c] for f, c in reqs]))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DirectorError(f"transfer timed out after {timeout:g} s")
-                if not sock.poll(int(min(left, CHUNK_TIMEOUT) * 1000)):
-                    session.on_timeout()
-                    continue
-                msg = decode(sock.recv_multipart(copy=True))
-                if msg.get("job_id") != job_id:
-                    continue
-                f, c = msg.get("file"), msg.get("chunk")
-                if msg.type == "CHUNK_ERR":
-                    session.on_error(f, c, msg.get("error"))
-                    continue
-                if msg.type != "CHUNK" or len(msg.payload) != 1:
-                    raise ProtocolError("expected one CHUNK payload")
-                data = msg.payload[0]
-                if session.on_chunk(f, c, data):
-                    self.store.put(expected[(f, c)], data, verified=True)
-            if session.failed:
-                raise DirectorError(f"transfer failed: {session.failed}")
-            return session.stats
-        finally:
-            sock.close(0)
+
+class _Stream:
+    """Chunks from the server in the order assembly wants them, a window in flight.
+
+    Each chunk is BLAKE2b-checked on arrival (PullSession); arrived chunks wait in
+    memory only until assembly reaches them, so memory stays at about a window.
+    """
+
+    def __init__(self, copier: Copier, job_id: str, needed: list, expected: dict,
+                 keep: set, timeout: float):
+        self.copier, self.job_id, self.expected, self.keep = copier, job_id, expected, keep
+        self.session = PullSession(needed, lambda f, c: expected[(f, c)], window=WINDOW)
+        self.arrived: dict[tuple[int, int], bytes] = {}
+        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+        self.sock = None
+        if needed:
+            agent = copier.agent
+            self.sock = transport.client_socket(agent.ctx, agent.pair, agent.server_key,
+                                                agent.endpoint, agent.settings.heartbeat_interval)
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+
+    def get(self, f: int, c: int) -> bytes:
+        while (f, c) not in self.arrived:
+            self._pump()
+        data = self.arrived.pop((f, c))
+        d = self.expected[(f, c)]
+        if d in self.keep:
+            self.copier.store.put(d, data, verified=True)
+        return data
+
+    def _pump(self) -> None:
+        s = self.session
+        if s.failed:
+            raise DirectorError(f"transfer failed: {s.failed}")
+        if s.done:
+            raise DirectorError("transfer ended without a chunk assembly needs")
+        reqs = s.next_requests()
+        if reqs:
+            self.sock.send_multipart(make("CHUNK_REQ", job_id=self.job_id,
+                                          chunks=[[f, c] for f, c in reqs]))
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DirectorError(f"transfer timed out after {self.timeout:g} s")
+        if not self.sock.poll(int(min(left, CHUNK_TIMEOUT) * 1000)):
+            s.on_timeout()
+            return
+        msg = decode(self.sock.recv_multipart(copy=True))
+        if msg.get("job_id") != self.job_id:
+            return
+        f, c = msg.get("file"), msg.get("chunk")
+        if msg.type == "CHUNK_ERR":
+            s.on_error(f, c, msg.get("error"))
+            return
+        if msg.type != "CHUNK" or len(msg.payload) != 1:
+            raise ProtocolError("expected one CHUNK payload")
+        data = msg.payload[0]
+        if s.on_chunk(f, c, data):
+            self.arrived[(f, c)] = data

@@ -22,9 +22,9 @@ import stat
 import threading
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from director.errors import TransferError
 from director.transfer.chunking import (
@@ -155,9 +155,12 @@ class StatCache:
         Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")  # a commit per file, not a sync per file
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, "
                          "ident TEXT NOT NULL, chunk_size INTEGER NOT NULL, "
                          "digest TEXT NOT NULL, chunks TEXT NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS stat_digest ON stat(digest)")
 
     def close(self) -> None:
         with self._lock:
@@ -175,6 +178,17 @@ class StatCache:
                 or _stat_id(st) != row[0]:
             return None
         return row[2], tuple(row[3][i:i + 64] for i in range(0, len(row[3]), 64))
+
+    def find(self, digest: str, chunk_size: int, exclude: Path) -> Path | None:
+        """Another file this node holds with exactly this content (still fresh)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM stat WHERE digest = ? AND path != ?"
+                                    " LIMIT 8", (digest, os.fspath(exclude))).fetchall()
+        for (other,) in rows:
+            found = self.lookup(Path(other), chunk_size)
+            if found is not None and found[0] == digest:
+                return Path(other)
+        return None
 
     def record(self, path: Path, digest: str, chunks: tuple[str, ...], *, chunk_size: int,
                st: os.stat_result | None = None) -> None:
@@ -287,19 +301,9 @@ class FilePlan:
     unchanged: bool
     need: tuple[int, ...]
     reused: int = 0  # chunks not fetched from the server (content store or local copy)
-
-
-def _copy_local(path: Path, index: int, chunk_size: int, d: str, store: ContentStore) -> bool:
-    try:
-        fd, _ = open_regular(path)
-        try:
-            data = pread_full(fd, chunk_size, index * chunk_size)
-        finally:
-            os.close(fd)
-        store.put(d, data)  # verifies: a file changed since hashing is simply not reused
-    except (OSError, TransferError):
-        return False
-    return True
+    local: dict[int, int] = field(default_factory=dict)  # chunk -> same chunk's index in
+    #                                                      ``local_path`` (else ``target``)
+    local_path: Path | None = None
 
 
 def plan_transfer(manifest: Manifest, stat_cache: StatCache,
@@ -317,18 +321,55 @@ def plan_transfer(manifest: Manifest, stat_cache: StatCache,
         if local is not None and local[0] == entry.digest:
             plans.append(FilePlan(index, target, True, (), len(entry.chunks)))
             continue
+        other = stat_cache.find(entry.digest, cs, target)
+        if other is not None:  # the node already holds this very file elsewhere: copy it
+            n = len(entry.chunks)
+            plans.append(FilePlan(index, target, False, (), n, {i: i for i in range(n)}, other))
+            continue
         at: dict[str, int] = {}
         for i, d in enumerate(local[1] if local else ()):
             at.setdefault(d, i)
         need: list[int] = []
+        local: dict[int, int] = {}
         for ci, d in enumerate(entry.chunks):
-            if d in wanted or store.has(d) or (
-                    d in at and _copy_local(target, at[d], cs, d, store)):
-                continue
-            need.append(ci)
-            wanted.add(d)
-        plans.append(FilePlan(index, target, False, tuple(need), len(entry.chunks) - len(need)))
+            if d in at:  # read from the current file at assembly (verified there)
+                local[ci] = at[d]
+            elif not (d in wanted or store.has(d)):
+                need.append(ci)
+                wanted.add(d)
+        plans.append(FilePlan(index, target, False, tuple(need),
+                              len(entry.chunks) - len(need), local))
     return plans
+
+
+def chunk_source(plan: FilePlan, chunk_size: int, store: ContentStore, stat_cache: StatCache,
+                 fetch: Callable[[int], bytes] | None = None) -> Callable[[int, str], bytes | None]:
+    """Where each chunk of one planned file comes from while it is assembled:
+    ``fetch(i)`` for chunks the server sends, a file this node holds (verified as it
+    is read), else the content store."""
+    need = set(plan.need)
+
+    def source(i: int, d: str) -> bytes | None:
+        if fetch is not None and i in need:
+            return fetch(i)
+        if i in plan.local:
+            path = plan.local_path or plan.target
+            try:
+                fd, _ = open_regular(path)
+                try:
+                    data = pread_full(fd, chunk_size, plan.local[i] * chunk_size)
+                finally:
+                    os.close(fd)
+            except OSError:
+                data = b""
+            if digest_of(data) != d:
+                stat_cache.forget(path)  # never trusted again without re-hashing
+                raise TransferError(f"{path} changed behind the node's back; run the COPY"
+                                    " again to fetch the content from the server")
+            return data
+        return store.get(d, verify=False)
+
+    return source
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -338,8 +379,14 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStore,
-             stat_cache: StatCache, mode: int | None = None) -> None:
-    """Write ``entry`` from stored chunks to a temp file, verify, fsync, rename into place."""
+             stat_cache: StatCache, mode: int | None = None,
+             source: Callable[[int, str], bytes | None] | None = None) -> None:
+    """Write ``entry`` to a temp file, verify, fsync, rename into place.
+
+    Chunk ``i`` (digest ``d``) comes from ``source(i, d)`` when given (a stream
+    from the server, the file being replaced, ...), else from the content store.
+    The whole-file digest is checked as the bytes go by, so nothing is read twice.
+    """
     parent, name = os.path.split(os.fspath(target))
     if not name:
         raise TransferError(f"cannot write a file at {target}")
@@ -361,7 +408,7 @@ def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStor
         try:
             whole, size = hasher(), 0
             for i, d in enumerate(entry.chunks):
-                data = store.get(d, verify=False)  # the whole-file check below covers it
+                data = source(i, d) if source else store.get(d, verify=False)
                 if data is None:
                     raise TransferError(f"chunk {i} of {target} is missing from the content store")
                 whole.update(data)

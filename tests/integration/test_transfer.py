@@ -467,29 +467,31 @@ def test_node_cannot_fetch_chunks_of_another_nodes_job(env):
 
 
 
-def test_corrupt_chunk_in_node_store_never_reaches_destination(env):
-    """A chunk rotted in a node's content store: the file is not written from it; the
-    destination stays untouched with no temp file left, and a re-run restores it."""
+def test_corrupt_local_source_never_reaches_destination(env):
+    """A file the node reuses as a local source rotted behind its stat cache (same size
+    and mtime): the copy built from it is refused; the destination stays untouched with
+    no temp file left, and a re-run fetches the content from the server instead."""
     tag = uid()
     data = rand(2 * CHUNK + 9)
     src = write(env.src / tag / "s.bin", data)
     copy(env, f"COPY {src} ${{D}}/{tag}/one/", "a")
-    d0 = hashlib.blake2b(data[:CHUNK], digest_size=32).hexdigest()
-    stored = Path(env.m.homes["a"]) / "transfer" / "chunks" / d0[:2] / d0
-    assert stored.is_file()
-    stored.write_bytes(b"garbage" + data[7:CHUNK])  # same size, wrong bytes
+    one = env.dest["a"] / tag / "one" / "s.bin"
+    st = os.stat(one)
+    with open(one, "r+b") as f:
+        f.write(b"garbage")  # same size, wrong bytes
+    os.utime(one, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     out = env.dest["a"] / tag / "two"
     write(out / "s.bin", b"previous content\n")
     line = f"COPY {src} ${{D}}/{tag}/two/"
     cp = env.m.cli("exec", "--wait", "--json", "--target", "a", line, timeout=60)
     doc = json.loads(cp.stdout)[0]
-    if cp.returncode != 0:  # detected at assembly: a clean per-node failure
-        assert cp.returncode == 2 and doc["results"]["a"]["status"] == "failed", doc
-        assert (out / "s.bin").read_bytes() == b"previous content\n"
-        assert os.listdir(out) == ["s.bin"]  # no temp file left behind
-        doc = copy(env, line, "a")  # the corrupt chunk was dropped: a re-run fetches it
-        assert doc["results"]["a"]["transfer"]["chunks_sent"] == 1
+    assert cp.returncode == 2 and doc["results"]["a"]["status"] == "failed", doc
+    assert "changed" in doc["results"]["a"]["error"]
+    assert (out / "s.bin").read_bytes() == b"previous content\n"
+    assert os.listdir(out) == ["s.bin"]  # no temp file left behind
+    doc = copy(env, line, "a")  # the rotten source is forgotten: now it comes from the server
+    assert doc["results"]["a"]["transfer"]["bytes_sent"] == len(data)
     assert digest(out / "s.bin") == digest(src)
     assert os.listdir(out) == ["s.bin"]
 

@@ -20,7 +20,7 @@ from director.errors import TransferError
 from director.transfer.chunking import build_manifest, read_chunk
 from director.transfer.session import PullSession
 from director.transfer.store import (
-    TEMP_PREFIX, ContentStore, StatCache, assemble, plan_transfer,
+    TEMP_PREFIX, ContentStore, StatCache, assemble, chunk_source, plan_transfer,
 )
 
 CS = 4096
@@ -81,7 +81,8 @@ class Node:
         assert self.session.done and not self.session.failed
         for p in self.plans:
             if not p.unchanged:
-                assemble(self.manifest.files[p.index], p.target, CS, self.store, self.stats)
+                assemble(self.manifest.files[p.index], p.target, CS, self.store, self.stats,
+                         source=chunk_source(p, CS, self.store, self.stats))
 
     def untouched(self) -> bool:
         return (self.target.read_bytes() == OLD
@@ -189,7 +190,8 @@ def test_chunk_rotten_in_store_fails_assembly_untouched_then_refetched(tmp_path)
         assert [c for p in again for c in p.need] == [2]
         n.store.put(d, good)
         for p in again:
-            assemble(n.manifest.files[p.index], p.target, CS, n.store, n.stats)
+            assemble(n.manifest.files[p.index], p.target, CS, n.store, n.stats,
+                         source=chunk_source(p, CS, n.store, n.stats))
         assert n.target.read_bytes() == changed()
         assert sorted(os.listdir(n.dest_dir)) == ["app.bin"]
     finally:

@@ -14,6 +14,7 @@ from director.transfer.chunking import (
     DigestCache, FileEntry, Manifest, build_manifest, digest_of, hash_file, read_chunk,
 )
 from director.transfer.store import (
+    chunk_source,
     ContentStore, StatCache, apply_attrs, assemble, cleanup_temp_files, create_dirs,
     local_digest, parse_owner, plan_transfer, safe_target,
 )
@@ -51,7 +52,7 @@ def deliver(manifest: Manifest, paths, plans, cs: ContentStore, sc: StatCache) -
             cs.put(entry.chunks[ci], read_chunk(paths[plan.index], entry, ci, CS))
             sent += 1
         if not plan.unchanged:
-            assemble(entry, plan.target, CS, cs, sc)
+            assemble(entry, plan.target, CS, cs, sc, source=chunk_source(plan, CS, cs, sc))
     return sent
 
 
@@ -215,7 +216,7 @@ def test_one_changed_chunk_needs_one_chunk(tmp_path, sc):
     store = ContentStore(tmp_path / "fresh-store")
     plans = plan_transfer(manifest, sc, store)
     assert [(p.unchanged, p.need, p.reused) for p in plans] == [(False, (2,), 3)]
-    assert len(store) == 3  # unchanged local chunks copied into the store while planning
+    assert plans[0].local == {0: 0, 1: 1, 3: 3}  # read from the current file at assembly
     assert deliver(manifest, paths, plans, store, sc) == 1
     assert dest.read_bytes() == bytes(data)
 
