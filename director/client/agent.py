@@ -56,6 +56,7 @@ class Agent:
         self.server_key = server_key
         self.state = "connecting"
         self.boot = secrets.token_hex(8)  # tells the server when this agent restarted
+        self.hello_at: float | None = None  # HELLO sent, no answer yet
         self.name = pinned.name if pinned is not None and pinned.name else settings.name
         self._stop = False
         self.ctx = zmq.Context()
@@ -101,6 +102,7 @@ class Agent:
                         self.send("HEARTBEAT", running=self.jobs.running())
                     next_hb = time.monotonic() + hb
                 self.jobs.tick()
+                self._check_known()
         except Refused as exc:
             log.error("%s", exc)
             return 1
@@ -123,6 +125,7 @@ class Agent:
         if what == "up":
             log.info("secure link to %s is up", self.endpoint)
             self.send("HELLO", name=self.name, version=__version__, boot=self.boot)
+            self.hello_at = time.monotonic()
         elif what == "auth":
             raise Refused("the server refused this node's key (revoked, rejected or deleted);"
                           " ask the operator, or enroll again with a new home")
@@ -147,6 +150,7 @@ class Agent:
             self._on_message(msg)
 
     def _on_message(self, msg: Message) -> None:
+        self.hello_at = None  # the server knows this key: it answered
         if msg.type == "ENROLLED":
             state = msg.get("state")
             if state == "accepted":
@@ -171,6 +175,13 @@ class Agent:
                 log.warning("server says: %s", msg.get("message"))
         else:
             self.jobs.on_message(msg)
+
+    def _check_known(self) -> None:
+        """An unknown (e.g. deleted) key gets no answer at all: say so and stop."""
+        limit = max(5.0, 3 * self.settings.heartbeat_interval)
+        if self.hello_at is not None and time.monotonic() - self.hello_at > limit:
+            raise Refused("the server does not answer this node (its key is unknown there:"
+                          " deleted?); enroll again: director enroll --server HOST --token TOKEN")
 
     # -- control ----------------------------------------------------------------------
     def _on_control(self) -> None:

@@ -106,12 +106,6 @@ def test_client_with_deleted_key_never_comes_online(mesh):
     assert proc.returncode in (None, 1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agent.py/daemon.py: a deleted key is a stranger, strangers get no reply to HELLO, so "
-    "'director client' in that home runs forever in state 'connecting' with no message "
-    "(the agent's own 'auth' message even says deleted keys are refused). Expected: exit 1 "
-    "with a line telling the operator to enroll again (e.g. no ENROLLED answer to HELLO "
-    "within a few heartbeats)."))
 def test_client_with_deleted_key_is_told_to_enroll_again(mesh):
     mesh.server()
     proc = _start_deleted_client(mesh, "d2")
