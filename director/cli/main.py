@@ -106,8 +106,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("director: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, as every other error
+        where = exc.ctx.command_path if exc.ctx is not None else "director"
+        click.echo(f"director: {exc.format_message()} (see: {where} --help)", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"director: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

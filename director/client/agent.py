@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from director.client import pinning
 from director.client.link import Link
 from director.config import Settings, server_endpoint
 from director.errors import DirectorError
-from director.net import control
+from director.net import control, transport
 from director.protocol.frames import Message, ProtocolError, decode, encode, make
 from director.trust import keystore
 from director.trust.keyfmt import z85_to_key
@@ -63,6 +64,9 @@ class Agent:
         self.control = control.bind(self.ctx, self.home)
         self.link = Link(self.ctx, self.pair, server_key, self.endpoint,
                          settings.heartbeat_interval)
+        self._tls = threading.local()
+        self._worker_lock = threading.Lock()
+        self._worker_socks: list = []
         from director.client.runner import JobRunner
 
         self.jobs = JobRunner(self)
@@ -74,6 +78,22 @@ class Agent:
         try:
             self.link.sock.send_multipart(encode(Message(mtype, body, payload)),
                                           flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def worker_send(self, mtype: str, **body) -> bool:
+        """Send from a job worker thread on that thread's own CURVE connection
+        (ZeroMQ sockets are not thread-safe; the identity is the same key)."""
+        sock = getattr(self._tls, "sock", None)
+        if sock is None:
+            sock = transport.client_socket(self.ctx, self.pair, self.server_key, self.endpoint,
+                                           self.settings.heartbeat_interval)
+            self._tls.sock = sock
+            with self._worker_lock:
+                self._worker_socks.append(sock)
+        try:
+            sock.send_multipart(encode(Message(mtype, body)), flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             return False
@@ -111,10 +131,13 @@ class Agent:
         return 0
 
     def close(self) -> None:
-        self.jobs.close()
+        clean = self.jobs.close()
         self.link.close()
         self.control.close(0)
-        self.ctx.term()
+        if clean:
+            for sock in self._worker_socks:
+                sock.close(0)
+            self.ctx.term()
         try:
             control.socket_path(self.home).unlink()
         except FileNotFoundError:

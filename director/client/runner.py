@@ -44,6 +44,7 @@ class JobRunner:
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.lock = threading.Lock()          # lanes/busy/failed_lanes: main + workers
         self.wake_pending = False
+        self.closing = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="job")
@@ -124,11 +125,15 @@ class JobRunner:
             return Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
 
     def _post(self, job_id: str, out: Outcome, cancelled: list) -> None:
-        self.done.put((job_id, out, cancelled))
+        """Report from this worker thread on its own connection: no hand-off to the
+        main thread per job (the server knows the node by its key, not the connection)."""
+        send = self.agent.worker_send
+        send("RESULT", job_id=job_id, **out.to_body())
+        for jid in cancelled:
+            send("RESULT", job_id=jid, status="cancelled", error="an earlier job failed")
         with self.lock:
-            wake, self.wake_pending = not self.wake_pending, True
-        if wake:
-            os.write(self.wake_w, b"x")
+            self.known.discard(job_id)
+            self.known.difference_update(cancelled)
 
     # -- completions -----------------------------------------------------------------
     def on_events(self, events: dict) -> None:
@@ -160,13 +165,20 @@ class JobRunner:
             self.cache.flush()
             self.next_flush = time.monotonic() + 0.5
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Stop: kill running RUNs, let workers finish; True when all of them did."""
         from director.jobs.executor import kill_running
 
+        self.closing = True
         self.pool.shutdown(wait=False, cancel_futures=True)
         kill_running()  # a stopped agent leaves no job processes behind
+        deadline = time.monotonic() + 3.0
+        for t in list(getattr(self.pool, "_threads", ())):
+            t.join(max(0.0, deadline - time.monotonic()))
+        clean = not any(t.is_alive() for t in getattr(self.pool, "_threads", ()))
         self.cache.close()
         self.copier.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        return clean
 

@@ -139,6 +139,16 @@ def _killpg(pgid: int) -> None:
         pass
 
 
+_BASE_ENV: dict[str, str] = {}
+
+
+def _base_env() -> dict[str, str]:
+    """The agent's environment, copied once: copying ``os.environ`` costs ~50 us."""
+    if not _BASE_ENV:
+        _BASE_ENV.update(os.environ)
+    return _BASE_ENV
+
+
 def _text(data: bytes) -> str:
     if len(data) > OUTPUT_CAP:
         return data[:OUTPUT_CAP].decode("utf-8", "replace") + TRUNCATED
@@ -186,7 +196,7 @@ def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
     except OSError as exc:
         return Outcome("failed", error=f"WORKDIR {workdir}: {exc.strerror}",
                        exec_time=time.perf_counter() - start)
-    full_env = {**os.environ, **env}
+    full_env = {**_base_env(), **env} if env else _base_env()
     try:
         ran = runner(res.command, workdir, full_env, res.options.timeout)
     except OSError as exc:

@@ -91,13 +91,15 @@ def recv_from_node(sock: zmq.Socket, flags: int = 0) -> Incoming:
     except zmq.ZMQError:
         key = ""
     try:
-        address = meta.get("Peer-Address")
-    except zmq.ZMQError:
-        address = None
-    try:
         msg = decode([f.buffer for f in frames[1:]])
     except ProtocolError as exc:
-        return Incoming(routing_id, key or "", address, None, str(exc))
+        return Incoming(routing_id, key or "", None, None, str(exc))
+    address = None
+    if msg.type in ("HELLO", "ENROLL"):  # only these record where a node connects from
+        try:
+            address = meta.get("Peer-Address")
+        except zmq.ZMQError:
+            pass
     return Incoming(routing_id, key or "", address, msg)
 
 

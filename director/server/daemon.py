@@ -38,6 +38,9 @@ DISPATCH: dict[Role, frozenset[str]] = {
     Role.NODE: frozenset({"ENROLL", "ENROLL_STATUS", "HELLO", "HEARTBEAT", "RESULT",
                           "STARTED", "CHUNK_REQ"}),
 }
+# Messages that tell where to send a node's jobs: its agent's main connection.
+# Results and chunk pulls come over the node's side connections (same key).
+ROUTE_FROM = frozenset({"HELLO", "HEARTBEAT", "ENROLL", "ENROLL_STATUS"})
 BATCH = 2000  # messages handled per socket before looking at the others
 
 
@@ -207,7 +210,7 @@ class Server:
             peer = self.peers[key] = Peer(key, inc.routing_id, now, inc.address)
             if role is Role.NODE:
                 log.info("node %s is online from %s", self._who(key), inc.address)
-        if inc.msg is None or inc.msg.type != "CHUNK_REQ":  # chunk pulls use side connections
+        if inc.msg is not None and inc.msg.type in ROUTE_FROM:
             peer.routing_id = inc.routing_id
         peer.last_seen = now
         if inc.address:

@@ -26,6 +26,8 @@ class FakeAgent:
         self.sent.append((mtype, body))
         return True
 
+    worker_send = send
+
 
 @pytest.fixture
 def runner(tmp_path):
