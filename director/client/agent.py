@@ -25,7 +25,7 @@ from director.errors import DirectorError
 from director.net import control, transport
 from director.protocol.frames import Message, ProtocolError, decode, encode, make
 from director.trust import keystore
-from director.trust.keyfmt import z85_to_key
+from director.trust.keyfmt import parse_public_key
 
 log = logging.getLogger("director.client")
 
@@ -42,7 +42,7 @@ class Agent:
         pinned = pinning.load(self.home)
         address = settings.server_address or (pinned.address if pinned else "")
         if settings.server_key:
-            server_key = z85_to_key(settings.server_key)
+            server_key = parse_public_key(settings.server_key)
         elif pinned is not None:
             server_key = pinned.server_key
         else:

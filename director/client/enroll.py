@@ -15,7 +15,7 @@ from director.config import Settings, server_endpoint
 from director.errors import ConnectionFailed, DirectorError
 from director.protocol.frames import ProtocolError, decode, make
 from director.trust import keystore
-from director.trust.keyfmt import z85_to_key
+from director.trust.keyfmt import parse_public_key
 from director.trust.tokens import JoinToken
 
 log = logging.getLogger("director.enroll")
@@ -34,7 +34,7 @@ def resolve_server_key(token: str | None, server_key: str | None) -> bytes:
     if token:
         return JoinToken.decode(token).server_key
     if server_key:
-        return z85_to_key(server_key.strip())
+        return parse_public_key(server_key)
     raise DirectorError("give --token TOKEN or --server-key KEY (see: director keys server)")
 
 

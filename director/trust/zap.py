@@ -42,8 +42,8 @@ def decide(state: str | None, *, domain: str, pending_count: int, max_pending: i
     if state in ("rejected", "revoked"):
         return Decision(False, None, f"{state} key")
     if state is None:
-        if pending_count >= max_pending:
-            return Decision(False, None, "enrollment queue full")
+        # Admitted even when the pending queue is full: the registry refuses new
+        # *pending* requests then, so strangers cannot block token enrollment.
         return Decision(True, Role.STRANGER, "unknown key, enrollment only")
     return Decision(False, None, "unknown key state")
 

@@ -314,6 +314,9 @@ def test_pending_queue_is_bounded(mesh):
     cp = mesh.enroll("p2", server_key=key, timeout=25)
     assert cp.returncode == 1, (cp.stdout, cp.stderr)
     assert {k["name"] for k in mesh.keys()} == {"p1"}
+    assert "pending" in _one_error_line(cp.stderr)
+    # a full queue never blocks enrollment by token
+    assert mesh.enroll("t1", token=mesh.token()).returncode == 0
     # accepting the pending key frees the queue for the next stranger
     assert mesh.cli("keys", "accept", "p1").returncode == 0
     assert mesh.enroll("p3", server_key=key).returncode == 3

@@ -16,8 +16,8 @@ TABLE = [
     ("revoked", ZAP_DOMAIN, 0, 10, False, None, "revoked"),
     (None, ZAP_DOMAIN, 0, 10, True, Role.STRANGER, "enrollment only"),
     (None, ZAP_DOMAIN, 9, 10, True, Role.STRANGER, "enrollment only"),
-    (None, ZAP_DOMAIN, 10, 10, False, None, "queue full"),
-    (None, ZAP_DOMAIN, 11, 10, False, None, "queue full"),
+    (None, ZAP_DOMAIN, 10, 10, True, Role.STRANGER, "enrollment only"),  # full queue: the
+    (None, ZAP_DOMAIN, 11, 10, True, Role.STRANGER, "enrollment only"),  # registry decides
     ("bogus", ZAP_DOMAIN, 0, 10, False, None, "unknown key state"),
     ("", ZAP_DOMAIN, 0, 10, False, None, "unknown key state"),
     ("ACCEPTED", ZAP_DOMAIN, 0, 10, False, None, "unknown key state"),
@@ -65,7 +65,7 @@ def test_gate_callback_uses_current_state_and_counts_refusals() -> None:
     assert gate.callback("other", "A" * 40) is False
     states["A" * 40] = "revoked"                                   # state read on every call
     assert gate.callback(ZAP_DOMAIN, "A" * 40) is False
-    counts[0] = 2                                                  # queue now full
-    assert gate.callback(ZAP_DOMAIN, "B" * 40) is False
-    assert gate.denied == 3
+    counts[0] = 2                                                  # queue now full:
+    assert gate.callback(ZAP_DOMAIN, "B" * 40) is True            # still may bring a token
+    assert gate.denied == 2
     assert not gate.is_alive()
