@@ -27,7 +27,7 @@ class Link:
         # The monitor must exist before connect(): libzmq never reports events that
         # happened before zmq_socket_monitor, so a handshake finishing first (a busy
         # machine) left the link "down" forever -- no HELLO, no heartbeats.
-        self.sock = _unconnected_client_socket(ctx, pair, server_key, heartbeat_s)
+        self.sock = transport.client_socket(ctx, pair, server_key, None, heartbeat_s)
         self.monitor = self.sock.get_monitor_socket(EVENTS)
         self.sock.connect(endpoint)
         self.up = False
@@ -66,16 +66,3 @@ class Link:
         self.monitor.close(0)
         self.sock.close(0)
 
-
-def _unconnected_client_socket(ctx: zmq.Context, pair: KeyPair, server_key: bytes,
-                               heartbeat_s: float) -> zmq.Socket:
-    """``transport.client_socket`` without the connect (same options; a test checks)."""
-    sock = ctx.socket(zmq.DEALER)
-    transport._common(sock, heartbeat_s)
-    sock.curve_secretkey = pair.secret
-    sock.curve_publickey = pair.public
-    sock.curve_serverkey = server_key
-    sock.reconnect_ivl = 100
-    sock.reconnect_ivl_max = 5000
-    sock.immediate = False
-    return sock

@@ -53,9 +53,11 @@ def server_socket(ctx: zmq.Context, pair: KeyPair, bind: str, heartbeat_s: float
     return sock
 
 
-def client_socket(ctx: zmq.Context, pair: KeyPair, server_key: bytes, endpoint: str,
+def client_socket(ctx: zmq.Context, pair: KeyPair, server_key: bytes, endpoint: str | None,
                   heartbeat_s: float) -> zmq.Socket:
-    """A CURVE DEALER pinned to ``server_key``; reconnects by itself with backoff."""
+    """A CURVE DEALER pinned to ``server_key``; reconnects by itself with backoff.
+
+    With ``endpoint=None`` it is not connected yet (attach a monitor first)."""
     sock = ctx.socket(zmq.DEALER)
     _common(sock, heartbeat_s)
     sock.curve_secretkey = pair.secret
@@ -64,7 +66,8 @@ def client_socket(ctx: zmq.Context, pair: KeyPair, server_key: bytes, endpoint: 
     sock.reconnect_ivl = 100
     sock.reconnect_ivl_max = 5000
     sock.immediate = False  # queue while (re)connecting: results are not lost
-    sock.connect(endpoint)
+    if endpoint is not None:
+        sock.connect(endpoint)
     return sock
 
 
