@@ -75,12 +75,7 @@ class Agent:
         self._stop = True
 
     def send(self, mtype: str, payload: tuple[bytes, ...] = (), **body) -> bool:
-        try:
-            self.link.sock.send_multipart(encode(Message(mtype, body, payload)),
-                                          flags=zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.Again:
-            return False
+        return transport.send_msg(self.link.sock, Message(mtype, body, payload))
 
     def worker_send(self, mtype: str, **body) -> bool:
         """Send from a job worker thread on that thread's own CURVE connection
@@ -92,11 +87,7 @@ class Agent:
             self._tls.sock = sock
             with self._worker_lock:
                 self._worker_socks.append(sock)
-        try:
-            sock.send_multipart(encode(Message(mtype, body)), flags=zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            return False
+        return transport.send_msg(sock, Message(mtype, body))
 
     def run(self) -> int:
         poller = zmq.Poller()

@@ -69,25 +69,31 @@ class Message:
         return self.body.get(key, default)
 
 
+def _compile(schema: dict[str, Any]) -> tuple[tuple[str, Any, bool, bool], ...]:
+    """(name, types, optional, bool_ok) per field: the hot path does no string work."""
+    out = []
+    for spec, types in schema.items():
+        bool_ok = types is bool or (isinstance(types, tuple) and bool in types)
+        out.append((spec.rstrip("?"), types, spec.endswith("?"), bool_ok))
+    return tuple(out)
+
+
+_COMPILED = {name: _compile(schema) for name, schema in SCHEMAS.items()}
+
+
 def _check_body(mtype: str, body: Any) -> None:
-    schema = SCHEMAS[mtype]
     if not isinstance(body, dict):
         raise ProtocolError(f"{mtype}: body must be a JSON object")
-    for spec, types in schema.items():
-        name = spec.rstrip("?")
+    for name, types, optional, bool_ok in _COMPILED[mtype]:
         if name not in body:
-            if spec.endswith("?"):
+            if optional:
                 continue
             raise ProtocolError(f"{mtype}: missing field '{name}'")
-        value = body[name]
         if types is _ANY:
             continue
+        value = body[name]
         # bool is an int in Python: refuse it where a number is meant.
-        if isinstance(value, bool) and types is not bool and not (
-            isinstance(types, tuple) and bool in types
-        ):
-            raise ProtocolError(f"{mtype}: field '{name}' has the wrong type")
-        if not isinstance(value, types):
+        if not isinstance(value, types) or (value.__class__ is bool and not bool_ok):
             raise ProtocolError(f"{mtype}: field '{name}' has the wrong type")
 
 
