@@ -23,7 +23,7 @@ from director.client.link import Link
 from director.config import Settings, server_endpoint
 from director.errors import DirectorError
 from director.net import control, transport
-from director.protocol.frames import Message, ProtocolError, decode, encode, make
+from director.protocol.frames import Message, ProtocolError, decode, encode
 from director.trust import keystore
 from director.trust.keyfmt import parse_public_key
 

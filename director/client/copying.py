@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import zmq
 
 from director.errors import DirectorError, ProtocolError
 from director.jobs.dsl import Instruction

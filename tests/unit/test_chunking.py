@@ -234,8 +234,10 @@ def test_duplicate_destination_paths_refused(tmp_path):
 def test_digest_cache_avoids_rereading(tmp_path, monkeypatch):
     path = write(tmp_path / "src" / "f", b"A" * 5000)
     reads = []
-    real = chunking.hash_file
-    monkeypatch.setattr(chunking, "hash_file", lambda p, cs: reads.append(p) or real(p, cs))
+    from director.transfer import hashing  # where DigestCache reads files
+
+    real = hashing.hash_file
+    monkeypatch.setattr(hashing, "hash_file", lambda p, cs: reads.append(p) or real(p, cs))
     cache = DigestCache()
     first, _ = build(tmp_path, ["f"], "/f", cache)
     assert len(reads) == 1
