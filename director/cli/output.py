@@ -9,7 +9,9 @@ from typing import Any, Iterable, Sequence
 
 
 def emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+    """Indented for a person at a terminal; compact (C encoder, ~10x faster) for pipes."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(doc, indent=indent, default=str) + "\n")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "") -> str:

@@ -195,10 +195,13 @@ class Server:
         if role is not Role.STRANGER:
             self._seen(key, inc, role)
         handler = getattr(self, f"_msg_{msg.type.lower()}", None)
-        if handler is not None:
-            handler(key, inc.routing_id, msg)
-        else:
-            self.jobs.on_message(key, msg)
+        try:
+            if handler is not None:
+                handler(key, inc.routing_id, msg)
+            else:
+                self.jobs.on_message(key, msg)
+        except Exception:  # noqa: BLE001 - one bad message never stops the server
+            log.exception("while handling %s from %s", msg.type, self._who(key))
 
     def _who(self, key: str) -> str:
         return self.keys.name(key) or (key[:8] + "...")
