@@ -34,11 +34,11 @@ class _Mesh:
         self.procs: list = []
         self.base = [sys.executable, "-m", "director"]
 
-    def cli(self, home: str, *args: str, check: bool = True):
+    def cli(self, home: str, *args: str, check: bool = True, cwd: str | None = None):
         import subprocess
 
         p = subprocess.run([*self.base, "--home", str(self.root / home), *args],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, cwd=cwd)
         if check and p.returncode not in (0,):
             raise click.ClickException(f"'director {' '.join(args[:2])}' failed: {p.stderr.strip()}")
         return p
@@ -88,6 +88,9 @@ def _summary(docs: list[dict], names: list[str]) -> None:
                 cells.append("-")
                 continue
             tag = "cached" if r["cached"] else seconds(r["exec_time"])
+            t = r.get("transfer")
+            if t:
+                tag = f"sent {t['bytes_sent']}/{t['bytes_total']} B"
             cells.append(f"{r['status']} ({tag})")
         rows.append([d["summary"][:44], *cells])
     click.echo(table(["JOB", *names], rows))
@@ -139,10 +142,11 @@ def demo(example: str, keep: bool) -> None:
         click.echo(mesh.cli("server", "nodes").stdout.rstrip())
         _section("director keys list")
         click.echo(mesh.cli("server", "keys", "list").stdout.rstrip())
-        for attempt in ("first run", "second run: unchanged jobs come from each node's cache"):
+        for attempt in ("first run", "second run: unchanged jobs answered from each node's cache, unchanged files not sent"):
             _section(f"director orchestrate --wait {Path(example).name}  ({attempt})")
             t0 = time.monotonic()
-            p = mesh.cli("server", "orchestrate", "--wait", "--json", example, check=False)
+            p = mesh.cli("server", "orchestrate", "--wait", "--json", str(Path(example).resolve()),
+                         check=False, cwd=str(Path(example).resolve().parent))
             if p.returncode not in (0, 2) or not p.stdout.strip():
                 raise click.ClickException(f"orchestration failed: {p.stderr.strip()}")
             _summary(json.loads(p.stdout), names)
