@@ -142,7 +142,9 @@ def demo(example: str, keep: bool) -> None:
         click.echo(mesh.cli("server", "nodes").stdout.rstrip())
         _section("director keys list")
         click.echo(mesh.cli("server", "keys", "list").stdout.rstrip())
-        for attempt in ("first run", "second run: unchanged jobs answered from each node's cache, unchanged files not sent"):
+        runs = ("first run", "second run: unchanged jobs answered from each node's cache,"
+                " unchanged files not sent")
+        for attempt in runs:
             _section(f"director orchestrate --wait {Path(example).name}  ({attempt})")
             t0 = time.monotonic()
             p = mesh.cli("server", "orchestrate", "--wait", "--json", str(Path(example).resolve()),
