@@ -91,7 +91,7 @@ class Agent:
 
     def run(self) -> int:
         poller = zmq.Poller()
-        for s in (self.link.sock, self.link.monitor, self.control, *self.jobs.sockets()):
+        for s in (self.link.sock, self.link.monitor, self.control):
             poller.register(s, zmq.POLLIN)
         hb = self.settings.heartbeat_interval
         next_hb = time.monotonic() + hb
@@ -107,7 +107,6 @@ class Agent:
                     self._drain_server()
                 if self.control in events:
                     self._on_control()
-                self.jobs.on_events(events)
                 if time.monotonic() >= next_hb:
                     if self.link.up:
                         self.send("HEARTBEAT", running=self.jobs.running())

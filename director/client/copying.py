@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 
 from director.errors import DirectorError, ProtocolError
@@ -58,12 +58,6 @@ class Copier:
         if removed:
             log.info("removed %d stale temp file(s) from an interrupted transfer", removed)
         self.inflight_file.unlink(missing_ok=True)
-
-    def sockets(self) -> list:
-        return []
-
-    def on_message(self, msg: Any) -> None: ...
-    def on_events(self, events: dict) -> None: ...
 
     def close(self) -> None:
         self.stats.close()

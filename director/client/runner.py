@@ -9,8 +9,6 @@ A failure in a lane cancels the rest of that lane.
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import threading
 import time
 from collections import deque
@@ -41,20 +39,12 @@ class JobRunner:
         self.busy: set[str] = set()           # lanes with a job running
         self.known: set[str] = set()          # job ids queued or running here
         self.failed_lanes: LRUCache = LRUCache(maxsize=10000)  # late jobs of these: cancelled
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-        self.lock = threading.Lock()          # lanes/busy/failed_lanes: main + workers
-        self.wake_pending = False
-        self.closing = False
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
+        self.lock = threading.Lock()          # lanes/busy/known/failed_lanes: main + workers
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="job")
         self.next_flush = time.monotonic() + 0.5
         from director.client.copying import Copier
 
         self.copier = Copier(agent)
-
-    def sockets(self) -> list:
-        return [self.wake_r, *self.copier.sockets()]
 
     def next_deadline(self) -> float:
         return self.next_flush
@@ -66,8 +56,6 @@ class JobRunner:
     def on_message(self, msg: Message) -> None:
         if msg.type == "JOB":
             self._on_job(msg)
-        elif msg.type in ("CHUNK", "CHUNK_ERR"):
-            self.copier.on_message(msg)
 
     def _on_job(self, msg: Message) -> None:
         job_id, lane = msg.get("job_id"), msg.get("lane")
@@ -135,28 +123,6 @@ class JobRunner:
             self.known.discard(job_id)
             self.known.difference_update(cancelled)
 
-    # -- completions -----------------------------------------------------------------
-    def on_events(self, events: dict) -> None:
-        self.copier.on_events(events)
-        if self.wake_r not in events:
-            return
-        try:
-            os.read(self.wake_r, 65536)
-        except BlockingIOError:
-            pass
-        with self.lock:
-            self.wake_pending = False
-        while True:
-            try:
-                job_id, out, cancelled = self.done.get_nowait()
-            except queue.Empty:
-                return
-            self.known.discard(job_id)
-            self._report(job_id, out)
-            for jid in cancelled:
-                self.known.discard(jid)
-                self._report(jid, Outcome("cancelled", error="an earlier job failed"))
-
     def _report(self, job_id: str, out: Outcome) -> None:
         self.agent.send("RESULT", job_id=job_id, **out.to_body())
 
@@ -169,7 +135,6 @@ class JobRunner:
         """Stop: kill running RUNs, let workers finish; True when all of them did."""
         from director.jobs.executor import kill_running
 
-        self.closing = True
         self.pool.shutdown(wait=False, cancel_futures=True)
         kill_running()  # a stopped agent leaves no job processes behind
         deadline = time.monotonic() + 3.0
@@ -178,7 +143,5 @@ class JobRunner:
         clean = not any(t.is_alive() for t in getattr(self.pool, "_threads", ()))
         self.cache.close()
         self.copier.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
         return clean
 
