@@ -104,6 +104,7 @@ class Server:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
+        poller.register(self.jobs.builder.wake_r, zmq.POLLIN)
         next_tick = time.monotonic()
         while not self._stop:
             timeout = max(0.0, next_tick - time.monotonic())
@@ -112,6 +113,8 @@ class Server:
                 self._drain(self.router, self._on_node)
             if self.control in events:
                 self._drain(self.control, self._on_control)
+            if self.jobs.builder.wake_r in events:
+                self.jobs.on_manifests()
             self.jobs.after_events()
             if time.monotonic() >= next_tick:
                 self._tick()
@@ -125,6 +128,7 @@ class Server:
         try:
             if hasattr(self, "jobs"):
                 self.jobs.flush()
+                self.jobs.builder.close()
             self._flush_seen()
         except Exception:  # noqa: BLE001 - best effort on the way out
             log.exception("while flushing state")

@@ -20,7 +20,8 @@ from director.jobs.targets import match_targets
 from director.protocol.frames import Message, make
 from director.server.jobstore import JobStore, dumps
 from director.server.scheduler import FINAL, Scheduler, Task
-from director.transfer.chunking import DigestCache, build_manifest, read_chunk
+from director.server.manifests import ManifestBuilder, copy_jobs
+from director.transfer.chunking import read_chunk
 
 if TYPE_CHECKING:
     from director.server.daemon import Server
@@ -52,12 +53,38 @@ class JobManager:
         self.dirty: dict[tuple[str, str], dict[str, Any]] = {}
         self.waiters: dict[str, Waiter] = {}       # orchestration id -> waiter
         self.to_pump: set[str] = set()
-        self.copies: dict[str, tuple[Any, tuple]] = {}  # job id -> (manifest, local paths)
-        self.digests = DigestCache()
+        self.copies: dict[str, tuple[Any, tuple, set]] = {}  # job id -> (manifest, paths,
+        #                                                        chunks verified)
+        self.builder = ManifestBuilder(server.settings.chunk_size)
         self._reload()
 
     # -- submission ---------------------------------------------------------------
     def submit(self, rid: bytes, args: dict) -> Any:
+        """Check and queue a submission; with COPY jobs, after their manifests exist."""
+        from director.server.daemon import DEFERRED
+
+        copies = copy_jobs(args.get("steps"))
+        if not copies:
+            return self._submit(rid, args, {})
+        self.builder.start(rid, args, copies)
+        return DEFERRED
+
+    def on_manifests(self) -> None:
+        """Finish submissions whose manifests are built (called by the event loop)."""
+        from director.server.daemon import DEFERRED
+
+        for r in self.builder.ready():
+            try:
+                if r.error is not None:
+                    raise r.error
+                result = self._submit(r.rid, r.args, r.built or {})
+            except DirectorError as exc:
+                self.server.reply(r.rid, ok=False, error=str(exc), code=exc.exit_code)
+                continue
+            if result is not DEFERRED:
+                self.server.reply(r.rid, ok=True, result=result)
+
+    def _submit(self, rid: bytes, args: dict, built: dict) -> Any:
         from director.server.daemon import DEFERRED
 
         steps = args.get("steps")
@@ -69,10 +96,13 @@ class JobManager:
         now = time.time()
         orch = _new_id()
         jobs, rows, tasks = [], [], []
+        frames: dict[str, list[bytes]] = {}
+        copies: dict[str, tuple] = {}
+        open_counts: dict[str, int] = {}
         lane_no = 0
         seq = 0
         sync_lane = f"{orch}.0"
-        for step in steps:
+        for si, step in enumerate(steps):
             if not isinstance(step, dict):
                 raise DirectorError("malformed submission")
             names = match_targets(_str_list(step.get("targets") or cli_targets, "targets"),
@@ -82,7 +112,7 @@ class JobManager:
                 lane = f"{orch}.{lane_no}"
             else:
                 lane = sync_lane
-            for raw in step.get("jobs") or []:
+            for ji, raw in enumerate(step.get("jobs") or []):
                 try:
                     instr = Instruction.from_dict(raw)
                 except ProtocolError as exc:
@@ -91,7 +121,9 @@ class JobManager:
                 job_id = f"{orch}{seq:04x}" if len(steps) > 1 or len(step.get("jobs")) > 1 else orch
                 extra: dict[str, Any] = {}
                 if instr.verb in ("COPY", "ADD"):
-                    extra = self._manifest(job_id, instr, args.get("base"))
+                    manifest, paths = built[(si, ji)]
+                    copies[job_id] = (manifest, paths, set())
+                    extra = {"manifest": manifest.to_dict(), "hash_extra": manifest.digest()}
                 chosen = names
                 if instr.options.run_once:
                     up = [n for n in names if n in online]
@@ -101,10 +133,9 @@ class JobManager:
                              "instruction": dumps(instr.to_dict()),
                              "hash_extra": extra.get("hash_extra", ""),
                              "created": now, "targets": dumps(chosen)})
-                self.frames[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
-                                           lane=lane, seq=seq, **extra)
-                self.orch_of[job_id] = orch
-                self.open[job_id] = len(chosen)
+                frames[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
+                                      lane=lane, seq=seq, **extra)
+                open_counts[job_id] = len(chosen)
                 for name in chosen:
                     rows.append((job_id, accepted[name], name, "queued"))
                     tasks.append(Task(job_id, accepted[name], lane, seq,
@@ -114,6 +145,11 @@ class JobManager:
         if seq > 100000:
             raise DirectorError("too many jobs in one submission (at most 100000)")
         self.store.insert(jobs, rows)
+        # only now, with nothing left to refuse, does the submission touch live state
+        self.frames.update(frames)
+        self.copies.update(copies)
+        self.open.update(open_counts)
+        self.orch_of.update(dict.fromkeys(open_counts, orch))
         for t in tasks:
             self.sched.add(t)
             self.to_pump.add(t.node)
@@ -262,18 +298,6 @@ class JobManager:
         self.store.update_results(lost)
 
     # -- transfers ----------------------------------------------------------------------
-    def _manifest(self, job_id: str, instr: Instruction, base: Any) -> dict[str, Any]:
-        """Build the COPY manifest now: a missing source fails before anything is sent."""
-        from pathlib import Path
-
-        if not isinstance(base, str) or not base.startswith("/"):
-            raise DirectorError("COPY needs the directory sources are relative to")
-        manifest, paths = build_manifest(list(instr.sources), instr.dest, base=Path(base),
-                                         chunk_size=self.server.settings.chunk_size,
-                                         cache=self.digests)
-        self.copies[job_id] = (manifest, paths, set())
-        return {"manifest": manifest.to_dict(), "hash_extra": manifest.digest()}
-
     def on_chunk_req(self, key: str, rid: bytes, msg: Message) -> None:
         """Serve chunks of a manifest this node was sent, for a job in flight there."""
         job_id = msg.get("job_id")
