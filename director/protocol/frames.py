@@ -39,13 +39,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "RESULT": {"job_id": _S, "status": _S, "rc?": (int, type(None)), "stdout?": _S,
                "stderr?": _S, "exec_time?": _F, "cached?": _B, "transfer?": (dict, type(None)),
                "args?": _D, "error?": _S},
-    "STARTED": {"job_id": _S},
     "CHUNK_REQ": {"job_id": _S, "chunks": _L},
     # server -> node
     "ENROLLED": {"state": _S, "name": _S, "reason?": _S},
     "JOB": {"job_id": _S, "instruction": _D, "lane": _S, "seq": _I, "hash_extra?": _S,
             "manifest?": (dict, type(None)), "stop_on_failure?": _B},
-    "CANCEL": {"job_id": _S},
     "CHUNK": {"job_id": _S, "file": _I, "chunk": _I},
     "CHUNK_ERR": {"job_id": _S, "file": _I, "chunk": _I, "error": _S},
     "REVOKED": {"reason": _S},
