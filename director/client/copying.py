@@ -46,6 +46,7 @@ class Copier:
         self.stats = StatCache(root / "statcache.db")
         self.inflight_file = root / "inflight.json"
         self.lock = threading.Lock()
+        self.stopping = threading.Event()  # set by the agent: transfers give up at once
         self._clean_previous()
 
     def _clean_previous(self) -> None:
@@ -132,6 +133,7 @@ class _Stream:
         self.session = PullSession(needed, lambda f, c: expected[(f, c)], window=WINDOW)
         self.arrived: dict[tuple[int, int], bytes] = {}
         self.deadline = time.monotonic() + timeout
+        self.last_heard = time.monotonic()
         self.timeout = timeout
         self.sock = None
         if needed:
@@ -165,12 +167,18 @@ class _Stream:
         if reqs:
             self.sock.send_multipart(make("CHUNK_REQ", job_id=self.job_id,
                                           chunks=[[f, c] for f, c in reqs]))
-        left = self.deadline - time.monotonic()
+        now = time.monotonic()
+        left = self.deadline - now
         if left <= 0:
             raise DirectorError(f"transfer timed out after {self.timeout:g} s")
-        if not self.sock.poll(int(min(left, CHUNK_TIMEOUT) * 1000)):
-            s.on_timeout()
+        if self.copier.stopping.is_set():
+            raise DirectorError("the node agent is stopping")
+        if not self.sock.poll(int(min(left, 1.0) * 1000)):  # 1 s slices: notice a stop
+            if time.monotonic() - self.last_heard >= CHUNK_TIMEOUT:
+                s.on_timeout()
+                self.last_heard = time.monotonic()
             return
+        self.last_heard = time.monotonic()
         msg = decode(self.sock.recv_multipart(copy=True))
         if msg.get("job_id") != self.job_id:
             return

@@ -136,12 +136,14 @@ class JobRunner:
         from director.jobs.executor import kill_running
 
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.copier.stopping.set()
         kill_running()  # a stopped agent leaves no job processes behind
         deadline = time.monotonic() + 3.0
         for t in list(getattr(self.pool, "_threads", ())):
             t.join(max(0.0, deadline - time.monotonic()))
         clean = not any(t.is_alive() for t in getattr(self.pool, "_threads", ()))
-        self.cache.close()
-        self.copier.close()
+        if clean:  # a worker still running may still use them
+            self.cache.close()
+            self.copier.close()
         return clean
 
