@@ -24,6 +24,7 @@ from director.errors import TransferError
 from director.transfer.chunking import (
     FileEntry, Manifest, digest_of, hash_fd, hasher, is_digest, open_regular, pread_full,
 )
+from director.transfer.hashing import BackgroundDigest
 from director.transfer.placing import (
     TEMP_PREFIX, _open_dir, _symlink_refusal, apply_attrs, cleanup_temp_files, create_dirs,
     parse_owner, safe_target,
@@ -36,6 +37,7 @@ __all__ = [  # the node's transfer API, including what placing.py provides
 ]
 
 Digests = tuple[str, tuple[str, ...]]
+BACKGROUND_HASH = 8 * 1024 * 1024  # files this big hash their whole digest on a helper thread
 
 
 def _stat_id(st: os.stat_result) -> str:
@@ -342,8 +344,9 @@ def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStor
         tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=dfd)
+        whole = BackgroundDigest() if entry.size >= BACKGROUND_HASH else hasher()
         try:
-            whole, size = hasher(), 0
+            size = 0
             for i, d in enumerate(entry.chunks):
                 data = source(i, d) if source else store.get(d, verify=False)
                 if data is None:
@@ -359,6 +362,8 @@ def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStor
             os.fsync(fd)
             written = os.fstat(fd)
         finally:
+            if isinstance(whole, BackgroundDigest):
+                whole.close()
             os.close(fd)
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         tmp = None

@@ -337,3 +337,40 @@ def test_cleanup_temp_files(tmp_path):
     (tmp_path / "keep").write_bytes(b"y")
     assert cleanup_temp_files([tmp_path, tmp_path / "missing"]) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+
+
+def test_background_digest_matches_a_plain_hash():
+    from director.transfer.hashing import BackgroundDigest, hasher
+
+    data = [os.urandom(100_000) for _ in range(20)]
+    bg, plain = BackgroundDigest(), hasher()
+    for part in data:
+        bg.update(part)
+        plain.update(part)
+    assert bg.hexdigest() == plain.hexdigest()
+    bg.close()  # closing twice is harmless
+
+
+def test_large_file_assembles_with_the_background_digest(tmp_path, sc):
+    from director.transfer.store import BACKGROUND_HASH
+
+    big = 1024 * 1024
+    data = os.urandom(BACKGROUND_HASH + 3 * big + 17)
+    src = tmp_path / "server" / "big.bin"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(data)
+    manifest, paths = build_manifest(["big.bin"], str(tmp_path / "dest") + "/",
+                                     base=tmp_path / "server", chunk_size=big,
+                                     cache=DigestCache())
+    store = ContentStore(tmp_path / "store")
+    (plan,) = plan_transfer(manifest, sc, store)
+    entry = manifest.files[0]
+    fetch = lambda i: read_chunk(paths[0], entry, i, big)  # noqa: E731 - the "server"
+    assemble(entry, plan.target, big, store, sc, source=chunk_source(plan, big, store, sc, fetch))
+    assert plan.target.read_bytes() == data
+    # a corrupted byte is caught by the whole-file check and nothing is left behind
+    bad = lambda i, d: b"x" + fetch(i)[1:] if i == 5 else fetch(i)  # noqa: E731
+    target = tmp_path / "dest2" / "big.bin"
+    with pytest.raises(TransferError, match="does not match"):
+        assemble(entry, target, big, store, sc, source=bad)
+    assert not target.exists() and no_temp_files(target.parent)
