@@ -7,30 +7,15 @@ test depend on another.  Tests that kill or restart processes get their own mesh
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-
-_HARNESS = Path(__file__).with_name("conftest.py")
-
-
-def _harness():
-    """The conftest module pytest loaded (for the Mesh class), without importing it twice."""
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == _HARNESS.resolve():
-            return mod
-    spec = importlib.util.spec_from_file_location("_director_mesh_harness", _HARNESS)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
+from conftest import Mesh
 
 NODES = ("web1", "web2", "db1")
 DOC_FIELDS = {"id", "verb", "status", "results"}
@@ -42,8 +27,7 @@ FINAL = {"success", "failed", "timeout", "lost", "cancelled"}
 @pytest.fixture(scope="module")
 def grid():
     """One server and three clients, shared by the tests of this module that only submit."""
-    h = _harness()
-    m = h.Mesh()
+    m = Mesh()
     try:
         m.server()
         for name in NODES:

@@ -11,41 +11,27 @@ from __future__ import annotations
 
 import grp
 import hashlib
-import importlib.util
 import json
 import os
 import pwd
 import shutil
 import signal
 import stat
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 import zmq.utils.z85
+from conftest import Mesh
 
 from director.protocol.frames import decode, make
 from director.trust import keystore
-
-_HARNESS = Path(__file__).with_name("conftest.py")
 
 CHUNK = 65536
 NODES = ("a", "b")
 TRANSFER_FIELDS = {"files", "bytes_total", "bytes_sent", "chunks_sent", "chunks_reused",
                    "skipped"}
-
-
-def _harness():
-    """The conftest module pytest loaded (for the Mesh class), without importing it twice."""
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) and Path(mod.__file__).resolve() == _HARNESS.resolve():
-            return mod
-    spec = importlib.util.spec_from_file_location("_director_mesh_harness", _HARNESS)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
 
 
 class Env:
@@ -61,8 +47,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env():
-    h = _harness()
-    m = h.Mesh()
+    m = Mesh()
     root = Path(tempfile.mkdtemp(prefix="dt", dir="/tmp"))
     try:
         # node_expiry well above the few seconds a client is SIGSTOPped below.
