@@ -39,6 +39,7 @@ class JobRunner:
         self.busy: set[str] = set()           # lanes with a job running
         self.known: set[str] = set()          # job ids queued or running here
         self.failed_lanes: LRUCache = LRUCache(maxsize=10000)  # late jobs of these: cancelled
+        self.finished: LRUCache = LRUCache(maxsize=10000)  # job id -> result, for resends
         self.lock = threading.Lock()          # lanes/busy/known/failed_lanes: main + workers
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="job")
         self.next_flush = time.monotonic() + 0.5
@@ -59,8 +60,14 @@ class JobRunner:
 
     def _on_job(self, msg: Message) -> None:
         job_id, lane = msg.get("job_id"), msg.get("lane")
-        if job_id in self.known:
-            return  # a resend after a server restart: it is already here
+        with self.lock:
+            queued_here = job_id in self.known
+            done = self.finished.get(job_id)
+        if queued_here:
+            return  # a resend (reconnect, server restart): it is already here
+        if done is not None:  # already ran: answer again, never run it twice
+            self.agent.send("RESULT", job_id=job_id, **done)
+            return
         try:
             instr = Instruction.from_dict(msg.get("instruction"))
         except ProtocolError as exc:
@@ -116,12 +123,17 @@ class JobRunner:
         """Report from this worker thread on its own connection: no hand-off to the
         main thread per job (the server knows the node by its key, not the connection)."""
         send = self.agent.worker_send
-        send("RESULT", job_id=job_id, **out.to_body())
-        for jid in cancelled:
-            send("RESULT", job_id=jid, status="cancelled", error="an earlier job failed")
-        with self.lock:
+        body = out.to_body()
+        gone = {"status": "cancelled", "error": "an earlier job failed"}
+        with self.lock:  # recorded first: a resend arriving now is answered, not re-run
+            self.finished[job_id] = body
+            for jid in cancelled:
+                self.finished[jid] = gone
             self.known.discard(job_id)
             self.known.difference_update(cancelled)
+        send("RESULT", job_id=job_id, **body)
+        for jid in cancelled:
+            send("RESULT", job_id=jid, **gone)
 
     def _report(self, job_id: str, out: Outcome) -> None:
         self.agent.send("RESULT", job_id=job_id, **out.to_body())

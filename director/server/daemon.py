@@ -244,6 +244,8 @@ class Server:
         boot = msg.get("boot")
         if peer.boot and boot != peer.boot:  # the agent restarted: what it ran is gone
             self.jobs.node_restarted(key)
+        elif peer.boot:  # the same agent reconnected: jobs sent on the dropped connection
+            self.jobs.resend_inflight(key)  # may be gone; it answers repeats from memory
         peer.boot = boot
         peer.hello = True
         self.seen_dirty[key] = (peer.last_seen, peer.address, peer.version)

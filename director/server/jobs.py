@@ -190,6 +190,12 @@ class JobManager:
         for task in self.sched.drop_node(key, "lost"):
             self._final(task, {"status": "lost", "error": "the node went away"})
 
+    def resend_inflight(self, key: str) -> None:
+        for task in self.sched.inflight(key):
+            frames = self.frames.get(task.job_id)
+            if frames is not None:
+                self.server.send_node(key, frames)
+
     def node_restarted(self, key: str) -> None:
         for task in self.sched.fail_inflight(key, "lost"):
             self._final(task, {"status": "lost", "error": "the node restarted while running it"})

@@ -106,6 +106,10 @@ class Scheduler:
             t.status = status
         return tasks
 
+    def inflight(self, node: str) -> list[Task]:
+        q = self._nodes.get(node)
+        return sorted(q.inflight.values(), key=lambda t: t.seq) if q else []
+
     def in_flight(self, node: str, job_id: str) -> bool:
         q = self._nodes.get(node)
         return bool(q and job_id in q.inflight)

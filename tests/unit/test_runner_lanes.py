@@ -83,3 +83,15 @@ def test_job_arriving_after_its_lane_failed_is_cancelled(runner, tmp_path):
     res = _results(runner, 2)
     assert res["j2"]["status"] == "cancelled"
     assert not (tmp_path / "ran").exists()
+
+
+def test_resent_job_that_already_ran_is_answered_not_rerun(runner, tmp_path):
+    """After a reconnect the server resends what it thinks is in flight: a job that
+    already ran is answered again from memory and never runs twice."""
+    marker = tmp_path / "runs"
+    _job(runner, "j1", f"RUN echo x >> {marker}")
+    assert _results(runner, 1)["j1"]["status"] == "success"
+    _job(runner, "j1", f"RUN echo x >> {marker}")  # the resend
+    assert [b["status"] for t, b in runner.agent.sent if t == "RESULT"] == ["success"] * 2
+    time.sleep(0.3)
+    assert marker.read_text() == "x\n"
