@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import secrets
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -64,12 +63,10 @@ class Agent:
         self.control = control.bind(self.ctx, self.home)
         self.link = Link(self.ctx, self.pair, server_key, self.endpoint,
                          settings.heartbeat_interval)
-        self._tls = threading.local()
-        self._worker_lock = threading.Lock()
-        self._worker_socks: list = []
+        self.poller = zmq.Poller()
         from director.client.runner import JobRunner
 
-        self.jobs = JobRunner(self)
+        self.jobs = JobRunner(self, _PollerWatcher(self.poller))
 
     def request_stop(self, *_: object) -> None:
         self._stop = True
@@ -77,20 +74,8 @@ class Agent:
     def send(self, mtype: str, payload: tuple[bytes, ...] = (), **body) -> bool:
         return transport.send_msg(self.link.sock, Message(mtype, body, payload))
 
-    def worker_send(self, mtype: str, **body) -> bool:
-        """Send from a job worker thread on that thread's own CURVE connection
-        (ZeroMQ sockets are not thread-safe; the identity is the same key)."""
-        sock = getattr(self._tls, "sock", None)
-        if sock is None:
-            sock = transport.client_socket(self.ctx, self.pair, self.server_key, self.endpoint,
-                                           self.settings.heartbeat_interval)
-            self._tls.sock = sock
-            with self._worker_lock:
-                self._worker_socks.append(sock)
-        return transport.send_msg(sock, Message(mtype, body))
-
     def run(self) -> int:
-        poller = zmq.Poller()
+        poller = self.poller
         for s in (self.link.sock, self.link.monitor, self.control):
             poller.register(s, zmq.POLLIN)
         hb = self.settings.heartbeat_interval
@@ -99,7 +84,8 @@ class Agent:
                  self.endpoint)
         try:
             while not self._stop:
-                timeout = max(0.0, min(next_hb, self.jobs.next_deadline()) - time.monotonic())
+                jobs_due = self.jobs.next_deadline()
+                timeout = max(0.0, min(next_hb, jobs_due) - time.monotonic())
                 events = dict(poller.poll(int(timeout * 1000) + 1))
                 if self.link.monitor in events:
                     self._on_link(self.link.read_event())
@@ -107,12 +93,15 @@ class Agent:
                     self._drain_server()
                 if self.control in events:
                     self._on_control()
-                if time.monotonic() >= next_hb:
+                self.jobs.handle(events)
+                now = time.monotonic()
+                if now >= next_hb:
                     if self.link.up:
-                        self.send("HEARTBEAT", running=self.jobs.running())
-                    next_hb = time.monotonic() + hb
-                self.jobs.tick()
-                self._check_known()
+                        self.send("HEARTBEAT", running=self.jobs.busy())
+                    next_hb = now + hb
+                    self._check_known()
+                if now >= jobs_due:
+                    self.jobs.tick()
         except Refused as exc:
             log.error("%s", exc)
             return 1
@@ -125,8 +114,6 @@ class Agent:
         self.link.close()
         self.control.close(0)
         if clean:
-            for sock in self._worker_socks:
-                sock.close(0)
             self.ctx.term()
         try:
             control.socket_path(self.home).unlink()
@@ -152,7 +139,7 @@ class Agent:
     def _drain_server(self) -> None:
         for _ in range(1000):
             try:
-                frames = self.link.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                frames = transport.recv_frames(self.link.sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -213,6 +200,19 @@ class Agent:
             else:
                 body = {"ok": False, "error": f"'{op}' is a server command; this home runs a client"}
         self.control.send_multipart([frames[0], *encode(Message("CTL_REPLY", body))])
+
+
+class _PollerWatcher:
+    """Job process fds on the agent's own poller, next to the server socket."""
+
+    def __init__(self, poller: zmq.Poller):
+        self.poller = poller
+
+    def watch(self, fd: int) -> None:
+        self.poller.register(fd, zmq.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        self.poller.unregister(fd)
 
 
 def run_client(settings: Settings) -> int:

@@ -1,17 +1,14 @@
 """Running one instruction on the node: RUN, ARG, ENV, WORKDIR (COPY via transfer).
 
-``execute`` is the whole decision (resolve, cache, run, record); the process
-runner is injected so the logic is testable with a fake, while the real one
-runs ``/bin/sh -c`` in its own process group and kills the whole group on
-timeout.
+``begin`` is every decision before a process (resolve, cache, ARG/ENV/WORKDIR,
+COPY) and ``conclude`` every one after it (status, cache, --stdout-arg), so the
+node's event loop runs the process in between (``director.jobs.shell``);
+``execute`` is the three in a row, blocking, with an injectable process runner.
 """
 
 from __future__ import annotations
 
 import os
-import selectors
-import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,8 +17,10 @@ from director.client.nodestate import CachedResult, JobCache, NodeState
 from director.errors import DirectorError
 from director.jobs.dsl import Instruction
 from director.jobs.plan import job_hash, resolve
+from director.jobs.shell import OUTPUT_CAP, RUNNING, Ran, kill_running, run_shell
 
-OUTPUT_CAP = 1024 * 1024
+__all__ = ["OUTPUT_CAP", "RUNNING", "TRUNCATED", "Outcome", "Pending", "Ran", "begin",
+           "conclude", "execute", "kill_running", "run_shell"]
 TRUNCATED = "\n[... output truncated at 1 MiB]"
 
 
@@ -47,96 +46,7 @@ class Outcome:
         return body
 
 
-@dataclass(frozen=True)
-class Ran:
-    rc: int | None
-    stdout: bytes
-    stderr: bytes
-    timed_out: bool
-
-
 Runner = Callable[[str, str, "dict | None", float], Ran]
-
-
-RUNNING: set[int] = set()  # process groups of RUNs in progress, killed when the agent stops
-
-
-def kill_running() -> None:
-    for pgid in list(RUNNING):
-        _killpg(pgid)
-
-
-def run_shell(command: str, cwd: str, env: dict | None, timeout: float) -> Ran:
-    """``/bin/sh -c`` in a new session; on timeout SIGKILL the whole process group."""
-    proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    RUNNING.add(proc.pid)
-    try:
-        return _wait(proc, timeout)
-    finally:
-        RUNNING.discard(proc.pid)
-
-
-def _wait(proc: subprocess.Popen, timeout: float) -> Ran:
-    """Read both pipes and wait for exit on one selector, with the deadline.
-
-    ``communicate(timeout=...)`` reaps the child by polling with sleeps, which
-    costs about a millisecond a job; a pidfd makes the exit itself an event.
-    Output beyond the cap is read and dropped, so memory stays bounded.
-    """
-    out, err = bytearray(), bytearray()
-    bufs = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
-    sel = selectors.DefaultSelector()
-    for fd in bufs:
-        sel.register(fd, selectors.EVENT_READ)
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-        sel.register(pidfd, selectors.EVENT_READ)
-    except (AttributeError, OSError):
-        pidfd = None
-    deadline = time.monotonic() + timeout
-    timed_out = False
-    try:
-        while bufs:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if timed_out:  # a grandchild outside the group still holds a pipe
-                    break
-                timed_out = True
-                _killpg(proc.pid)
-                deadline = time.monotonic() + 5.0
-                continue
-            for key, _ in sel.select(left):
-                fd = key.fd
-                if fd == pidfd:
-                    sel.unregister(fd)
-                    continue
-                data = os.read(fd, 65536)
-                if not data:
-                    sel.unregister(fd)
-                    del bufs[fd]
-                elif len(bufs[fd]) <= OUTPUT_CAP:
-                    bufs[fd] += data
-    finally:
-        sel.close()
-        if pidfd is not None:
-            os.close(pidfd)
-        proc.stdout.close()
-        proc.stderr.close()
-    try:
-        rc = proc.wait(timeout=5 if timed_out else None)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        rc = proc.wait()
-    return Ran(rc, bytes(out), bytes(err), timed_out)
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 _ENV_CACHE: dict[frozenset, dict[bytes, bytes]] = {}
@@ -160,10 +70,37 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A RUN that passed every check and now needs its process (see ``conclude``)."""
+
+    command: str
+    workdir: str
+    env: dict | None
+    timeout: float
+    hash: str
+    stdout_arg: str | None
+    started: float
+
+
 def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
             runner: Runner = run_shell, hash_extra: str = "",
             copier: Callable[[Instruction, str], Outcome] | None = None) -> Outcome:
-    """Run one instruction with the node's current ARG/ENV/WORKDIR."""
+    """Run one instruction with the node's current ARG/ENV/WORKDIR, blocking."""
+    step = begin(instr, state, cache, hash_extra=hash_extra, copier=copier)
+    if isinstance(step, Outcome):
+        return step
+    try:
+        ran = runner(step.command, step.workdir, step.env, step.timeout)
+    except OSError as exc:
+        return spawn_failed(step, exc)
+    return conclude(step, ran, state, cache)
+
+
+def begin(instr: Instruction, state: NodeState, cache: JobCache, *, hash_extra: str = "",
+          copier: Callable[[Instruction, str], Outcome] | None = None) -> Outcome | Pending:
+    """Everything up to the process: ARG/ENV/WORKDIR, cache hits and COPY finish here;
+    a RUN to spawn comes back as ``Pending`` so an event loop can run it."""
     start = time.perf_counter()
     args, env, workdir = state.snapshot()
     try:
@@ -204,22 +141,27 @@ def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
                        exec_time=time.perf_counter() - start)
     # No ENV set: inherit ours (env=None); building an env makes subprocess encode
     # every variable on each spawn, a third of the agent's CPU per trivial job.
-    full_env = _env_bytes(env) if env else None
-    try:
-        ran = runner(res.command, workdir, full_env, res.options.timeout)
-    except OSError as exc:
-        return Outcome("failed", error=f"cannot run /bin/sh: {exc.strerror}",
-                       exec_time=time.perf_counter() - start)
+    return Pending(res.command, workdir, _env_bytes(env) if env else None,
+                   res.options.timeout, h, res.stdout_arg, start)
+
+
+def spawn_failed(step: Pending, exc: OSError) -> Outcome:
+    return Outcome("failed", error=f"cannot run /bin/sh: {exc.strerror}",
+                   exec_time=time.perf_counter() - step.started)
+
+
+def conclude(step: Pending, ran: Ran, state: NodeState, cache: JobCache) -> Outcome:
+    """The outcome of a finished RUN; a success is cached (and may set an ARG)."""
     out, err = _text(ran.stdout), _text(ran.stderr)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - step.started
     if ran.timed_out:
         return Outcome("timeout", rc=ran.rc, stdout=out, stderr=err, exec_time=elapsed,
-                       error=f"timed out after {res.options.timeout:g} s; process group killed")
+                       error=f"timed out after {step.timeout:g} s; process group killed")
     if ran.rc != 0:
         return Outcome("failed", rc=ran.rc, stdout=out, stderr=err, exec_time=elapsed)
-    cache.put(h, CachedResult(0, out, err))
-    if res.stdout_arg:
-        state.update(arg=(res.stdout_arg, out.strip()))
+    cache.put(step.hash, CachedResult(0, out, err))
+    if step.stdout_arg:
+        state.update(arg=(step.stdout_arg, out.strip()))
     return Outcome("success", rc=0, stdout=out, stderr=err, exec_time=elapsed)
 
 

@@ -352,3 +352,21 @@ def test_damaged_state_file_starts_clean(home):
     assert s.snapshot() == ({}, {}, str(home / "work"))
     (home / "state.json").write_text("[1, 2]")
     assert NodeState(home).snapshot() == ({}, {}, str(home / "work"))
+
+
+def test_timeout_gives_up_on_a_pipe_held_outside_the_group(monkeypatch):
+    """A grandchild that left the process group keeps stdout open: after the kill
+    grace the job still ends (as a timeout) instead of waiting for it."""
+    from director.jobs import shell
+
+    monkeypatch.setattr(shell, "KILL_GRACE", 0.5)
+    start = time.monotonic()
+    ran = run_shell("setsid sleep 5 & echo $!; sleep 30", "/", None, 0.3)
+    took = time.monotonic() - start
+    outsider = int(ran.stdout.split()[0])
+    try:
+        os.kill(outsider, 9)  # not ours to leave behind
+    except ProcessLookupError:
+        pass
+    assert ran.timed_out
+    assert took < 3, f"took {took:.2f} s"

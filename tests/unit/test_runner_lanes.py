@@ -6,11 +6,13 @@ quick but real.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
+from director.client import runner as runner_module
 from director.client.runner import JobRunner
 from director.jobs.dsl import parse_line
 from director.protocol.frames import Message
@@ -24,8 +26,6 @@ class FakeAgent:
     def send(self, mtype: str, payload: tuple[bytes, ...] = (), **body) -> bool:
         self.sent.append((mtype, body))
         return True
-
-    worker_send = send
 
 
 @pytest.fixture
@@ -45,8 +45,15 @@ def _results(r: JobRunner, count: int, timeout: float = 10.0) -> dict[str, dict]
     """Drive the runner until ``count`` RESULTs were sent; {job_id: body}."""
     deadline = time.monotonic() + timeout
     while len(r.agent.sent) < count and time.monotonic() < deadline:
-        time.sleep(0.02)  # workers report on their own (FakeAgent.worker_send)
+        drive(r, 0.02)
     return {b["job_id"]: b for t, b in r.agent.sent if t == "RESULT"}
+
+
+def drive(r: JobRunner, seconds: float) -> None:
+    """One turn of an event loop, as the agent's: readable fds, then the clock."""
+    left = max(0.0, min(seconds, r.next_deadline() - time.monotonic()))
+    r.handle(r.watcher.poll(left))
+    r.tick()
 
 
 def test_lane_runs_in_order(runner, tmp_path):
@@ -93,5 +100,93 @@ def test_resent_job_that_already_ran_is_answered_not_rerun(runner, tmp_path):
     assert _results(runner, 1)["j1"]["status"] == "success"
     _job(runner, "j1", f"RUN echo x >> {marker}")  # the resend
     assert [b["status"] for t, b in runner.agent.sent if t == "RESULT"] == ["success"] * 2
-    time.sleep(0.3)
+    _results(runner, 3, timeout=0.3)
     assert marker.read_text() == "x\n"
+
+
+# -- the event loop: processes watched, not waited for --------------------------------------
+def test_lanes_overlap(runner):
+    start = time.monotonic()
+    for lane in ("A", "B", "C"):
+        _job(runner, f"{lane}1", "RUN sleep 0.5", lane=lane)
+    res = _results(runner, 3)
+    took = time.monotonic() - start
+    assert [res[f"{x}1"]["status"] for x in "ABC"] == ["success"] * 3
+    assert took < 1.2, f"three 0.5 s jobs in separate lanes took {took:.2f} s: not side by side"
+
+
+def test_process_slots_bound_parallel_lanes(runner, monkeypatch, tmp_path):
+    monkeypatch.setattr(runner_module, "MAX_PROCESSES", 2)
+    log = tmp_path / "log"
+    for lane in "ABCD":  # each job notes how many others are running when it starts
+        _job(runner, lane, f"RUN echo start >> {log}; sleep 0.3; echo end >> {log}", lane=lane)
+    res = _results(runner, 4)
+    assert {b["status"] for b in res.values()} == {"success"}
+    running = peak = 0
+    for word in log.read_text().split():
+        running += 1 if word == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
+
+
+def test_arg_then_run_in_one_lane(runner):
+    _job(runner, "j1", "ARG WHO=world", seq=1)
+    _job(runner, "j2", "RUN echo hello ${WHO}", seq=2)
+    res = _results(runner, 2)
+    assert res["j1"]["status"] == "success"
+    assert res["j2"]["stdout"] == "hello world\n"
+
+
+def test_timeout_in_the_loop_kills_the_group(runner):
+    start = time.monotonic()
+    _job(runner, "t1", "RUN --timeout 0.3 sleep 30")
+    res = _results(runner, 1)
+    assert res["t1"]["status"] == "timeout" and "process group killed" in res["t1"]["error"]
+    assert time.monotonic() - start < 5
+
+
+def test_large_output_is_read_whole_across_wakeups(runner):
+    _job(runner, "big", "RUN head -c 300000 /dev/zero | tr '\\0' x; printf err >&2")
+    res = _results(runner, 1)
+    assert res["big"]["status"] == "success"
+    assert res["big"]["stdout"] == "x" * 300000 and res["big"]["stderr"] == "err"
+
+
+def test_copy_runs_on_a_worker_and_reports_through_the_loop(runner):
+    """No manifest in the job: the COPY worker fails it, and the result still comes back
+    through the wake-up pipe and stops its lane."""
+    _job(runner, "c1", "COPY a.txt /tmp/x/", lane="L", seq=1)
+    _job(runner, "c2", "RUN true", lane="L", seq=2)
+    res = _results(runner, 2)
+    assert res["c1"]["status"] == "failed" and "manifest" in res["c1"]["error"]
+    assert res["c2"]["status"] == "cancelled"
+
+
+def test_close_kills_running_processes(tmp_path):
+    agent = FakeAgent(tmp_path)
+    r = JobRunner(agent)
+    _job(r, "s1", "RUN sleep 30 & echo $!; wait")
+    drive(r, 0.3)
+    pids = [run.proc.proc.pid for run in r.running]
+    assert len(pids) == 1
+    assert r.close()
+    assert r.running == [] and r.procs == {}
+    deadline = time.monotonic() + 5
+    while _live_in_group(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _live_in_group(pids[0]), "a job process survived close()"
+
+
+def _live_in_group(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies."""
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(entry))
+    return live
