@@ -97,9 +97,11 @@ class JobCache:
                 self.conn.executemany(
                     "INSERT OR REPLACE INTO cache(hash, rc, stdout, stderr) VALUES(?,?,?,?)",
                     [(h, r.rc, r.stdout, r.stderr) for h, r in rows.items()])
+                # Newer rows have larger rowids (a replaced row is re-inserted), so
+                # keeping the newest is a range delete on the rowid, not a sort.
                 self.conn.execute(
-                    "DELETE FROM cache WHERE hash NOT IN (SELECT hash FROM cache"
-                    " ORDER BY at DESC, rowid DESC LIMIT ?)", (self.lru.maxsize,))
+                    "DELETE FROM cache WHERE rowid <= (SELECT MAX(rowid) FROM cache) - ?",
+                    (self.lru.maxsize,))
 
     def close(self) -> None:
         self.flush()
