@@ -312,6 +312,7 @@ _VERB_FIELDS = {
     "ADD": {"sources", "dest", "chmod", "chown"}, "ARG": {"name", "value"},
     "ENV": {"name", "value"}, "WORKDIR": {"path"},
 }
+_ALL_VERB_FIELDS = frozenset(k for fields in _VERB_FIELDS.values() for k in fields)
 
 
 def _decode(data: Any) -> Instruction:
@@ -348,8 +349,8 @@ def _decode(data: Any) -> Instruction:
     verb = d["verb"]
     if verb not in VERBS:
         raise _Invalid(f"unknown verb {_short(verb)}: expected one of {_VERB_LIST}")
-    for key in {k for fields in _VERB_FIELDS.values() for k in fields}:
-        if key not in _VERB_FIELDS[verb] and d[key] != _DEFAULTS[key]:
+    for key in _ALL_VERB_FIELDS - _VERB_FIELDS[verb]:
+        if d[key] != _DEFAULTS[key]:
             raise _Invalid(f"field {key!r} is not allowed for {verb}")
     timeout = d["timeout"]
     if not 0 < timeout <= MAX_TIMEOUT:  # also rejects NaN; inf and huge ints are out of range

@@ -36,7 +36,7 @@ def substitute(text: str, args: Mapping[str, str]) -> str:
 
     One pass only: a value that itself contains ``${X}`` is inserted as-is, never expanded.
     """
-    if "${" not in text and "{{" not in text:
+    if not _has_placeholder(text):
         return text
 
     def replace(match: re.Match[str]) -> str:
@@ -44,6 +44,10 @@ def substitute(text: str, args: Mapping[str, str]) -> str:
         return args[name] if name in args else match.group(0)
 
     return PLACEHOLDER_RE.sub(replace, text)
+
+
+def _has_placeholder(text: str) -> bool:
+    return "${" in text or "{{" in text
 
 
 def resolve(instr: Instruction, args: Mapping[str, str]) -> Instruction:
@@ -60,6 +64,9 @@ def resolve(instr: Instruction, args: Mapping[str, str]) -> Instruction:
         except DSLError as exc:
             raise DSLError(f"{exc.message} after substituting ARG values; set every ARG it "
                            "names", source=instr.source, line=instr.line) from None
+    if not any(_has_placeholder(t) for t in (instr.command, instr.dest, instr.value,
+                                               instr.path, *instr.sources)):
+        return instr if chown == instr.chown else dataclasses.replace(instr, chown=chown)
     return dataclasses.replace(
         instr,
         command=substitute(instr.command, args),
