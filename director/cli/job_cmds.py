@@ -39,9 +39,15 @@ def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
         for msg in c.stream("jobs.submit", payload, timeout=15.0):
             if msg.type == "CTL_EVENT":
                 progress.update(msg.get("event"), msg.get("data") or {})
-            else:
-                progress.close()
-                docs = result_of(msg)
+                continue
+            progress.close()
+            if as_json and msg.get("ok") and msg.get("result_json") and msg.payload \
+                    and not sys.stdout.isatty():
+                # already encoded as compact --json output: pass it through untouched
+                sys.stdout.buffer.write(msg.payload[0] + b"\n")
+                sys.stdout.flush()
+                raise SystemExit(2 if msg.get("failed") else 0)
+            docs = result_of(msg)
     if as_json:
         output.emit_json(docs)
     else:

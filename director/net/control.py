@@ -9,6 +9,8 @@ number of ``CTL_EVENT`` messages before it.
 
 from __future__ import annotations
 
+import json
+
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +117,13 @@ def result_of(msg: Message) -> Any:
         err = DirectorError(msg.get("error") or "request failed")
         err.exit_code = int(msg.get("code") or 1)
         raise err
+    if msg.get("result_json"):
+        if not msg.payload:
+            raise ProtocolError("CTL_REPLY: result_json without its payload")
+        try:
+            return json.loads(msg.payload[0])
+        except (ValueError, RecursionError):
+            raise ProtocolError("CTL_REPLY: result payload is not valid JSON") from None
     return msg.get("result")
 
 

@@ -50,7 +50,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ERROR": {"code": _S, "message": _S},
     # operator CLI <-> local control socket
     "CTL": {"op": _S, "args": _D},
-    "CTL_REPLY": {"ok": _B, "result?": _ANY, "error?": _S, "code?": _I},
+    "CTL_REPLY": {"ok": _B, "result?": _ANY, "error?": _S, "code?": _I,
+                  "result_json?": _B, "failed?": _I},  # result_json: result is payload[0]
     "CTL_EVENT": {"event": _S, "data": _ANY},
 }
 
@@ -119,7 +120,7 @@ def decode(frames: list[bytes] | list[memoryview]) -> Message:
         raise ProtocolError("message has too few frames")
     if len(frames) > 3 + MAX_PAYLOAD_FRAMES:
         raise ProtocolError("message has too many frames")
-    version, raw_type, raw_body = (bytes(f) for f in frames[:3])
+    version, raw_type, raw_body = bytes(frames[0]), bytes(frames[1]), bytes(frames[2])
     if version != VERSION:
         raise ProtocolError("unsupported protocol version")
     if not raw_type or len(raw_type) > MAX_TYPE:
@@ -132,9 +133,9 @@ def decode(frames: list[bytes] | list[memoryview]) -> Message:
         raise ProtocolError(f"unknown message type {mtype[:MAX_TYPE]!r}")
     if len(raw_body) > MAX_BODY:
         raise ProtocolError(f"{mtype}: body too large")
-    try:
-        body = json.loads(raw_body)
-    except (ValueError, RecursionError):
+    try:  # UTF-8 by definition: decoding it here spares json its encoding sniffing
+        body = json.loads(raw_body.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"{mtype}: body is not valid JSON") from None
     _check_body(mtype, body)
     return Message(mtype, body, tuple(bytes(f) for f in frames[3:]))

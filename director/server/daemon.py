@@ -291,8 +291,8 @@ class Server:
         if result is not _DEFERRED:
             self.reply(rid, ok=True, result=result)
 
-    def reply(self, rid: bytes, **body: Any) -> None:
-        transport.send_to(self.control, rid, encode(Message("CTL_REPLY", body)))
+    def reply(self, rid: bytes, payload: tuple[bytes, ...] = (), **body: Any) -> None:
+        transport.send_to(self.control, rid, encode(Message("CTL_REPLY", body, payload)))
 
     def event(self, rid: bytes, event: str, data: Any) -> None:
         transport.send_to(self.control, rid, make("CTL_EVENT", event=event, data=data))

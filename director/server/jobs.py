@@ -34,9 +34,14 @@ PROGRESS_EVERY = 0.2
 
 @dataclass
 class Waiter:
+    """An operator waiting for an orchestration; its documents are built as results
+    arrive, so the last result is answered without reading everything back."""
+
     rid: bytes
-    job_ids: list[str]
+    jobs: list[dict[str, Any]]            # job rows, as stored
+    names: dict[str, str]                 # node key -> name at submission
     remaining: int
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     last_event: float = 0.0
     bytes_sent: int = 0
@@ -156,7 +161,9 @@ class JobManager:
         ids = [j["id"] for j in jobs]
         log.info("orchestration %s: %d job(s), %d task(s)", orch, len(ids), len(tasks))
         if args.get("wait"):
-            self.waiters[orch] = Waiter(rid, ids, len(tasks))
+            names = {accepted[n]: n for n in accepted}
+            self.waiters[orch] = Waiter(rid, jobs, names, len(tasks),
+                                        results={j: [] for j in ids})
             self.server.event(rid, "submitted", {"orch": orch, "jobs": ids, "tasks": len(tasks)})
             self.pump()
             return DEFERRED
@@ -248,6 +255,8 @@ class JobManager:
             self.open[task.job_id] = left
         w = self.waiters.get(orch)
         if w is not None:
+            row = self.dirty[(task.job_id, task.node)]
+            w.results[task.job_id].append({**row, "name": w.names.get(task.node, "")})
             w.remaining -= 1
             w.counts[fields["status"]] = w.counts.get(fields["status"], 0) + 1
             if w.remaining <= 0:
@@ -255,10 +264,18 @@ class JobManager:
 
     # -- waiting operators ------------------------------------------------------------
     def _finish_waiter(self, orch: str, w: Waiter) -> None:
+        from director.server.jobviews import job_doc
+
         del self.waiters[orch]
-        self.flush()
-        docs = self.docs(w.job_ids)
-        self.server.reply(w.rid, ok=True, result=docs)
+        docs = []
+        for job in w.jobs:
+            results = sorted(w.results[job["id"]], key=lambda r: r["name"])
+            docs.append(job_doc(job, results))
+        failed = sum(d["status"] != "success" for d in docs)
+        # The documents go as one JSON payload frame, encoded the way `--json` prints
+        # them, so the CLI can write it out without decoding and re-encoding it.
+        self.server.reply(w.rid, payload=(json.dumps(docs).encode(),), ok=True,
+                          result_json=True, failed=failed)
 
     def _progress(self, force: bool) -> None:
         now = time.monotonic()
