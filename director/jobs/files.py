@@ -23,6 +23,8 @@ _BOOL = "tag:yaml.org,2002:bool"
 _PLAIN_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
 _ITEM_KEYS = ("targets", "jobs", "async", "name")
 _VERB_WORD_RE = re.compile(r"[A-Za-z]+")
+# libyaml's parser when PyYAML has it (~10x faster on big files); same safe node graph
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,12 @@ def parse_yaml(text: str, source: str) -> list[Step]:
     """The directord format: a list of ``{targets, jobs: [{VERB: ARGS}], async, name}``."""
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
+        if "nesting depth" in problem:  # libyaml's words for what RecursionError means below
+            problem = "nested too deeply"
         raise DSLError(f"invalid YAML: {problem}; check indentation and quoting", source=source,
                        line=mark.line + 1 if mark is not None else None) from None
     except yaml.YAMLError as exc:
