@@ -53,6 +53,8 @@ class Scheduler:
         if q is None:
             return []
         room = self.window - len(q.inflight)
+        if q.inflight and room < self.window // 2:
+            return []  # refill in batches: one wake-up on the node takes many jobs
         out: list[Task] = []
         while room > 0 and q.lanes:
             for lane in list(q.lanes):

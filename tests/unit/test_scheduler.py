@@ -50,6 +50,30 @@ def test_window_limits_tasks_in_flight():
     assert not s.has_work("n1")
 
 
+def test_window_refills_in_batches_of_half():
+    """One answer does not send one job: the node gets a batch once half the window is
+    free, so it takes many jobs per wake-up."""
+    s = Scheduler(window=8)
+    for i in range(20):
+        s.add(task(f"j{i}", seq=i))
+    assert len(s.take("n1", 1.0)) == 8
+    for i in range(3):
+        s.complete("n1", f"j{i}", "success")
+        assert s.take("n1", 2.0) == []  # 3 of 8 free: not yet
+    s.complete("n1", "j3", "success")
+    assert ids(s.take("n1", 3.0)) == ["j8", "j9", "j10", "j11"]
+
+
+def test_idle_node_is_sent_work_at_once():
+    s = Scheduler(window=8)
+    for i in range(10):
+        s.add(task(f"j{i}", seq=i))
+    s.take("n1", 1.0)
+    for i in range(8):
+        s.complete("n1", f"j{i}", "success")
+    assert ids(s.take("n1", 2.0)) == ["j8", "j9"]
+
+
 def test_lane_order_is_kept_and_lanes_interleave():
     s = Scheduler(window=10)
     for i in range(3):
