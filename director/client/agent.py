@@ -102,6 +102,7 @@ class Agent:
                     self._check_known()
                 if now >= jobs_due:
                     self.jobs.tick()
+                self.jobs.flush_results()
         except Refused as exc:
             log.error("%s", exc)
             return 1

@@ -27,7 +27,7 @@ from director.errors import ProtocolError
 from director.jobs.dsl import Instruction
 from director.jobs.executor import Outcome, Pending, begin, conclude, execute, spawn_failed
 from director.jobs.shell import ShellProcess, kill_running
-from director.protocol.frames import Message
+from director.protocol.frames import Message, unbatch
 
 if TYPE_CHECKING:
     from director.client.agent import Agent
@@ -36,6 +36,8 @@ log = logging.getLogger("director.runner")
 MAX_PROCESSES = 8      # RUN processes at once; more lanes wait for a free slot
 COPY_WORKERS = 4
 FLUSH_EVERY = 0.5
+RESULT_DELAY = 0.002   # a result waits at most this long for others to share its message
+RESULT_BATCH = 64
 GONE = {"status": "cancelled", "error": "an earlier job failed"}
 
 
@@ -94,12 +96,17 @@ class JobRunner:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.watcher.watch(self.wake_r)
         self.next_flush = time.monotonic() + FLUSH_EVERY
+        self.outbox: list[dict] = []          # results not sent yet (see flush_results)
+        self.outbox_since = 0.0
         from director.client.copying import Copier
 
         self.copier = Copier(agent)
 
     def next_deadline(self) -> float:
-        return min([self.next_flush, *(r.proc.next_check() for r in self.running)])
+        soon = [self.next_flush, *(r.proc.next_check() for r in self.running)]
+        if self.outbox:
+            soon.append(self.outbox_since + RESULT_DELAY)
+        return min(soon)
 
     def busy(self) -> int:
         return len(self.active)
@@ -108,6 +115,12 @@ class JobRunner:
     def on_message(self, msg: Message) -> None:
         if msg.type == "JOB":
             self._on_job(msg)
+        elif msg.type == "JOBS":
+            good, bad = unbatch(msg)
+            for job in good:
+                self._on_job(job)
+            if bad:
+                log.warning("%d malformed job(s) from the server: %s", len(bad), bad[0])
 
     def _on_job(self, msg: Message) -> None:
         job_id, lane = msg.get("job_id"), msg.get("lane")
@@ -187,7 +200,25 @@ class JobRunner:
         return not cancelled and out.status == "success"
 
     def _send(self, job_id: str, body: dict) -> None:
-        self.agent.send("RESULT", job_id=job_id, **body)
+        """Queue a result: ``flush_results`` sends the queue as one message."""
+        if not self.outbox:
+            self.outbox_since = time.monotonic()
+        self.outbox.append({**body, "job_id": job_id})
+
+    def flush_results(self, force: bool = False) -> None:
+        """Send queued results once nothing else is about to finish soon: the node is
+        idle, the oldest has waited RESULT_DELAY, or a batch is full.  A lone job's
+        result goes at once; a stream of short jobs reports a few per message."""
+        if not self.outbox:
+            return
+        if not (force or not self.running or len(self.outbox) >= RESULT_BATCH
+                or time.monotonic() - self.outbox_since >= RESULT_DELAY):
+            return
+        out, self.outbox = self.outbox, []
+        if len(out) == 1:
+            self.agent.send("RESULT", **out[0])
+        else:
+            self.agent.send("RESULTS", results=out)
 
     def _lane_free(self, lane: str, go_on: bool) -> None:
         """The lane's running job ended: go on with it (unless it failed), then with
@@ -279,6 +310,7 @@ class JobRunner:
 
     def close(self) -> bool:
         """Stop: kill running RUNs, let COPY workers finish; True when all of them did."""
+        self.flush_results(force=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.copier.stopping.set()
         kill_running()  # a stopped agent leaves no job processes behind

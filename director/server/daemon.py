@@ -36,7 +36,7 @@ DISPATCH: dict[Role, frozenset[str]] = {
     Role.STRANGER: frozenset({"ENROLL"}),
     Role.PENDING: frozenset({"ENROLL", "ENROLL_STATUS"}),
     Role.NODE: frozenset({"ENROLL", "ENROLL_STATUS", "HELLO", "HEARTBEAT", "RESULT",
-                          "CHUNK_REQ"}),
+                          "RESULTS", "CHUNK_REQ"}),
 }
 # Messages that tell where to send a node's jobs: its agent's main connection.
 # Results and chunk pulls come over the node's side connections (same key).

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from director.errors import DirectorError, ProtocolError
 from director.jobs.dsl import Instruction
 from director.jobs.targets import match_targets
-from director.protocol.frames import Message, make
+from director.protocol.frames import MAX_BATCH, Message, batch, make, unbatch
 from director.server.jobstore import JobStore, dumps
 from director.server.scheduler import FINAL, Scheduler, Task
 from director.server.manifests import ManifestBuilder, copy_jobs
@@ -30,6 +30,7 @@ log = logging.getLogger("director.jobs")
 MAX_OUT = 1024 * 1024
 GRACE = 30.0
 PROGRESS_EVERY = 0.2
+BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
 
 
 @dataclass
@@ -52,7 +53,7 @@ class JobManager:
         self.server = server
         self.store = JobStore(server.db.conn)
         self.sched = Scheduler(window=64)
-        self.frames: dict[str, list[bytes]] = {}   # job id -> encoded JOB message
+        self.bodies: dict[str, bytes] = {}         # job id -> encoded JOB body
         self.orch_of: dict[str, str] = {}          # job id -> orchestration id
         self.open: dict[str, int] = {}             # job id -> tasks not yet final
         self.dirty: dict[tuple[str, str], dict[str, Any]] = {}
@@ -101,7 +102,7 @@ class JobManager:
         now = time.time()
         orch = _new_id()
         jobs, rows, tasks = [], [], []
-        frames: dict[str, list[bytes]] = {}
+        bodies: dict[str, bytes] = {}
         copies: dict[str, tuple] = {}
         open_counts: dict[str, int] = {}
         lane_no = 0
@@ -138,8 +139,8 @@ class JobManager:
                              "instruction": dumps(instr.to_dict()),
                              "hash_extra": extra.get("hash_extra", ""),
                              "created": now, "targets": dumps(chosen)})
-                frames[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
-                                      lane=lane, seq=seq, **extra)
+                bodies[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
+                                      lane=lane, seq=seq, **extra)[2]
                 open_counts[job_id] = len(chosen)
                 for name in chosen:
                     rows.append((job_id, accepted[name], name, "queued"))
@@ -151,7 +152,7 @@ class JobManager:
             raise DirectorError("too many jobs in one submission (at most 100000)")
         self.store.insert(jobs, rows)
         # only now, with nothing left to refuse, does the submission touch live state
-        self.frames.update(frames)
+        self.bodies.update(bodies)
         self.copies.update(copies)
         self.open.update(open_counts)
         self.orch_of.update(dict.fromkeys(open_counts, orch))
@@ -174,15 +175,36 @@ class JobManager:
     def pump(self) -> None:
         now = time.time()
         for node in self.to_pump:
-            if not self.server.online(node):
-                continue
-            for task in self.sched.take(node, now):
-                if not self.server.send_node(node, self.frames[task.job_id]):
-                    self.sched.complete(node, task.job_id, "lost")
-                    self._final(task, {"status": "lost", "error": "could not reach the node"})
-                    continue
-                self._mark(task, {"status": "running", "sent": now})
+            if self.server.online(node):
+                tasks = self.sched.take(node, now)
+                if tasks:
+                    self._send_jobs(node, tasks, now)
         self.to_pump.clear()
+
+    def _send_jobs(self, node: str, tasks: list[Task], now: float | None) -> None:
+        """Send tasks to a node, several per message; ``now`` marks them running
+        (None: a resend of tasks already running there)."""
+        i = 0
+        while i < len(tasks):
+            group, size = [], 0
+            while i < len(tasks) and len(group) < MAX_BATCH and (not group or size < BATCH_BYTES):
+                body = self.bodies.get(tasks[i].job_id)
+                if body is not None:
+                    group.append((tasks[i], body))
+                    size += len(body)
+                i += 1
+            if not group:
+                continue
+            if self.server.send_node(node, batch("JOBS", [b for _, b in group])):
+                if now is not None:
+                    for task, _ in group:
+                        self._mark(task, {"status": "running", "sent": now})
+                continue
+            if now is None:
+                continue  # a resend that failed: the tasks stay in flight until overdue
+            for task, _ in group:
+                if self.sched.complete(node, task.job_id, "lost") is not None:
+                    self._final(task, {"status": "lost", "error": "could not reach the node"})
 
     def after_events(self) -> None:
         if self.to_pump:
@@ -198,10 +220,7 @@ class JobManager:
             self._final(task, {"status": "lost", "error": "the node went away"})
 
     def resend_inflight(self, key: str) -> None:
-        for task in self.sched.inflight(key):
-            frames = self.frames.get(task.job_id)
-            if frames is not None:
-                self.server.send_node(key, frames)
+        self._send_jobs(key, self.sched.inflight(key), None)
 
     def node_restarted(self, key: str) -> None:
         for task in self.sched.fail_inflight(key, "lost"):
@@ -212,8 +231,17 @@ class JobManager:
 
     # -- results --------------------------------------------------------------------
     def on_message(self, key: str, msg: Message) -> None:
-        if msg.type != "RESULT":
-            return
+        if msg.type == "RESULT":
+            self._on_result(key, msg)
+        elif msg.type == "RESULTS":
+            good, bad = unbatch(msg)
+            for m in good:
+                self._on_result(key, m)
+            if bad:
+                log.warning("%d bad result(s) from %s: %s", len(bad), self.server._who(key),
+                            bad[0])
+
+    def _on_result(self, key: str, msg: Message) -> None:
         job_id, status = msg.get("job_id"), msg.get("status")
         if status not in FINAL - {"lost"}:
             log.warning("result with bad status from %s", self.server._who(key))
@@ -248,7 +276,7 @@ class JobManager:
         left = self.open.get(task.job_id, 1) - 1
         if left <= 0:  # every node answered: the encoded job is no longer needed
             self.open.pop(task.job_id, None)
-            self.frames.pop(task.job_id, None)
+            self.bodies.pop(task.job_id, None)
             self.orch_of.pop(task.job_id, None)
             self.copies.pop(task.job_id, None)
         else:
@@ -311,8 +339,8 @@ class JobManager:
                              "status": "lost", "error": "the server restarted during the transfer",
                              "finished": time.time()})
                 continue
-            self.frames[r["job_id"]] = make("JOB", job_id=r["job_id"], instruction=instr.to_dict(),
-                                            lane=r["lane"], seq=r["seq"])
+            self.bodies[r["job_id"]] = make("JOB", job_id=r["job_id"], instruction=instr.to_dict(),
+                                            lane=r["lane"], seq=r["seq"])[2]
             self.orch_of[r["job_id"]] = r["orch"]
             self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
             self.sched.add(Task(r["job_id"], r["node"], r["lane"], r["seq"],

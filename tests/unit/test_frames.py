@@ -38,10 +38,12 @@ VALID: dict[str, dict[str, Any]] = {
     "RESULT": {"job_id": "j1", "status": "success", "rc": 0, "stdout": "out", "stderr": "",
                "exec_time": 0.25, "cached": False, "transfer": {"files": 1}, "args": {"A": "1"},
                "error": "none"},
+    "RESULTS": {"results": [{"job_id": "j1", "status": "success"}]},
     "CHUNK_REQ": {"job_id": "j1", "chunks": [[0, 1], [0, 2]]},
     "ENROLLED": {"state": "accepted", "name": "web1", "reason": ""},
     "JOB": {"job_id": "j1", "instruction": {"verb": "RUN", "args": ["true"]}, "lane": "main",
             "seq": 3, "hash_extra": "x", "manifest": None, "stop_on_failure": True},
+    "JOBS": {"jobs": [{"job_id": "j1", "instruction": {"verb": "RUN"}, "lane": "m", "seq": 1}]},
     "CHUNK": {"job_id": "j1", "file": 0, "chunk": 7},
     "CHUNK_ERR": {"job_id": "j1", "file": 0, "chunk": 7, "error": "gone"},
     "REVOKED": {"reason": "this node's key is revoked"},
@@ -247,3 +249,42 @@ def test_decode_of_well_framed_arbitrary_json_only_raises_protocol_error(
         return
     # what decodes must also encode back to the same message
     assert decode(encode(msg)) == msg
+
+
+# -- batches ---------------------------------------------------------------------------------
+def _job_body(i: int) -> bytes:
+    return make("JOB", job_id=f"j{i}", instruction={"verb": "RUN"}, lane="L", seq=i)[2]
+
+
+def test_batch_of_one_is_the_single_message():
+    assert fr.batch("JOBS", [_job_body(1)]) == make("JOB", job_id="j1",
+                                                    instruction={"verb": "RUN"}, lane="L", seq=1)
+
+
+def test_batch_round_trips_through_unbatch():
+    msg = decode(fr.batch("JOBS", [_job_body(i) for i in range(5)]))
+    assert msg.type == "JOBS"
+    good, bad = fr.unbatch(msg)
+    assert bad == [] and [m.type for m in good] == ["JOB"] * 5
+    assert [m.get("seq") for m in good] == list(range(5))
+
+
+def test_batch_refuses_empty_and_oversized():
+    with pytest.raises(ProtocolError):
+        fr.batch("RESULTS", [])
+    with pytest.raises(ProtocolError):
+        fr.batch("RESULTS", [b"{}"] * (fr.MAX_BATCH + 1))
+
+
+def test_unbatch_keeps_good_items_and_reports_bad_ones():
+    msg = Message("RESULTS", {"results": [{"job_id": "a", "status": "success"}, {"job_id": 5},
+                                          "not an object", {"job_id": "b", "status": "failed"}]})
+    good, bad = fr.unbatch(msg)
+    assert [m.get("job_id") for m in good] == ["a", "b"]
+    assert len(bad) == 2
+
+
+def test_unbatch_refuses_too_many_items():
+    items = [{"job_id": str(i), "status": "success"} for i in range(fr.MAX_BATCH + 1)]
+    good, bad = fr.unbatch(Message("RESULTS", {"results": items}))
+    assert good == [] and "more than" in bad[0]

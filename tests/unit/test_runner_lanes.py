@@ -22,9 +22,14 @@ class FakeAgent:
     def __init__(self, home: Path):
         self.home = home
         self.sent: list[tuple[str, dict]] = []
+        self.batches: list[int] = []
 
     def send(self, mtype: str, payload: tuple[bytes, ...] = (), **body) -> bool:
-        self.sent.append((mtype, body))
+        if mtype == "RESULTS":  # a batch: record its results one by one
+            self.batches.append(len(body["results"]))
+            self.sent.extend(("RESULT", b) for b in body["results"])
+        else:
+            self.sent.append((mtype, body))
         return True
 
 
@@ -54,6 +59,7 @@ def drive(r: JobRunner, seconds: float) -> None:
     left = max(0.0, min(seconds, r.next_deadline() - time.monotonic()))
     r.handle(r.watcher.poll(left))
     r.tick()
+    r.flush_results()
 
 
 def test_lane_runs_in_order(runner, tmp_path):
@@ -99,6 +105,7 @@ def test_resent_job_that_already_ran_is_answered_not_rerun(runner, tmp_path):
     _job(runner, "j1", f"RUN echo x >> {marker}")
     assert _results(runner, 1)["j1"]["status"] == "success"
     _job(runner, "j1", f"RUN echo x >> {marker}")  # the resend
+    _results(runner, 2)
     assert [b["status"] for t, b in runner.agent.sent if t == "RESULT"] == ["success"] * 2
     _results(runner, 3, timeout=0.3)
     assert marker.read_text() == "x\n"
@@ -190,3 +197,17 @@ def _live_in_group(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             live.append(int(entry))
     return live
+
+
+def test_results_of_a_stream_share_messages_and_a_lone_one_goes_at_once(runner):
+    for i in range(30):
+        _job(runner, f"s{i}", "RUN true", seq=i)
+    res = _results(runner, 30)
+    assert {b["status"] for b in res.values()} == {"success"}
+    assert runner.agent.batches, "30 short jobs in a row were reported one message each"
+    sent = len(runner.agent.sent)
+    _job(runner, "lone", "RUN true", lane="other")
+    deadline = time.monotonic() + 5
+    while len(runner.agent.sent) == sent and time.monotonic() < deadline:
+        drive(runner, 0.05)
+    assert runner.agent.sent[-1][1]["job_id"] == "lone"
