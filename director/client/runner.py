@@ -36,7 +36,7 @@ log = logging.getLogger("director.runner")
 MAX_PROCESSES = 8      # RUN processes at once; more lanes wait for a free slot
 COPY_WORKERS = 4
 FLUSH_EVERY = 0.5
-RESULT_DELAY = 0.002   # a result waits at most this long for others to share its message
+RESULT_DELAY = 0.005   # a result waits at most this long for others to share its message
 RESULT_BATCH = 64
 GONE = {"status": "cancelled", "error": "an earlier job failed"}
 
@@ -71,10 +71,11 @@ class SelectorWatcher:
 
 
 class _Running:
-    __slots__ = ("lane", "job_id", "step", "proc")
+    __slots__ = ("lane", "job_id", "step", "proc", "watched")
 
     def __init__(self, lane: str, job_id: str, step: Pending, proc: ShellProcess):
         self.lane, self.job_id, self.step, self.proc = lane, job_id, step, proc
+        self.watched: tuple[int, ...] = ()
 
 
 class JobRunner:
@@ -179,9 +180,21 @@ class JobRunner:
         run = _Running(lane, job_id, step, proc)
         self.active.add(lane)
         self.running.append(run)
-        for fd in proc.fds():
-            self.procs[fd] = run
-            self.watcher.watch(fd)
+        self._sync(run)
+
+    def _sync(self, run: _Running) -> None:
+        """Watch exactly the fds the process wants watched now."""
+        want = tuple(run.proc.fds())
+        if want == run.watched:
+            return
+        for fd in run.watched:
+            if fd not in want:
+                self._unwatch(fd)
+        for fd in want:
+            if fd not in run.watched:
+                self.procs[fd] = run
+                self.watcher.watch(fd)
+        run.watched = want
 
     def _finish(self, lane: str, job_id: str, out: Outcome) -> bool:
         """Record and report one result; False when the lane stops here."""
@@ -246,24 +259,24 @@ class JobRunner:
             if run.proc.done:
                 continue  # ended while handling another one's events
             try:
-                closed = run.proc.on_ready()
+                run.proc.on_ready()
             except OSError as exc:  # a pipe gone bad: stop waiting for its output
                 log.warning("job %s: reading its output failed: %s", run.job_id, exc)
-                closed = list(run.proc.pipes)
                 run.proc.pipes.clear()
-            for c in closed:
-                self._unwatch(c)
-            if run.proc.done:
-                self._ended(run)
+            self._step(run)
+
+    def _step(self, run: _Running) -> None:
+        if run.proc.done:
+            self._ended(run)
+        else:
+            self._sync(run)
 
     def tick(self) -> None:
         """Deadlines and the cache flush; the loop calls it by ``next_deadline``."""
         now = time.monotonic()
         for run in [r for r in self.running if r.proc.next_check() <= now]:
-            for fd in run.proc.check_time(now):
-                self._unwatch(fd)
-            if run.proc.done:
-                self._ended(run)
+            run.proc.check_time(now)
+            self._step(run)
         if now >= self.next_flush:
             self.cache.flush()
             self.next_flush = now + FLUSH_EVERY
@@ -273,8 +286,9 @@ class JobRunner:
             self.watcher.unwatch(fd)
 
     def _ended(self, run: _Running) -> None:
-        for fd in run.proc.fds():
+        for fd in run.watched:
             self._unwatch(fd)
+        run.watched = ()
         self.running.remove(run)
         try:
             out = conclude(run.step, run.proc.result(), self.state, self.cache)
@@ -315,7 +329,7 @@ class JobRunner:
         self.copier.stopping.set()
         kill_running()  # a stopped agent leaves no job processes behind
         for run in list(self.running):
-            for fd in run.proc.fds():
+            for fd in run.watched:
                 self._unwatch(fd)
             run.proc.result()
         self.running.clear()

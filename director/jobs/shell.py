@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 OUTPUT_CAP = 1024 * 1024
 KILL_GRACE = 5.0        # after SIGKILL to the group, wait this long for the pipes to close
+PIPE_GRACE = 0.01       # a job's pipes are watched once it has run this long (see ShellProcess)
 REAP_EVERY = 0.01       # without a pidfd: how often to look for the exit
 
 RUNNING: set[int] = set()  # process groups of RUNs in progress, killed when the agent stops
@@ -45,9 +46,14 @@ def _killpg(pgid: int) -> None:
 class ShellProcess:
     """One running ``/bin/sh -c COMMAND``; feed it readiness events until ``done``.
 
+    At first only the exit (a pidfd) is watched: a short job then costs one
+    wake-up, which drains its pipes and reaps it together.  Its pipes are watched
+    too once it has run ``PIPE_GRACE`` (or exited with a pipe still held open), so
+    a job with a lot to say never blocks on a full pipe for longer than that.
     Output beyond the cap is read and dropped, so memory stays bounded.  On
     timeout the whole process group is killed; a grandchild that left the group
     and still holds a pipe is given ``KILL_GRACE`` seconds, then abandoned.
+    Callers watch ``fds()`` after every call: the set changes as the job goes.
     """
 
     def __init__(self, command: str, cwd: str, env: dict | None, timeout: float):
@@ -65,18 +71,26 @@ class ShellProcess:
             self.pidfd = None
         self.exited = False
         self.timed_out = False
-        self.deadline = time.monotonic() + timeout
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.watch_pipes = self.pidfd is None  # without a pidfd, pipe EOF is the only sign
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def fds(self) -> list[int]:
-        """File descriptors to watch for reading."""
-        return [*self.pipes, *([self.pidfd] if self.pidfd is not None and not self.exited else [])]
+        """File descriptors to watch for reading now."""
+        out = list(self.pipes) if self.watch_pipes else []
+        if self.pidfd is not None and not self.exited:
+            out.append(self.pidfd)
+        return out
 
-    def on_ready(self) -> list[int]:
+    def on_ready(self) -> None:
         """Something of ours is readable: take what every pipe has and look for the
-        exit, so one wake-up usually finishes a short job.  Returns the fds the
-        caller should stop watching.  Readiness is checked, never trusted: an event
-        may be stale (fd numbers are reused)."""
-        closed = []
+        exit.  Readiness is checked, never trusted: an event may be stale (fd
+        numbers are reused), so reads never block and the exit is asked of the
+        kernel."""
         for fd, buf in list(self.pipes.items()):
             while True:
                 try:
@@ -85,15 +99,13 @@ class ShellProcess:
                     break
                 if not data:
                     del self.pipes[fd]
-                    closed.append(fd)
                     break
                 if len(buf) <= OUTPUT_CAP:
                     buf += data
-        if not self.pipes and not self.exited:
+        if not self.exited and (self.pidfd is not None or not self.pipes):
             self.exited = self.proc.poll() is not None
-            if self.exited and self.pidfd is not None:
-                closed.append(self.pidfd)
-        return closed
+        if self.exited and self.pipes:  # something it started still holds a pipe
+            self.watch_pipes = True
 
     @property
     def done(self) -> bool:
@@ -101,27 +113,30 @@ class ShellProcess:
 
     def next_check(self) -> float:
         """When ``check_time`` must run next (monotonic seconds)."""
+        if not self.watch_pipes:
+            return min(self.deadline, self.started + PIPE_GRACE)
         if self.pidfd is None and not self.pipes and not self.exited:
             return min(self.deadline, time.monotonic() + REAP_EVERY)
         return self.deadline
 
-    def check_time(self, now: float) -> list[int]:
-        """Enforce the deadline (and, without a pidfd, look for the exit); returns
-        fds the caller should stop watching."""
+    def check_time(self, now: float) -> None:
+        """Start watching the pipes after the grace, enforce the deadline (and,
+        without a pidfd, look for the exit)."""
+        if not self.watch_pipes and now >= self.started + PIPE_GRACE:
+            self.watch_pipes = True
+            self.on_ready()
         if self.pidfd is None and not self.pipes and not self.exited:
             self.exited = self.proc.poll() is not None
         if now < self.deadline or self.done:
-            return []
+            return
         if not self.timed_out:
             self.timed_out = True
             _killpg(self.proc.pid)
             self.deadline = now + KILL_GRACE
-            return []
+            return
         # the group is dead but something outside it still holds a pipe: give up on it
-        dropped = self.fds()
         self.pipes.clear()
         self.exited = True
-        return dropped
 
     def result(self) -> Ran:
         """Reap the process and close everything; call once ``done``."""
@@ -145,17 +160,23 @@ class ShellProcess:
 def run_shell(command: str, cwd: str, env: dict | None, timeout: float) -> Ran:
     """Run to the end, blocking: a ShellProcess driven by a private selector."""
     proc = ShellProcess(command, cwd, env, timeout)
+    watched: set[int] = set()
     with selectors.DefaultSelector() as sel:
-        for fd in proc.fds():
-            sel.register(fd, selectors.EVENT_READ)
         try:
-            while not proc.done:
-                now = time.monotonic()
-                for fd in proc.check_time(now):
+            while True:
+                want = set(proc.fds())
+                for fd in watched - want:
                     sel.unregister(fd)
-                if sel.select(max(0.0, proc.next_check() - now)):
-                    for fd in proc.on_ready():
-                        sel.unregister(fd)
+                for fd in want - watched:
+                    sel.register(fd, selectors.EVENT_READ)
+                watched = want
+                if proc.done:
+                    break
+                if sel.select(max(0.0, proc.next_check() - time.monotonic())):
+                    proc.on_ready()
+                now = time.monotonic()
+                if now >= proc.next_check():
+                    proc.check_time(now)
         except BaseException:
             proc.kill()
             raise

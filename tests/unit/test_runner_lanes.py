@@ -174,7 +174,7 @@ def test_close_kills_running_processes(tmp_path):
     r = JobRunner(agent)
     _job(r, "s1", "RUN sleep 30 & echo $!; wait")
     drive(r, 0.3)
-    pids = [run.proc.proc.pid for run in r.running]
+    pids = [run.proc.pid for run in r.running]
     assert len(pids) == 1
     assert r.close()
     assert r.running == [] and r.procs == {}
@@ -211,3 +211,12 @@ def test_results_of_a_stream_share_messages_and_a_lone_one_goes_at_once(runner):
     while len(runner.agent.sent) == sent and time.monotonic() < deadline:
         drive(runner, 0.05)
     assert runner.agent.sent[-1][1]["job_id"] == "lone"
+
+
+def test_output_of_a_background_child_after_the_shell_exits_is_kept(runner):
+    """The shell exits first (its pidfd fires) while a child it started still writes:
+    the job ends when the pipes close, with all the output."""
+    _job(runner, "bg", "RUN (sleep 0.3; echo late) & echo early")
+    res = _results(runner, 1)
+    assert res["bg"]["status"] == "success"
+    assert res["bg"]["stdout"] == "early\nlate\n"
