@@ -8,8 +8,6 @@ or option that caused it.  Pure apart from reading the config file and the host 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import ipaddress
 import math
 import os
 import re
@@ -19,7 +17,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-import yaml
 
 from director.errors import ConfigError, KeyFileError, NameError_
 from director.trust.keyfmt import parse_public_key
@@ -171,6 +168,8 @@ def _layer(raw: Mapping[str, object], source: str, path: str | None) -> dict[str
 
 
 def _unknown(key: object, where: str) -> ConfigError:
+    import difflib
+
     close = difflib.get_close_matches(str(key), list(FIELDS), n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return ConfigError(f"{where}unknown key {str(key)!r} ({hint}known: {KNOWN})")
@@ -178,6 +177,8 @@ def _unknown(key: object, where: str) -> ConfigError:
 
 def _read_file(path: str) -> dict[str, object]:
     """Read and shape-check a YAML config file (keys normalised, nulls dropped)."""
+    import yaml  # here, not at the top: most commands run without a config file
+
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
@@ -343,6 +344,8 @@ def parse_address(address: str, default_port: int = 5555) -> tuple[str, int]:
         host, sep, rest = text.partition(":")
         port_text, v6 = (rest if sep else None), False
     if v6:
+        import ipaddress
+
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError:

@@ -16,3 +16,6 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 export PATH="$venv/bin:$PATH"
+# Byte-compile the package (the editable install does not, and PYTHONDONTWRITEBYTECODE
+# may forbid writing .pyc on import): every `director` start-up then skips compiling.
+"$venv/bin/python" -m compileall -q "$root/director" >/dev/null 2>&1 || true

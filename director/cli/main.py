@@ -6,7 +6,6 @@ command imports what it needs when it runs, so ``director exec`` stays fast.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Any
@@ -37,20 +36,25 @@ class Ctx:
         self.config_path = config_path
         self._effective = None
 
-    def effective(self, **overrides: Any):
+    def effective(self, log: bool = False, **overrides: Any):
+        """The settings; ``log`` also configures logging (long-running commands:
+        the others print one line and exit, and spare the import)."""
         from director.config import load_settings
 
         cli = dict(self.cli)
         cli.update({k: v for k, v in overrides.items() if v is not None})
         eff = load_settings(cli=cli, environ=os.environ, config_path=self.config_path)
-        _setup_logging(eff.settings.log_level)
+        if log:
+            _setup_logging(eff.settings.log_level)
         return eff
 
-    def settings(self, **overrides: Any):
-        return self.effective(**overrides).settings
+    def settings(self, log: bool = False, **overrides: Any):
+        return self.effective(log, **overrides).settings
 
 
 def _setup_logging(level: str) -> None:
+    import logging
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
@@ -73,7 +77,7 @@ def cli(ctx: click.Context, config_path: str | None, **settings: Any) -> None:
     """Director: zero-trust deployment and operations over ZeroMQ CURVE."""
     ctx.obj = Ctx(settings, config_path)
     if ctx.invoked_subcommand is None:
-        mode = ctx.obj.settings().mode
+        mode = ctx.obj.settings(log=True).mode
         from director.cli import run_cmds
 
         ctx.invoke(run_cmds.server if mode == "server" else run_cmds.client)

@@ -14,7 +14,7 @@ def server(obj) -> None:
     """Run the server in the foreground (logs to stderr)."""
     from director.server.daemon import run_server
 
-    raise SystemExit(run_server(obj.settings()))
+    raise SystemExit(run_server(obj.settings(log=True)))
 
 
 @click.command()
@@ -22,7 +22,7 @@ def server(obj) -> None:
 @click.pass_obj
 def client(obj, token: str | None) -> None:
     """Run the node agent in the foreground; reconnects by itself."""
-    settings = obj.settings(enroll_token=token)
+    settings = obj.settings(log=True, enroll_token=token)
     from director.client import pinning
 
     if settings.enroll_token and pinning.load(settings.home) is None:

@@ -90,7 +90,7 @@ def enroll(obj, server_addr: str, token: str | None, server_key: str | None, wai
     """Create this node's key if missing, pin the server key and ask to join."""
     from director.client.enroll import enroll as do_enroll
 
-    settings = obj.settings(enroll_token=token)
+    settings = obj.settings(log=True, enroll_token=token)
     token = token or settings.enroll_token or None
     if token and server_key:
         raise click.UsageError("give --token or --server-key, not both")

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nacl.public import PrivateKey
 
 from director.errors import KeyFileError
 from director.trust.keyfmt import fingerprint, key_to_z85, z85_to_key
@@ -47,6 +46,8 @@ class KeyPair:
 
 
 def generate() -> KeyPair:
+    from nacl.public import PrivateKey  # here: the CLI's control path never needs nacl
+
     sk = PrivateKey.generate()
     return KeyPair(public=bytes(sk.public_key), secret=bytes(sk))
 
@@ -137,6 +138,8 @@ def load(home: str | Path) -> KeyPair:
         raise KeyFileError(f"cannot read secret key {secret_path}: {type(exc).__name__}") from None
     except KeyFileError:
         raise KeyFileError(f"secret key {secret_path} is malformed") from None
+    from nacl.public import PrivateKey
+
     public = bytes(PrivateKey(secret).public_key)
     public_path = kdir / PUBLIC_FILE
     if public_path.exists():
