@@ -516,7 +516,10 @@ def bench_jobs(sec: Section, quick: bool) -> None:
         asyncf = work / "async.yaml"
         asyncf.write_text("".join(f"- async: true\n  jobs:\n    - RUN: --skip-cache {ECHO}\n"
                                   for _ in range(njobs)))
-        for label, path in (("linear", linear), ("async", asyncf)):
+        # Each mode twice, alternating, best kept: the raw limit is also the best of two
+        # runs, and these shared VMs swing by 15% from one run to the next.
+        runs = 1 if quick else 2
+        for label, path in (("linear", linear), ("async", asyncf)) * runs:
             time.sleep(1.0)
             cpu0, cpuc0, cli0 = mesh.cpu(), mesh.cpu(children=True), children_cpu()
             t0 = time.perf_counter()
@@ -562,13 +565,23 @@ def bench_jobs(sec: Section, quick: bool) -> None:
     raw_split = (f"server {rc['cpu_server'] / (2 * total) * 1000:.2f}, workers "
                  f"{rc['cpu_workers'] / (2 * total) * 1000:.2f}, /bin/sh "
                  f"{rc['cpu_sh'] / (2 * total) * 1000:.2f}")
-    for label, wall, ok, problem, info in measured:
+    walls: dict[str, list[float]] = {}
+    best_runs: dict[str, tuple] = {}
+    for entry in measured:
+        walls.setdefault(entry[0], []).append(entry[1])
+        if entry[0] not in best_runs or entry[1] < best_runs[entry[0]][1]:
+            best_runs[entry[0]] = entry
+    for label, wall, ok, problem, info in best_runs.values():
+        ok = min(e[2] for e in measured if e[0] == label)  # every run must be complete
+        problem = "; ".join(e[3] for e in measured if e[0] == label and e[3])
         ratio = wall / raw_best
         what = ("Directorfile, one lane" if label == "linear" else "YAML, async items")
         sec.rows.append(Row(
             f"Director {label} ({what})", f"{wall:.2f} s ({total / wall:,.0f} jobs/s)",
             f"{raw_best:.2f} s", f"{ratio:.2f}×", "≤ 1.25×", ratio <= 1.25 and ok == total,
-            note=f"{ok}/{total} success" + (f"; {problem}" if problem else "")))
+            note=f"{ok}/{total} success" + (f"; {problem}" if problem else "")
+            + (f"; runs: {', '.join(f'{w:.2f}' for w in walls[label])} s"
+               if len(walls[label]) > 1 else "")))
         cpu_job = (info["server"] + info["clients"] + info["sh"] + info["cli"]) / total
         split = (f"server {info['server'] / total * 1000:.2f}, clients "
                  f"{info['clients'] / total * 1000:.2f}, /bin/sh "
@@ -585,9 +598,10 @@ def bench_jobs(sec: Section, quick: bool) -> None:
             f"server keeps a window of jobs in flight).")
     sec.notes.insert(0, "Director figures are the wall time of `director orchestrate --wait "
                         "--json FILE` (CLI start-up, file parsing and the JSON of every result "
-                        "included); the ratio is against the best raw figure (raw measured "
-                        "before and after Director). directord takes about 19 s for the full "
-                        "workload on these machines (issue 3).")
+                        "included), the best of two runs of each mode (alternating); the ratio "
+                        "is against the best raw figure (raw measured before and after "
+                        "Director). directord takes about 19 s for the full workload on these "
+                        "machines (issue 3).")
 
 
 # ----------------------------------------------------------------------------------------

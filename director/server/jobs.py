@@ -107,6 +107,8 @@ class JobManager:
         open_counts: dict[str, int] = {}
         lane_no = 0
         seq = 0
+        step_targets: list[str] | None = None   # the last target list, and its JSON
+        targets_json = ""
         sync_lane = f"{orch}.0"
         for si, step in enumerate(steps):
             if not isinstance(step, dict):
@@ -134,13 +136,20 @@ class JobManager:
                 if instr.options.run_once:
                     up = [n for n in names if n in online]
                     chosen = (up or names)[:1]
+                instruction = dumps(instr.to_dict())
+                if step_targets is not chosen:
+                    step_targets, targets_json = chosen, dumps(chosen)
                 jobs.append({"id": job_id, "orch": orch, "lane": lane, "seq": seq,
                              "verb": instr.verb, "summary": instr.describe(200),
-                             "instruction": dumps(instr.to_dict()),
+                             "instruction": instruction,
                              "hash_extra": extra.get("hash_extra", ""),
-                             "created": now, "targets": dumps(chosen)})
-                bodies[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
-                                      lane=lane, seq=seq, **extra)[2]
+                             "created": now, "targets": targets_json})
+                if extra:
+                    bodies[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
+                                          lane=lane, seq=seq, **extra)[2]
+                else:  # the common case, assembled from the JSON just made (ids are hex)
+                    bodies[job_id] = (f'{{"job_id":"{job_id}","instruction":{instruction},'
+                                      f'"lane":"{lane}","seq":{seq}}}').encode()
                 open_counts[job_id] = len(chosen)
                 for name in chosen:
                     rows.append((job_id, accepted[name], name, "queued"))

@@ -61,8 +61,9 @@ class JobStore:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "INSERT INTO jobs(id,orch,lane,seq,verb,summary,instruction,hash_extra,created,targets)"
-                " VALUES(:id,:orch,:lane,:seq,:verb,:summary,:instruction,:hash_extra,:created,:targets)",
-                list(jobs))
+                " VALUES(?,?,?,?,?,?,?,?,?,?)",
+                [(j["id"], j["orch"], j["lane"], j["seq"], j["verb"], j["summary"],
+                  j["instruction"], j["hash_extra"], j["created"], j["targets"]) for j in jobs])
             self.conn.executemany(
                 "INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)", list(results))
 
