@@ -36,7 +36,7 @@ log = logging.getLogger("director.runner")
 MAX_PROCESSES = 8      # RUN processes at once; more lanes wait for a free slot
 COPY_WORKERS = 4
 FLUSH_EVERY = 0.5
-RESULT_DELAY = 0.005   # a result waits at most this long for others to share its message
+RESULT_DELAY = 0.02   # a result waits at most this long for others to share its message
 RESULT_BATCH = 64
 GONE = {"status": "cancelled", "error": "an earlier job failed"}
 
