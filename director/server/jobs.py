@@ -43,6 +43,12 @@ class Waiter:
     names: dict[str, str]                 # node key -> name at submission
     remaining: int
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    expect: dict[str, int] = field(default_factory=dict)   # job id -> nodes it went to
+    encoded: dict[str, str] = field(default_factory=dict)  # job id -> its finished document
+    failed: int = 0
+
+    def __post_init__(self) -> None:
+        self.by_id = {j["id"]: j for j in self.jobs}
     counts: dict[str, int] = field(default_factory=dict)
     last_event: float = 0.0
     bytes_sent: int = 0
@@ -173,7 +179,7 @@ class JobManager:
         if args.get("wait"):
             names = {accepted[n]: n for n in accepted}
             self.waiters[orch] = Waiter(rid, jobs, names, len(tasks),
-                                        results={j: [] for j in ids})
+                                        results={j: [] for j in ids}, expect=open_counts)
             self.server.event(rid, "submitted", {"orch": orch, "jobs": ids, "tasks": len(tasks)})
             self.pump()
             return DEFERRED
@@ -293,26 +299,35 @@ class JobManager:
         w = self.waiters.get(orch)
         if w is not None:
             row = self.dirty[(task.job_id, task.node)]
-            w.results[task.job_id].append({**row, "name": w.names.get(task.node, "")})
+            got = w.results[task.job_id]
+            got.append({**row, "name": w.names.get(task.node, "")})
+            if len(got) >= w.expect.get(task.job_id, 0):
+                self._encode_doc(w, task.job_id)
             w.remaining -= 1
             w.counts[fields["status"]] = w.counts.get(fields["status"], 0) + 1
             if w.remaining <= 0:
                 self._finish_waiter(orch, w)
 
     # -- waiting operators ------------------------------------------------------------
-    def _finish_waiter(self, orch: str, w: Waiter) -> None:
+    def _encode_doc(self, w: Waiter, job_id: str) -> None:
+        """A job every node answered: its document, encoded now rather than all at the
+        end, when the nodes would sit idle while it is done."""
         from director.server.jobviews import job_doc
 
+        doc = job_doc(w.by_id[job_id], sorted(w.results.pop(job_id, []), key=lambda r: r["name"]))
+        w.failed += doc["status"] != "success"
+        w.encoded[job_id] = json.dumps(doc)
+
+    def _finish_waiter(self, orch: str, w: Waiter) -> None:
         del self.waiters[orch]
-        docs = []
         for job in w.jobs:
-            results = sorted(w.results[job["id"]], key=lambda r: r["name"])
-            docs.append(job_doc(job, results))
-        failed = sum(d["status"] != "success" for d in docs)
+            if job["id"] not in w.encoded:
+                self._encode_doc(w, job["id"])
         # The documents go as one JSON payload frame, encoded the way `--json` prints
-        # them, so the CLI can write it out without decoding and re-encoding it.
-        self.server.reply(w.rid, payload=(json.dumps(docs).encode(),), ok=True,
-                          result_json=True, failed=failed)
+        # them (json.dumps of the list), so the CLI writes it out as it is.
+        body = "[" + ", ".join(w.encoded[j["id"]] for j in w.jobs) + "]"
+        self.server.reply(w.rid, payload=(body.encode(),), ok=True, result_json=True,
+                          failed=w.failed)
 
     def _progress(self, force: bool) -> None:
         now = time.monotonic()
