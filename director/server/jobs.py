@@ -11,7 +11,6 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from director.errors import DirectorError, ProtocolError
@@ -20,6 +19,7 @@ from director.jobs.targets import match_targets
 from director.protocol.frames import MAX_BATCH, Message, batch, make, unbatch
 from director.server.jobstore import JobStore, dumps
 from director.server.scheduler import FINAL, Scheduler, Task
+from director.server.waiters import Waiter
 from director.server.manifests import ManifestBuilder, copy_jobs
 from director.transfer.chunking import read_chunk
 
@@ -31,27 +31,6 @@ MAX_OUT = 1024 * 1024
 GRACE = 30.0
 PROGRESS_EVERY = 0.2
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
-
-
-@dataclass
-class Waiter:
-    """An operator waiting for an orchestration; its documents are built as results
-    arrive, so the last result is answered without reading everything back."""
-
-    rid: bytes
-    jobs: list[dict[str, Any]]            # job rows, as stored
-    names: dict[str, str]                 # node key -> name at submission
-    remaining: int
-    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    expect: dict[str, int] = field(default_factory=dict)   # job id -> nodes it went to
-    encoded: dict[str, str] = field(default_factory=dict)  # job id -> its finished document
-    failed: int = 0
-
-    def __post_init__(self) -> None:
-        self.by_id = {j["id"]: j for j in self.jobs}
-    counts: dict[str, int] = field(default_factory=dict)
-    last_event: float = 0.0
-    bytes_sent: int = 0
 
 
 class JobManager:
@@ -178,8 +157,7 @@ class JobManager:
         log.info("orchestration %s: %d job(s), %d task(s)", orch, len(ids), len(tasks))
         if args.get("wait"):
             names = {accepted[n]: n for n in accepted}
-            self.waiters[orch] = Waiter(rid, jobs, names, len(tasks),
-                                        results={j: [] for j in ids}, expect=open_counts)
+            self.waiters[orch] = Waiter(rid, jobs, names, len(tasks), open_counts)
             self.server.event(rid, "submitted", {"orch": orch, "jobs": ids, "tasks": len(tasks)})
             self.pump()
             return DEFERRED
@@ -297,45 +275,18 @@ class JobManager:
         else:
             self.open[task.job_id] = left
         w = self.waiters.get(orch)
-        if w is not None:
-            row = self.dirty[(task.job_id, task.node)]
-            got = w.results[task.job_id]
-            got.append({**row, "name": w.names.get(task.node, "")})
-            if len(got) >= w.expect.get(task.job_id, 0):
-                self._encode_doc(w, task.job_id)
-            w.remaining -= 1
-            w.counts[fields["status"]] = w.counts.get(fields["status"], 0) + 1
-            if w.remaining <= 0:
-                self._finish_waiter(orch, w)
+        if w is not None and w.add(task.node, self.dirty[(task.job_id, task.node)]):
+            del self.waiters[orch]
+            self.server.reply(w.rid, payload=(w.payload(),), ok=True, result_json=True,
+                              failed=w.failed)
 
     # -- waiting operators ------------------------------------------------------------
-    def _encode_doc(self, w: Waiter, job_id: str) -> None:
-        """A job every node answered: its document, encoded now rather than all at the
-        end, when the nodes would sit idle while it is done."""
-        from director.server.jobviews import job_doc
-
-        doc = job_doc(w.by_id[job_id], sorted(w.results.pop(job_id, []), key=lambda r: r["name"]))
-        w.failed += doc["status"] != "success"
-        w.encoded[job_id] = json.dumps(doc)
-
-    def _finish_waiter(self, orch: str, w: Waiter) -> None:
-        del self.waiters[orch]
-        for job in w.jobs:
-            if job["id"] not in w.encoded:
-                self._encode_doc(w, job["id"])
-        # The documents go as one JSON payload frame, encoded the way `--json` prints
-        # them (json.dumps of the list), so the CLI writes it out as it is.
-        body = "[" + ", ".join(w.encoded[j["id"]] for j in w.jobs) + "]"
-        self.server.reply(w.rid, payload=(body.encode(),), ok=True, result_json=True,
-                          failed=w.failed)
-
     def _progress(self, force: bool) -> None:
         now = time.monotonic()
         for w in self.waiters.values():
             if force or now - w.last_event >= PROGRESS_EVERY:
                 w.last_event = now
-                self.server.event(w.rid, "progress", {"remaining": w.remaining,
-                                                      "bytes_sent": w.bytes_sent, **w.counts})
+                self.server.event(w.rid, "progress", w.progress())
 
     def tick(self, now: float) -> None:
         self.flush()

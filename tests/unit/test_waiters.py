@@ -1,0 +1,63 @@
+"""director.server.waiters: documents built as results arrive, answered as --json prints."""
+
+from __future__ import annotations
+
+import json
+
+from director.server.jobstore import dumps
+from director.server.jobviews import job_doc
+from director.server.waiters import Waiter
+
+
+def _job(job_id: str, targets: list[str]) -> dict:
+    return {"id": job_id, "orch": "o1", "lane": "o1.0", "seq": 1, "verb": "RUN",
+            "summary": f"RUN echo {job_id}", "instruction": dumps({"verb": "RUN"}),
+            "hash_extra": "", "created": 100.0, "targets": dumps(targets)}
+
+
+def _row(job_id: str, node: str, status: str = "success", out: str = "hi\n") -> dict:
+    return {"job_id": job_id, "node": node, "status": status, "rc": 0 if status == "success"
+            else 1, "stdout": out, "stderr": "", "cached": 0, "exec_time": 0.01,
+            "roundtrip_time": 0.02, "transfer": None, "error": "", "sent": 101.0,
+            "finished": 102.0}
+
+
+def _waiter() -> Waiter:
+    jobs = [_job("j1", ["a", "b"]), _job("j2", ["a", "b"])]
+    return Waiter(b"rid", jobs, {"ka": "a", "kb": "b"}, remaining=4,
+                  expect={"j1": 2, "j2": 2})
+
+
+def test_answer_is_json_dumps_of_the_documents_in_submission_order():
+    w = _waiter()
+    # results arrive out of order, across jobs and nodes
+    assert not w.add("kb", _row("j2", "kb"))
+    assert not w.add("kb", _row("j1", "kb", out="from b\n"))
+    assert not w.add("ka", _row("j1", "ka"))
+    assert "j1" in w.encoded and "j2" not in w.encoded  # j1 is complete: encoded already
+    assert w.add("ka", _row("j2", "ka", status="failed"))
+    expected = []
+    for job, rows in ((_job("j1", ["a", "b"]), [("ka", _row("j1", "ka")),
+                                                 ("kb", _row("j1", "kb", out="from b\n"))]),
+                      (_job("j2", ["a", "b"]), [("ka", _row("j2", "ka", status="failed")),
+                                                 ("kb", _row("j2", "kb"))])):
+        expected.append(job_doc(job, [{**r, "name": {"ka": "a", "kb": "b"}[k]} for k, r in rows]))
+    assert w.payload() == json.dumps(expected).encode()
+    docs = json.loads(w.payload())
+    assert [d["id"] for d in docs] == ["j1", "j2"]
+    assert list(docs[0]["results"]) == ["a", "b"] and docs[1]["status"] == "failed"
+    assert w.failed == 1
+    assert w.counts == {"success": 3, "failed": 1}
+
+
+def test_progress_counts_statuses():
+    w = _waiter()
+    w.add("ka", _row("j1", "ka"))
+    w.bytes_sent = 10
+    assert w.progress() == {"remaining": 3, "bytes_sent": 10, "success": 1}
+
+
+def test_a_job_that_went_nowhere_still_gets_its_document():
+    w = Waiter(b"rid", [_job("j1", [])], {}, remaining=0, expect={"j1": 0})
+    docs = json.loads(w.payload())
+    assert docs[0]["id"] == "j1" and docs[0]["results"] == {}
