@@ -114,8 +114,8 @@ class JobManager:
                 job_id = f"{orch}{seq:04x}" if len(steps) > 1 or len(step.get("jobs")) > 1 else orch
                 extra: dict[str, Any] = {}
                 if instr.verb in ("COPY", "ADD"):
-                    manifest, paths = built[(si, ji)]
-                    copies[job_id] = (manifest, paths, set())
+                    manifest, paths, vouched = built[(si, ji)]
+                    copies[job_id] = (manifest, paths, set(vouched))
                     extra = {"manifest": manifest.to_dict(), "hash_extra": manifest.digest()}
                 chosen = names
                 if instr.options.run_once:

@@ -18,9 +18,10 @@ from typing import Any
 
 from director.errors import DirectorError
 from director.jobs.dsl import Instruction
-from director.transfer.chunking import DigestCache, Manifest, build_manifest
+from director.transfer.chunking import DigestCache, Manifest, build_manifest, vouched_chunks
 
-Built = dict[tuple[int, int], tuple[Manifest, tuple[Path, ...]]]
+# (step, job) -> (manifest, local path of each file, read_chunk keys vouched for)
+Built = dict[tuple[int, int], tuple[Manifest, tuple[Path, ...], set]]
 
 
 @dataclass
@@ -64,9 +65,11 @@ class ManifestBuilder:
             base = args.get("base")
             if not isinstance(base, str) or not base.startswith("/"):
                 raise DirectorError("COPY needs the directory sources are relative to")
-            built = {pos: build_manifest(list(i.sources), i.dest, base=Path(base),
-                                         chunk_size=self.chunk_size, cache=self.digests)
-                     for pos, i in copies}
+            built = {}
+            for pos, i in copies:
+                manifest, paths = build_manifest(list(i.sources), i.dest, base=Path(base),
+                                                 chunk_size=self.chunk_size, cache=self.digests)
+                built[pos] = (manifest, paths, vouched_chunks(manifest, paths, self.digests))
             self.done.put(Ready(rid, args, built, None))
         except DirectorError as exc:
             self.done.put(Ready(rid, args, None, exc))

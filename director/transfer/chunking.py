@@ -27,6 +27,7 @@ from director.transfer.hashing import (
 __all__ = [  # the transfer API for callers, including what hashing.py provides
     "DigestCache", "FileEntry", "Manifest", "build_manifest", "check_rel", "digest_of",
     "hash_fd", "hash_file", "hasher", "is_digest", "open_regular", "pread_full", "read_chunk",
+    "vouched_chunks",
 ]
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -282,12 +283,26 @@ def build_manifest(sources: Sequence[str], dest: str, *, base: Path,
     return Manifest(dest, chunk_size, tuple(entries), dir_rels), tuple(paths)
 
 
+def vouched_chunks(manifest: Manifest, paths: Sequence[Path], cache: DigestCache) -> set:
+    """``read_chunk``'s ``verified`` keys for the files whose digests ``cache`` took
+    under their current stat: the manifest was just built from them, so serving
+    them unchanged needs no second hashing of the whole source."""
+    seed = set()
+    for entry, path in zip(manifest.files, paths):
+        key = cache.vouched(path, manifest.chunk_size, entry.chunks)
+        if key is not None:
+            seed.update((key, i) for i in range(len(entry.chunks)))
+    return seed
+
+
 def read_chunk(path: Path, entry: FileEntry, index: int, chunk_size: int,
                verified: set | None = None) -> bytes:
     """Chunk ``index`` of a manifest file, verified against the manifest (serve side).
 
-    With ``verified`` (one set per job), a chunk already checked is not hashed
-    again while its file's stat is unchanged: fan-out to N nodes hashes once.
+    With ``verified`` (one set per job), a chunk already checked -- or vouched for
+    by the digest cache under the same stat -- is not hashed again while its
+    file's stat is unchanged: fan-out to N nodes hashes at most once.  The node
+    checks every chunk it receives in any case.
     """
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(entry.chunks):
         raise TransferError(f"chunk index {index!r} out of range for {entry.rel or 'file'!r}")

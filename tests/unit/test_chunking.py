@@ -14,6 +14,7 @@ from director.errors import ProtocolError, TransferError
 from director.transfer import chunking
 from director.transfer.chunking import (
     DigestCache, FileEntry, Manifest, build_manifest, digest_of, hash_file, read_chunk,
+    vouched_chunks,
 )
 
 CS = 4096
@@ -292,3 +293,30 @@ def test_literal_name_with_glob_characters(tmp_path):
     write(tmp_path / "src" / "file[1].txt", b"x")
     m, _ = build(tmp_path, ["file[1].txt"], "/etc/f")
     assert [f.rel for f in m.files] == [""] and m.files[0].digest == ref(b"x")
+
+
+def test_vouched_chunks_spare_the_serve_side_hashing_until_the_stat_changes(tmp_path):
+    """Chunks of a file whose digests the cache took under its current stat are served
+    without hashing again; once the stat changes, every chunk is checked again."""
+    path = write(tmp_path / "src" / "f", b"a" * CS * 2)
+    cache = DigestCache()
+    m, paths = build_manifest(["f"], "/f", base=tmp_path / "src", chunk_size=CS, cache=cache)
+    seed = vouched_chunks(m, paths, cache)
+    assert len(seed) == 2
+    # Same size, same mtime, other bytes: only a stat-preserving edit could do this, and
+    # the node's own per-chunk check is what catches it; the server trusts the stat.
+    st = os.stat(path)
+    path.write_bytes(b"a" * CS + b"b" * CS)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert read_chunk(paths[0], m.files[0], 1, CS, set(seed)) == b"b" * CS
+    # A normal edit changes the mtime: the seed no longer applies and the change shows.
+    path.write_bytes(b"a" * CS + b"c" * CS)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(TransferError, match="changed"):
+        read_chunk(paths[0], m.files[0], 1, CS, set(seed))
+
+
+def test_vouched_chunks_skip_files_the_cache_does_not_hold(tmp_path):
+    write(tmp_path / "src" / "f", b"x" * 10)
+    m, paths = build_manifest(["f"], "/f", base=tmp_path / "src", chunk_size=CS)
+    assert vouched_chunks(m, paths, DigestCache()) == set()
