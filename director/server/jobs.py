@@ -21,7 +21,6 @@ from director.server.jobstore import JobStore, dumps
 from director.server.scheduler import FINAL, Scheduler, Task
 from director.server.waiters import Waiter
 from director.server.manifests import ManifestBuilder, copy_jobs
-from director.transfer.chunking import read_chunk
 
 if TYPE_CHECKING:
     from director.server.daemon import Server
@@ -325,36 +324,9 @@ class JobManager:
 
     # -- transfers ----------------------------------------------------------------------
     def on_chunk_req(self, key: str, rid: bytes, msg: Message) -> None:
-        """Serve chunks of a manifest this node was sent, for a job in flight there."""
-        job_id = msg.get("job_id")
-        copy = self.copies.get(job_id)
-        wanted = msg.get("chunks")
-        if copy is None or not self.sched.in_flight(key, job_id) or len(wanted) > 64:
-            log.warning("refused chunk request for job %s from %s", str(job_id)[:32],
-                        self.server._who(key))
-            return
-        manifest, paths, verified = copy
-        from director.net.transport import send_to
+        from director.server.chunkserve import serve_chunks
 
-        for item in wanted:
-            if (not isinstance(item, list) or len(item) != 2
-                    or not all(isinstance(i, int) and not isinstance(i, bool) for i in item)
-                    or not 0 <= item[0] < len(manifest.files)):
-                send_to(self.server.router, rid, make("CHUNK_ERR", job_id=job_id, file=-1,
-                                                      chunk=-1, error="bad chunk request"))
-                return
-            f, c = item
-            try:
-                data = read_chunk(paths[f], manifest.files[f], c, manifest.chunk_size, verified)
-            except DirectorError as exc:
-                send_to(self.server.router, rid, make("CHUNK_ERR", job_id=job_id, file=f,
-                                                      chunk=c, error=str(exc)))
-                continue
-            send_to(self.server.router, rid, make("CHUNK", (data,), job_id=job_id, file=f,
-                                                  chunk=c))
-            w = self.waiters.get(self.orch_of.get(job_id, ""))
-            if w is not None:
-                w.bytes_sent += len(data)
+        serve_chunks(self, key, rid, msg)
 
     # -- queries ------------------------------------------------------------------------
     def docs(self, job_ids: list[str]) -> list[dict]:
