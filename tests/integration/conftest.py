@@ -175,17 +175,7 @@ class RawPeer:
 
     def recv_all(self, timeout: float) -> list[list[bytes]]:
         """Every message that arrives within ``timeout`` s (bounded count)."""
-        out: list[list[bytes]] = []
-        deadline = time.monotonic() + timeout
-        for _ in range(10000):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            msg = self.recv(left)
-            if msg is None:
-                break
-            out.append(msg)
-        return out
+        return self.recv_until(lambda _: False, timeout)
 
     def recv_until(self, predicate: Callable[[list[list[bytes]]], bool],
                    timeout: float = 5.0) -> list[list[bytes]]:

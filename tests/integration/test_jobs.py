@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Mesh
+from procs import gone
 
 NODES = ("web1", "web2", "db1")
 DOC_FIELDS = {"id", "verb", "status", "results"}
@@ -357,7 +358,7 @@ def test_timeout_reports_timeout_and_exits_2(grid):
     assert first == f"started-{tag}"
     assert r["cached"] is False
     # The whole process group was killed, including the background sleep.
-    grid.wait_for(lambda: _gone(int(pid)), timeout=5, what=f"background pid {pid} to be gone")
+    grid.wait_for(lambda: gone(int(pid)), timeout=5, what=f"background pid {pid} to be gone")
 
 
 def test_cache_hit_and_skip_cache(grid):
@@ -478,19 +479,6 @@ def test_bad_exec_lines(grid):
 
 
 # -- nodes that go away, servers that restart ---------------------------------------------
-def _gone(pid: int) -> bool:
-    """True if ``pid`` no longer exists (or is a zombie waiting to be reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _kill_group_from(pidfile: Path) -> None:
     try:
         pgid = int(pidfile.read_text().strip())
@@ -578,7 +566,7 @@ def test_client_stops_promptly_on_sigterm_while_a_job_runs(mesh):
         assert not client.alive(), "the client is still running 3 s after SIGTERM"
         # ... and it leaves no job processes behind.
         pgid = int(pidfile.read_text())
-        mesh.wait_for(lambda: _gone(pgid), timeout=3, what=f"job process {pgid} to be gone")
+        mesh.wait_for(lambda: gone(pgid), timeout=3, what=f"job process {pgid} to be gone")
     finally:
         _kill_group_from(pidfile)
         if client.alive():

@@ -11,6 +11,7 @@ import pytest
 from director.client.nodestate import CachedResult, JobCache, NodeState
 from director.jobs.dsl import parse_line
 from director.jobs.executor import OUTPUT_CAP, TRUNCATED, Outcome, Ran, execute, run_shell
+from procs import gone
 
 
 @pytest.fixture
@@ -34,19 +35,6 @@ def cache(home):
 
 def run(line: str, state: NodeState, cache: JobCache, **kw) -> Outcome:
     return execute(parse_line(line), state, cache, **kw)
-
-
-def _gone(pid: int) -> bool:
-    """True if ``pid`` no longer exists (or is a zombie waiting for init to reap it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 # -- RUN ----------------------------------------------------------------------------------
@@ -84,9 +72,9 @@ def test_timeout_kills_the_whole_process_group(state, cache):
     assert "timed out" in out.error
     pid = int(out.stdout.split()[0])  # the background sleep, printed before the timeout
     deadline = time.monotonic() + 5
-    while not _gone(pid) and time.monotonic() < deadline:
+    while not gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(pid), f"background process {pid} survived the timeout"
+    assert gone(pid), f"background process {pid} survived the timeout"
 
 
 def test_timeout_is_not_cached(state, cache):

@@ -6,7 +6,6 @@ quick but real.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from director.client import runner as runner_module
 from director.client.runner import JobRunner
 from director.jobs.dsl import parse_line
 from director.protocol.frames import Message
+from procs import live_in_group
 
 
 class FakeAgent:
@@ -179,24 +179,10 @@ def test_close_kills_running_processes(tmp_path):
     assert r.close()
     assert r.running == [] and r.procs == {}
     deadline = time.monotonic() + 5
-    while _live_in_group(pids[0]) and time.monotonic() < deadline:
+    while live_in_group(pids[0]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _live_in_group(pids[0]), "a job process survived close()"
+    assert not live_in_group(pids[0]), "a job process survived close()"
 
-
-def _live_in_group(pgid: int) -> list[int]:
-    """Pids in process group ``pgid`` that are not zombies."""
-    live = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            live.append(int(entry))
-    return live
 
 
 def test_results_of_a_stream_share_messages_and_a_lone_one_goes_at_once(runner):
