@@ -441,6 +441,33 @@ def _raw_jobs_worker(port: int, server_pub: bytes) -> None:
     ctx.term()
 
 
+def _raw_run(hub: list[str], peers: list[list[str]], timeout: float, what: str,
+             settle: float = 0.0) -> dict:
+    """Run one raw-limit harness: a hub process of this script that prints its result
+    as JSON, and its peers; ``settle`` s are given to the peers to finish after the hub
+    answers.  Every process is stopped whatever happens."""
+    me = [sys.executable, str(Path(__file__).resolve())]
+    hub_p = spawn([*me, *hub], stdout=subprocess.PIPE)
+    procs = [hub_p]
+    try:
+        procs += [spawn([*me, *argv]) for argv in peers]
+        try:
+            out, _ = hub_p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{what} took over {timeout:g} s") from None
+        if hub_p.returncode != 0 or not out.strip():
+            raise BenchError(f"{what}: {hub[0]} failed (exit {hub_p.returncode})")
+        deadline = time.monotonic() + settle
+        for p in procs[1:]:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        return json.loads(out)
+    finally:
+        stop(procs)
+
+
 def raw_jobs(nworkers: int, njobs: int) -> dict[str, float]:
     """Wall seconds of each mode, plus ``cpu``: CPU seconds of every raw process (server,
     workers and their /bin/sh children) for both modes together."""
@@ -449,22 +476,9 @@ def raw_jobs(nworkers: int, njobs: int) -> dict[str, float]:
     cpu0 = children_cpu()
     pub, sec = zmq.curve_keypair()
     port = free_port()
-    me = [sys.executable, str(Path(__file__).resolve())]
-    server = spawn([*me, "_raw-jobs-server", str(port), str(nworkers), str(njobs),
-                    pub.decode(), sec.decode()], stdout=subprocess.PIPE)
-    procs = [server]
-    try:
-        for _ in range(nworkers):
-            procs.append(spawn([*me, "_raw-jobs-worker", str(port), pub.decode()]))
-        try:
-            out, _ = server.communicate(timeout=600)
-        except subprocess.TimeoutExpired:
-            raise BenchError("raw jobs benchmark took over 600 s") from None
-        if server.returncode != 0 or not out.strip():
-            raise BenchError(f"raw jobs server failed (exit {server.returncode})")
-        res = json.loads(out)
-    finally:
-        stop(procs)
+    res = _raw_run(["_raw-jobs-server", str(port), str(nworkers), str(njobs), pub.decode(),
+                    sec.decode()], [["_raw-jobs-worker", str(port), pub.decode()]] * nworkers,
+                   600, "raw jobs benchmark")
     res["cpu"] = children_cpu() - cpu0
     return res
 
@@ -826,33 +840,17 @@ def raw_transfer(path: Path, dests: list[Path]) -> dict[str, float]:
     pub, sec = zmq.curve_keypair()
     port = free_port()
     size = path.stat().st_size
-    me = [sys.executable, str(Path(__file__).resolve())]
-    sender = spawn([*me, "_raw-xfer-send", str(port), str(len(dests)), str(path),
-                    pub.decode(), sec.decode()], stdout=subprocess.PIPE)
-    procs = [sender]
     try:
-        for d in dests:
-            procs.append(spawn([*me, "_raw-xfer-recv", str(port), pub.decode(), str(d),
-                                str(size)]))
-        try:
-            out, _ = sender.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
-            raise BenchError("raw transfer took over 900 s") from None
-        if sender.returncode != 0 or not out.strip():
-            raise BenchError(f"raw transfer sender failed (exit {sender.returncode})")
-        res = json.loads(out)
-        for p in procs[1:]:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        res = _raw_run(["_raw-xfer-send", str(port), str(len(dests)), str(path), pub.decode(),
+                        sec.decode()],
+                       [["_raw-xfer-recv", str(port), pub.decode(), str(d), str(size)]
+                        for d in dests], 900, "raw transfer", settle=10.0)
         for d in dests:
             if d.stat().st_size != size:
                 raise BenchError(f"raw transfer: {d} has the wrong size")
         return {"mbs": res["bytes"] / res["seconds"] / 1e6, "cpu_send": res["cpu_send"],
                 "cpu_recv": res["cpu_recv"]}
     finally:
-        stop(procs)
         for d in dests:
             try:
                 d.unlink()
