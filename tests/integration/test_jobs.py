@@ -239,6 +239,20 @@ def test_orchestrate_directorfile(grid):
         assert r["stdout"] == f"hello world-{tag} world-{tag}\ncontinued\nwd-{tag}\n"
 
 
+def test_wait_json_documents_equal_job_json(grid):
+    """`orchestrate --wait --json` prints each job exactly as `job ID --json` does: the
+    documents the server builds while results arrive match the stored ones field for
+    field, for successes, a failure and the jobs it cancelled."""
+    tag = uid()
+    f = grid.root / f"Directorfile-eq-{tag}"
+    f.write_text(f"RUN echo one-{tag}\nRUN --skip-cache echo two >&2; exit 3\n"
+                 f"RUN echo never-{tag}\n")
+    docs = orchestrate(grid, f, expect_rc=2)
+    assert [d["status"] for d in docs] == ["success", "failed", "cancelled"]
+    for doc in docs:
+        assert grid.json("job", doc["id"]) == doc
+
+
 def test_orchestrate_directord_yaml(grid):
     tag = uid()
     side = grid.root / f"side-{tag}"
