@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import zmq
 
-from director.protocol.frames import MAX_BODY, Message, ProtocolError, decode, encode
+from director.protocol.frames import MAX_BODY
+from director.protocol.messages import Msg, decode, encode
 from director.trust.keystore import KeyPair
 from director.trust.zap import ZAP_DOMAIN
 
@@ -73,17 +74,18 @@ def client_socket(ctx: zmq.Context, pair: KeyPair, server_key: bytes, endpoint: 
 
 @dataclass(frozen=True)
 class Incoming:
-    """A message from a node: ``key`` is the authenticated z85 key (ZAP User-Id)."""
+    """A message from a node, not decoded yet (the server core decodes it):
+    ``key`` is the authenticated z85 key (ZAP User-Id), never a claim of the peer."""
 
     routing_id: bytes
     key: str
     address: str | None
-    msg: Message | None
-    error: str | None = None
+    frames: list
 
 
 _NB = int(zmq.NOBLOCK)
 _NB_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_ADDRESSED = (b"HELLO", b"ENROLL")  # only these record where a node connects from
 
 
 def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
@@ -100,23 +102,19 @@ def recv_from_node(sock: zmq.Socket, flags: int = 0) -> Incoming:
     frames = recv_frames(sock, flags)
     routing_id = frames[0].bytes
     if len(frames) < 2:
-        return Incoming(routing_id, "", None, None, "empty message")
+        return Incoming(routing_id, "", None, [])
     meta = frames[1]
     try:
         key = meta.get("User-Id")
     except zmq.ZMQError:
         key = ""
-    try:
-        msg = decode([f.buffer for f in frames[1:]])
-    except ProtocolError as exc:
-        return Incoming(routing_id, key or "", None, None, str(exc))
     address = None
-    if msg.type in ("HELLO", "ENROLL"):  # only these record where a node connects from
+    if len(frames) > 2 and frames[2].bytes in _ADDRESSED:
         try:
             address = meta.get("Peer-Address")
         except zmq.ZMQError:
             pass
-    return Incoming(routing_id, key or "", address, msg)
+    return Incoming(routing_id, key or "", address, [f.buffer for f in frames[1:]])
 
 
 def send_to(sock: zmq.Socket, routing_id: bytes, frames: list[bytes]) -> bool:
@@ -139,7 +137,7 @@ def send_to(sock: zmq.Socket, routing_id: bytes, frames: list[bytes]) -> bool:
         raise
 
 
-def send_msg(sock: zmq.Socket, msg: Message) -> bool:
+def send_msg(sock: zmq.Socket, msg: Msg) -> bool:
     """Non-blocking send on a DEALER (frame by frame, int flags: see send_to)."""
     frames = encode(msg)
     try:
@@ -151,5 +149,5 @@ def send_msg(sock: zmq.Socket, msg: Message) -> bool:
         return False
 
 
-def recv_msg(sock: zmq.Socket) -> Message:
+def recv_msg(sock: zmq.Socket) -> Msg:
     return decode(sock.recv_multipart(copy=True))

@@ -1,0 +1,468 @@
+"""Every Director message as a frozen dataclass, decoded once at the edge, bounded.
+
+h11's idea for our frames: ``decode(frames)`` gives one typed message or raises
+ProtocolError naming the field and the rule; ``encode(msg)`` is the only way a
+message becomes bytes.  Handlers never see a dict.  Unknown fields are ignored
+(a newer peer may add some); everything known is checked: integers in ranges,
+finite durations, valid UTF-8 of bounded length, closed sets, strict ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from director.errors import ProtocolError
+from director.jobs.dsl import Instruction
+from director.protocol import fields as F
+from director.protocol.frames import MAX_BATCH, batch, dumps, join, split
+from director.transfer.manifest import Manifest
+
+RESULT_STATUSES = frozenset({"success", "failed", "timeout", "cancelled"})
+ENROLL_STATES = frozenset({"accepted", "pending", "refused", "rejected", "revoked"})
+ERROR_CODES = frozenset({"not_permitted", "bad_message", "internal"})
+MAX_OUTPUT = 2 * 1024 * 1024      # characters of stdout / stderr a node may report
+MAX_TEXT = 64 * 1024              # an error or reason
+MAX_NAME = 253
+MAX_VERSION = 64
+MAX_TOKEN = 4096
+MAX_CHUNK_REQ = 64                # chunks asked for in one CHUNK_REQ
+MAX_INDEX = 2**31 - 1             # file and chunk indexes
+
+
+class Msg:
+    """Base: TYPE names the message on the wire; ``body()`` is its JSON object."""
+
+    TYPE: ClassVar[str] = ""
+
+    def body(self) -> dict[str, Any]:
+        return {}
+
+    def payload(self) -> tuple[bytes, ...]:
+        return ()
+
+    @classmethod
+    def decode_body(cls, body: dict, payload: tuple[bytes, ...]) -> Msg:
+        return cls()
+
+
+# -- node -> server ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Enroll(Msg):
+    TYPE: ClassVar[str] = "ENROLL"
+    name: str
+    token: str | None = None
+    version: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.token is not None:
+            out["token"] = self.token
+        if self.version is not None:
+            out["version"] = self.version
+        return out
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Enroll:
+        t = cls.TYPE
+        return cls(F.text(t, b, "name", MAX_NAME, ident=True),
+                   F.text(t, b, "token", MAX_TOKEN, ident=True, null=True),
+                   F.text(t, b, "version", MAX_VERSION, ident=True, null=True))
+
+
+@dataclass(frozen=True)
+class EnrollStatus(Msg):
+    TYPE: ClassVar[str] = "ENROLL_STATUS"
+
+
+@dataclass(frozen=True)
+class Hello(Msg):
+    TYPE: ClassVar[str] = "HELLO"
+    name: str
+    version: str
+    boot: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        out = {"name": self.name, "version": self.version}
+        if self.boot is not None:
+            out["boot"] = self.boot
+        return out
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Hello:
+        t = cls.TYPE
+        return cls(F.text(t, b, "name", MAX_NAME, ident=True),
+                   F.text(t, b, "version", MAX_VERSION, ident=True),
+                   F.text(t, b, "boot", 64, ident=True, null=True))
+
+
+@dataclass(frozen=True)
+class Heartbeat(Msg):
+    TYPE: ClassVar[str] = "HEARTBEAT"
+    running: int = 0
+
+    def body(self) -> dict[str, Any]:
+        return {"running": self.running}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Heartbeat:
+        return cls(F.integer(cls.TYPE, b, "running", 0, 10**6, default=0))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """COPY statistics a node reports; every count is a bounded integer >= 0."""
+
+    files: int = 0
+    bytes_total: int = 0
+    bytes_sent: int = 0
+    chunks_sent: int = 0
+    chunks_reused: int = 0
+    skipped: int = 0
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("files", "bytes_total", "bytes_sent", "chunks_sent",
+                                         "chunks_reused", "skipped")
+
+    def to_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    @classmethod
+    def from_body(cls, mtype: str, raw: dict) -> Transfer:
+        return cls(*(F.integer(mtype, raw, f, 0, F.MAX_COUNT, default=0) for f in cls.FIELDS))
+
+
+@dataclass(frozen=True)
+class Result(Msg):
+    TYPE: ClassVar[str] = "RESULT"
+    job_id: str
+    status: str
+    rc: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    exec_time: float | None = None
+    cached: bool = False
+    transfer: Transfer | None = None
+    error: str = ""
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"job_id": self.job_id, "status": self.status, "rc": self.rc,
+                               "stdout": self.stdout, "stderr": self.stderr,
+                               "exec_time": self.exec_time, "cached": self.cached}
+        if self.error:
+            out["error"] = self.error
+        if self.transfer is not None:
+            out["transfer"] = self.transfer.to_dict()
+        return out
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Result:
+        t = cls.TYPE
+        raw_transfer = F.mapping(t, b, "transfer", null=True)
+        return cls(
+            F.pattern(t, b, "job_id", F.JOB_ID_RE),
+            F.choice(t, b, "status", RESULT_STATUSES),
+            F.integer(t, b, "rc", *F.INT32, null=True),
+            F.text(t, b, "stdout", MAX_OUTPUT, default=""),
+            F.text(t, b, "stderr", MAX_OUTPUT, default=""),
+            F.seconds(t, b, "exec_time"),
+            F.flag(t, b, "cached"),
+            None if raw_transfer is None else Transfer.from_body(t, raw_transfer),
+            F.text(t, b, "error", MAX_TEXT, default=""),
+        )
+
+
+@dataclass(frozen=True)
+class Batch(Msg):
+    """JOBS / RESULTS: the items that decoded, and why the others did not (one bad
+    item does not cost the others)."""
+
+    items: tuple = ()
+    problems: tuple[str, ...] = ()
+    ITEM: ClassVar[type[Msg]] = Msg
+    KEY: ClassVar[str] = ""
+
+    def body(self) -> dict[str, Any]:
+        return {self.KEY: [i.body() for i in self.items]}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Batch:
+        raw = F.array(cls.TYPE, b, cls.KEY, MAX_BATCH)
+        good, bad = [], []
+        for item in raw:
+            try:
+                if item.__class__ is not dict:
+                    raise ProtocolError(f"{cls.ITEM.TYPE}: an item must be an object")
+                good.append(cls.ITEM.decode_body(item, ()))
+            except ProtocolError as exc:
+                bad.append(str(exc))
+        return cls(tuple(good), tuple(bad))
+
+
+@dataclass(frozen=True)
+class Results(Batch):
+    TYPE: ClassVar[str] = "RESULTS"
+    ITEM: ClassVar[type[Msg]] = Result
+    KEY: ClassVar[str] = "results"
+
+
+@dataclass(frozen=True)
+class ChunkReq(Msg):
+    TYPE: ClassVar[str] = "CHUNK_REQ"
+    job_id: str
+    chunks: tuple[tuple[int, int], ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "chunks": [list(c) for c in self.chunks]}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> ChunkReq:
+        t = cls.TYPE
+        job_id = F.pattern(t, b, "job_id", F.JOB_ID_RE)
+        pairs = []
+        for item in F.array(t, b, "chunks", MAX_CHUNK_REQ):
+            if (item.__class__ is not list or len(item) != 2
+                    or not all(i.__class__ is int and 0 <= i <= MAX_INDEX for i in item)):
+                raise F.fail(t, "chunks", f"must hold [file, chunk] pairs of integers"
+                             f" from 0 to {MAX_INDEX}")
+            pairs.append((item[0], item[1]))
+        return cls(job_id, tuple(pairs))
+
+
+# -- server -> node ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Enrolled(Msg):
+    TYPE: ClassVar[str] = "ENROLLED"
+    state: str
+    name: str
+    reason: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return {"state": self.state, "name": self.name, "reason": self.reason}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Enrolled:
+        t = cls.TYPE
+        return cls(F.choice(t, b, "state", ENROLL_STATES), F.text(t, b, "name", MAX_NAME),
+                   F.text(t, b, "reason", MAX_TEXT, default=""))
+
+
+@dataclass(frozen=True)
+class Job(Msg):
+    """One job for a node.  A JOB whose id reads but whose instruction does not raises
+    ProtocolError with ``job_id`` set, so the node can answer it as failed."""
+
+    TYPE: ClassVar[str] = "JOB"
+    job_id: str
+    instruction: Instruction
+    lane: str
+    seq: int
+    hash_extra: str = ""
+    manifest: Manifest | None = None
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"job_id": self.job_id, "instruction": self.instruction.to_dict(),
+                               "lane": self.lane, "seq": self.seq}
+        if self.hash_extra:
+            out["hash_extra"] = self.hash_extra
+        if self.manifest is not None:
+            out["manifest"] = self.manifest.to_dict()
+        return out
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Job:
+        t = cls.TYPE
+        job_id = F.pattern(t, b, "job_id", F.JOB_ID_RE)
+        try:
+            raw_manifest = F.mapping(t, b, "manifest", null=True)
+            return cls(job_id, Instruction.from_dict(F.mapping(t, b, "instruction")),
+                       F.pattern(t, b, "lane", F.LANE_RE),
+                       F.integer(t, b, "seq", 0, MAX_INDEX),
+                       F.text(t, b, "hash_extra", 128, default="", ident=True),
+                       None if raw_manifest is None else Manifest.from_dict(raw_manifest))
+        except ProtocolError as exc:
+            exc.job_id = job_id  # type: ignore[attr-defined]
+            raise
+
+
+def job_body(job_id: str, instruction_json: str, lane: str, seq: int) -> bytes:
+    """A plain JOB body from instruction JSON already made (the server's fast path:
+    ids and lanes are hex and digits, so nothing needs escaping)."""
+    return (f'{{"job_id":"{job_id}","instruction":{instruction_json},'
+            f'"lane":"{lane}","seq":{seq}}}').encode()
+
+
+@dataclass(frozen=True)
+class Jobs(Batch):
+    TYPE: ClassVar[str] = "JOBS"
+    ITEM: ClassVar[type[Msg]] = Job
+    KEY: ClassVar[str] = "jobs"
+
+
+@dataclass(frozen=True)
+class Chunk(Msg):
+    TYPE: ClassVar[str] = "CHUNK"
+    job_id: str
+    file: int
+    chunk: int
+    data: bytes = b""
+
+    def body(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "file": self.file, "chunk": self.chunk}
+
+    def payload(self) -> tuple[bytes, ...]:
+        return (self.data,)
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Chunk:
+        t = cls.TYPE
+        if len(payload) != 1:
+            raise ProtocolError(f"{t}: expected one payload frame")
+        return cls(F.pattern(t, b, "job_id", F.JOB_ID_RE),
+                   F.integer(t, b, "file", 0, MAX_INDEX), F.integer(t, b, "chunk", 0, MAX_INDEX),
+                   payload[0])
+
+
+@dataclass(frozen=True)
+class ChunkErr(Msg):
+    TYPE: ClassVar[str] = "CHUNK_ERR"
+    job_id: str
+    file: int            # -1: the request as a whole was refused
+    chunk: int
+    error: str
+
+    def body(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "file": self.file, "chunk": self.chunk,
+                "error": self.error}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> ChunkErr:
+        t = cls.TYPE
+        return cls(F.pattern(t, b, "job_id", F.JOB_ID_RE),
+                   F.integer(t, b, "file", -1, MAX_INDEX), F.integer(t, b, "chunk", -1, MAX_INDEX),
+                   F.text(t, b, "error", MAX_TEXT))
+
+
+@dataclass(frozen=True)
+class Revoked(Msg):
+    TYPE: ClassVar[str] = "REVOKED"
+    reason: str
+
+    def body(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Revoked:
+        return cls(F.text(cls.TYPE, b, "reason", MAX_TEXT))
+
+
+@dataclass(frozen=True)
+class Error(Msg):
+    TYPE: ClassVar[str] = "ERROR"
+    code: str
+    message: str
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Error:
+        t = cls.TYPE
+        return cls(F.choice(t, b, "code", ERROR_CODES), F.text(t, b, "message", MAX_TEXT))
+
+
+# -- operator CLI <-> local control socket -----------------------------------------
+@dataclass(frozen=True)
+class Ctl(Msg):
+    """An operator request; ``args`` is checked by the operation it names."""
+
+    TYPE: ClassVar[str] = "CTL"
+    op: str
+    args: dict
+
+    def body(self) -> dict[str, Any]:
+        return {"op": self.op, "args": self.args}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Ctl:
+        t = cls.TYPE
+        return cls(F.text(t, b, "op", 64, ident=True), F.mapping(t, b, "args"))
+
+
+@dataclass(frozen=True)
+class CtlReply(Msg):
+    """The answer to a Ctl.  With ``result_json`` the result is payload[0], JSON
+    encoded already, passed through by the CLI as is."""
+
+    TYPE: ClassVar[str] = "CTL_REPLY"
+    ok: bool
+    result: Any = None
+    error: str = ""
+    code: int | None = None
+    result_json: bool = False
+    failed: int | None = None
+    data: bytes = b""
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": self.ok}
+        if self.result is not None:
+            out["result"] = self.result
+        for key in ("error", "code", "failed"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        if self.result_json:
+            out["result_json"] = True
+        return out
+
+    def payload(self) -> tuple[bytes, ...]:
+        return (self.data,) if self.result_json else ()
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> CtlReply:
+        t = cls.TYPE
+        result_json = F.flag(t, b, "result_json")
+        if result_json and len(payload) != 1:
+            raise ProtocolError(f"{t}: result_json needs one payload frame")
+        return cls(F.flag(t, b, "ok"), b.get("result"), F.text(t, b, "error", MAX_TEXT, default=""),
+                   F.integer(t, b, "code", 0, 255, null=True), result_json,
+                   F.integer(t, b, "failed", 0, F.MAX_COUNT, null=True),
+                   payload[0] if result_json else b"")
+
+
+@dataclass(frozen=True)
+class CtlEvent(Msg):
+    TYPE: ClassVar[str] = "CTL_EVENT"
+    event: str
+    data: Any = None
+
+    def body(self) -> dict[str, Any]:
+        return {"event": self.event, "data": self.data}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> CtlEvent:
+        return cls(F.text(cls.TYPE, b, "event", 64, ident=True), b.get("data"))
+
+
+TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
+    Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
+    Chunk, ChunkErr, Revoked, Error, Ctl, CtlReply, CtlEvent)}
+
+
+def decode(frames: Any) -> Msg:
+    """Frames (routing id removed) -> one typed message, or ProtocolError."""
+    mtype, body, payload = split(frames, TYPES)
+    return TYPES[mtype].decode_body(body, payload)
+
+
+def encode(msg: Msg) -> list[bytes]:
+    """The frames of ``msg``; refuses what the other side would refuse to decode."""
+    return join(msg.TYPE, msg.body(), msg.payload())
+
+
+def encode_body(msg: Msg) -> bytes:
+    """Just the JSON body (for batching with ``frames.batch``)."""
+    return dumps(msg.body()).encode("utf-8")
+
+
+__all__ = ["TYPES", "Msg", "decode", "encode", "encode_body", "batch", "job_body",
+           *(c.__name__ for c in TYPES.values()), "Batch", "Transfer"]
