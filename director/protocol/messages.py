@@ -406,9 +406,11 @@ class CtlReply(Msg):
         out: dict[str, Any] = {"ok": self.ok}
         if self.result is not None:
             out["result"] = self.result
-        for key in ("error", "code", "failed"):
+        if self.error:
+            out["error"] = self.error
+        for key in ("code", "failed"):  # 0 failed is news: kept
             value = getattr(self, key)
-            if value:
+            if value is not None:
                 out[key] = value
         if self.result_json:
             out["result_json"] = True
