@@ -1,5 +1,11 @@
 """Server-side jobs: submission, dispatch to nodes, results, waiting operators.
 
+Part of the server core: no sockets, no SQL, no clock (``now`` comes in).
+What it wants done goes to ``out`` as actions (events.py); storage goes
+through the store seam (store.py) and a failing store is contained here:
+results stay in memory and are written again on the next tick, and new
+submissions are refused with one clear line until the store works again.
+
 Identity rules from the design: a result is accepted only from the node the
 job was sent to (the authenticated key), only while it is in flight, and only
 once.  A node that vanishes ends its jobs as ``lost``, never as success.
@@ -9,33 +15,37 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from director.errors import DirectorError, ProtocolError
 from director.jobs.dsl import Instruction
-from director.jobs.targets import match_targets
-from director.protocol.frames import MAX_BATCH, Message, batch, make, unbatch
-from director.server.jobstore import JobStore, dumps
-from director.server.scheduler import FINAL, Scheduler, Task
+from director.protocol.frames import MAX_BATCH, batch, dumps
+from director.protocol.messages import ChunkErr, ChunkReq, CtlEvent, CtlReply, Result, encode, job_body
+from director.server import submission
+from director.server.events import BuildManifests, Reply, Send, ServeChunk
+from director.server.peers import Peers
+from director.server.scheduler import Scheduler, Task
+from director.server.store import StorageError
 from director.server.waiters import Waiter
-from director.server.manifests import ManifestBuilder, copy_jobs
-
-if TYPE_CHECKING:
-    from director.server.daemon import Server
 
 log = logging.getLogger("director.jobs")
 MAX_OUT = 1024 * 1024
 GRACE = 30.0
 PROGRESS_EVERY = 0.2
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
+MAX_BUILDING = 64          # submissions waiting for their manifests at once
+DEFERRED = object()        # an operation returns this when it will reply later
 
 
-class JobManager:
-    def __init__(self, server: Server):
-        self.server = server
-        self.store = JobStore(server.db.conn)
+class JobBook:
+    def __init__(self, store: Any, peers: Peers, name_of: Callable[[str], str], out: list,
+                 node_expiry: float, now: float, new_id: Callable[[], str]):
+        self.store = store
+        self.peers = peers
+        self.name_of = name_of
+        self.out = out
+        self.node_expiry = node_expiry
+        self.new_id = new_id
         self.sched = Scheduler(window=64)
         self.bodies: dict[str, bytes] = {}         # job id -> encoded JOB body
         self.orch_of: dict[str, str] = {}          # job id -> orchestration id
@@ -44,130 +54,85 @@ class JobManager:
         self.waiters: dict[str, Waiter] = {}       # orchestration id -> waiter
         self.to_pump: set[str] = set()
         self.copies: dict[str, tuple[Any, tuple, set]] = {}  # job id -> (manifest, paths,
-        #                                                        chunks verified)
-        self.builder = ManifestBuilder(server.settings.chunk_size)
-        self._reload()
+        #                                                        chunks vouched for)
+        self.building: dict[int, tuple[bytes, dict]] = {}     # ticket -> (rid, args)
+        self.tickets = 0
+        self.storage_error: str | None = None
+        self._reload(now)
+
+    # -- replies to operators -------------------------------------------------------
+    def reply(self, rid: bytes, **fields: Any) -> None:
+        self.out.append(Reply(rid, encode(CtlReply(**fields))))
+
+    def event(self, rid: bytes, event: str, data: Any) -> None:
+        self.out.append(Reply(rid, encode(CtlEvent(event, data))))
 
     # -- submission ---------------------------------------------------------------
-    def submit(self, rid: bytes, args: dict) -> Any:
+    def submit(self, rid: bytes, args: dict, now: float) -> Any:
         """Check and queue a submission; with COPY jobs, after their manifests exist."""
-        from director.server.daemon import DEFERRED
-
-        copies = copy_jobs(args.get("steps"))
+        copies = submission.copy_jobs(args.get("steps"))
         if not copies:
-            return self._submit(rid, args, {})
-        self.builder.start(rid, args, copies)
+            return self._submit(rid, args, {}, now)
+        if len(self.building) >= MAX_BUILDING:
+            raise DirectorError("too many submissions are building COPY manifests; retry")
+        self.tickets += 1
+        self.building[self.tickets] = (rid, args)
+        self.out.append(BuildManifests(self.tickets, args.get("base"), copies))
         return DEFERRED
 
-    def on_manifests(self) -> None:
-        """Finish submissions whose manifests are built (called by the event loop)."""
-        from director.server.daemon import DEFERRED
+    def on_manifests(self, ticket: int, built: dict | None, error: str | None,
+                     now: float) -> None:
+        """A submission's manifests are built (or failed): finish it."""
+        rid, args = self.building.pop(ticket, (None, None))
+        if rid is None:
+            return
+        try:
+            if error is not None:
+                raise DirectorError(error)
+            result = self._submit(rid, args, built or {}, now)
+        except DirectorError as exc:
+            self.reply(rid, ok=False, error=str(exc), code=exc.exit_code)
+            return
+        if result is not DEFERRED:
+            self.reply(rid, ok=True, result=result)
 
-        for r in self.builder.ready():
-            try:
-                if r.error is not None:
-                    raise r.error
-                result = self._submit(r.rid, r.args, r.built or {})
-            except DirectorError as exc:
-                self.server.reply(r.rid, ok=False, error=str(exc), code=exc.exit_code)
-                continue
-            if result is not DEFERRED:
-                self.server.reply(r.rid, ok=True, result=result)
-
-    def _submit(self, rid: bytes, args: dict, built: dict) -> Any:
-        from director.server.daemon import DEFERRED
-
-        steps = args.get("steps")
-        if not isinstance(steps, list) or not steps:
-            raise DirectorError("nothing to run: no jobs given")
-        cli_targets = _str_list(args.get("targets", []), "targets")
-        accepted = {r.name: r.key for r in self.server.db.nodes() if r.state == "accepted"}
-        online = [n for n, k in accepted.items() if self.server.online(k)]
-        now = time.time()
-        orch = _new_id()
-        jobs, rows, tasks = [], [], []
-        bodies: dict[str, bytes] = {}
-        copies: dict[str, tuple] = {}
-        open_counts: dict[str, int] = {}
-        lane_no = 0
-        seq = 0
-        step_targets: list[str] | None = None   # the last target list, and its JSON
-        targets_json = ""
-        sync_lane = f"{orch}.0"
-        for si, step in enumerate(steps):
-            if not isinstance(step, dict):
-                raise DirectorError("malformed submission")
-            names = match_targets(_str_list(step.get("targets") or cli_targets, "targets"),
-                                  accepted, online)
-            if step.get("async"):
-                lane_no += 1
-                lane = f"{orch}.{lane_no}"
-            else:
-                lane = sync_lane
-            for ji, raw in enumerate(step.get("jobs") or []):
-                try:
-                    instr = Instruction.from_dict(raw)
-                except ProtocolError as exc:
-                    raise DirectorError(f"malformed job: {exc}") from None
-                seq += 1
-                job_id = f"{orch}{seq:04x}" if len(steps) > 1 or len(step.get("jobs")) > 1 else orch
-                extra: dict[str, Any] = {}
-                if instr.verb in ("COPY", "ADD"):
-                    manifest, paths, vouched = built[(si, ji)]
-                    copies[job_id] = (manifest, paths, set(vouched))
-                    extra = {"manifest": manifest.to_dict(), "hash_extra": manifest.digest()}
-                chosen = names
-                if instr.options.run_once:
-                    up = [n for n in names if n in online]
-                    chosen = (up or names)[:1]
-                instruction = dumps(instr.to_dict())
-                if step_targets is not chosen:
-                    step_targets, targets_json = chosen, dumps(chosen)
-                jobs.append({"id": job_id, "orch": orch, "lane": lane, "seq": seq,
-                             "verb": instr.verb, "summary": instr.describe(200),
-                             "instruction": instruction,
-                             "hash_extra": extra.get("hash_extra", ""),
-                             "created": now, "targets": targets_json})
-                if extra:
-                    bodies[job_id] = make("JOB", job_id=job_id, instruction=instr.to_dict(),
-                                          lane=lane, seq=seq, **extra)[2]
-                else:  # the common case, assembled from the JSON just made (ids are hex)
-                    bodies[job_id] = (f'{{"job_id":"{job_id}","instruction":{instruction},'
-                                      f'"lane":"{lane}","seq":{seq}}}').encode()
-                open_counts[job_id] = len(chosen)
-                for name in chosen:
-                    rows.append((job_id, accepted[name], name, "queued"))
-                    tasks.append(Task(job_id, accepted[name], lane, seq,
-                                      instr.options.timeout, queued_at=now))
-        if not jobs:
-            raise DirectorError("nothing to run: no jobs given")
-        if seq > 100000:
-            raise DirectorError("too many jobs in one submission (at most 100000)")
-        self.store.insert(jobs, rows)
+    def _submit(self, rid: bytes, args: dict, built: dict, now: float) -> Any:
+        if self.storage_error and self.dirty and not self.flush():
+            raise DirectorError(f"server storage full: {self.storage_error}; free space"
+                                " under the server's home (work in flight resumes by itself)")
+        accepted = {r.name: r.key for r in self.store.nodes() if r.state == "accepted"}
+        online = [n for n, k in accepted.items() if self.peers.online(k, now)]
+        sub = submission.plan(args, built, accepted, online, now, self.new_id())
+        try:
+            self.store.insert(sub.jobs, sub.rows)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            raise DirectorError(f"server storage full: {exc}; nothing was submitted") from None
         # only now, with nothing left to refuse, does the submission touch live state
-        self.bodies.update(bodies)
-        self.copies.update(copies)
-        self.open.update(open_counts)
-        self.orch_of.update(dict.fromkeys(open_counts, orch))
-        for t in tasks:
+        self.bodies.update(sub.bodies)
+        self.copies.update(sub.copies)
+        self.open.update(sub.open_counts)
+        self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
+        for t in sub.tasks:
             self.sched.add(t)
             self.to_pump.add(t.node)
-        ids = [j["id"] for j in jobs]
-        log.info("orchestration %s: %d job(s), %d task(s)", orch, len(ids), len(tasks))
+        ids = [j["id"] for j in sub.jobs]
+        log.info("orchestration %s: %d job(s), %d task(s)", sub.orch, len(ids), len(sub.tasks))
+        summary = {"orch": sub.orch, "jobs": ids, "tasks": len(sub.tasks)}
         if args.get("wait"):
             names = {accepted[n]: n for n in accepted}
-            self.waiters[orch] = Waiter(rid, jobs, names, len(tasks), open_counts)
-            self.server.event(rid, "submitted", {"orch": orch, "jobs": ids, "tasks": len(tasks)})
-            self.pump()
+            self.waiters[sub.orch] = Waiter(rid, sub.jobs, names, len(sub.tasks),
+                                            sub.open_counts)
+            self.event(rid, "submitted", summary)
+            self.pump(now)
             return DEFERRED
-        self.pump()
-        return {"orch": orch, "jobs": ids, "tasks": len(tasks)}
+        self.pump(now)
+        return summary
 
     # -- dispatch -------------------------------------------------------------------
-    def pump(self) -> None:
-        now = time.time()
+    def pump(self, now: float) -> None:
         for node in self.to_pump:
-            if self.server.online(node):
+            if self.peers.online(node, now):
                 tasks = self.sched.take(node, now)
                 if tasks:
                     self._send_jobs(node, tasks, now)
@@ -176,6 +141,7 @@ class JobManager:
     def _send_jobs(self, node: str, tasks: list[Task], now: float | None) -> None:
         """Send tasks to a node, several per message; ``now`` marks them running
         (None: a resend of tasks already running there)."""
+        route = self.peers.route(node)
         i = 0
         while i < len(tasks):
             group, size = [], 0
@@ -187,82 +153,71 @@ class JobManager:
                 i += 1
             if not group:
                 continue
-            if self.server.send_node(node, batch("JOBS", [b for _, b in group])):
-                if now is not None:
-                    for task, _ in group:
-                        self._mark(task, {"status": "running", "sent": now})
-                continue
-            if now is None:
-                continue  # a resend that failed: the tasks stay in flight until overdue
-            for task, _ in group:
-                if self.sched.complete(node, task.job_id, "lost") is not None:
-                    self._final(task, {"status": "lost", "error": "could not reach the node"})
+            ids = tuple(t.job_id for t, _ in group) if now is not None else ()
+            if route is not None:
+                self.out.append(Send(route, batch("JOBS", [b for _, b in group]), node, ids))
+            if now is not None:
+                for task, _ in group:
+                    self._mark(task, {"status": "running", "sent": now})
+                if route is None:
+                    self.undelivered(node, ids, now)
 
-    def after_events(self) -> None:
+    def undelivered(self, node: str, job_ids: tuple[str, ...], now: float) -> None:
+        """A send of these (newly sent) jobs failed: the node cannot get them."""
+        for job_id in job_ids:
+            task = self.sched.complete(node, job_id, "lost")
+            if task is not None:
+                self._final(task, {"status": "lost", "error": "could not reach the node"}, now)
+
+    def after_events(self, now: float) -> None:
         if self.to_pump:
-            self.pump()
-        self._progress(force=False)
+            self.pump(now)
+        self._progress(now, force=False)
 
     def node_ready(self, key: str) -> None:
         if self.sched.has_work(key):
             self.to_pump.add(key)
 
-    def node_lost(self, key: str) -> None:
+    def node_lost(self, key: str, now: float) -> None:
         for task in self.sched.drop_node(key, "lost"):
-            self._final(task, {"status": "lost", "error": "the node went away"})
+            self._final(task, {"status": "lost", "error": "the node went away"}, now)
 
     def resend_inflight(self, key: str) -> None:
         self._send_jobs(key, self.sched.inflight(key), None)
 
-    def node_restarted(self, key: str) -> None:
+    def node_restarted(self, key: str, now: float) -> None:
         for task in self.sched.fail_inflight(key, "lost"):
-            self._final(task, {"status": "lost", "error": "the node restarted while running it"})
+            self._final(task, {"status": "lost",
+                               "error": "the node restarted while running it"}, now)
             for t in self.sched.cancel_lane(key, task.lane):
-                self._final(t, {"status": "cancelled", "error": "an earlier job was lost"})
+                self._final(t, {"status": "cancelled", "error": "an earlier job was lost"}, now)
         self.to_pump.add(key)
 
     # -- results --------------------------------------------------------------------
-    def on_message(self, key: str, msg: Message) -> None:
-        if msg.type == "RESULT":
-            self._on_result(key, msg)
-        elif msg.type == "RESULTS":
-            good, bad = unbatch(msg)
-            for m in good:
-                self._on_result(key, m)
-            if bad:
-                log.warning("%d bad result(s) from %s: %s", len(bad), self.server._who(key),
-                            bad[0])
-
-    def _on_result(self, key: str, msg: Message) -> None:
-        job_id, status = msg.get("job_id"), msg.get("status")
-        if status not in FINAL - {"lost"}:
-            log.warning("result with bad status from %s", self.server._who(key))
-            return
-        task = self.sched.complete(key, job_id, status)
+    def on_result(self, key: str, msg: Result, now: float) -> None:
+        task = self.sched.complete(key, msg.job_id, msg.status)
         if task is None:  # not sent to this key, or already answered: refuse
             log.warning("refused result for job %s from %s (not in flight there)",
-                        str(job_id)[:32], self.server._who(key))
+                        msg.job_id, self.name_of(key))
             return
-        now = time.time()
-        transfer = msg.get("transfer")
         self._final(task, {
-            "status": status, "rc": msg.get("rc"), "stdout": _cap(msg.get("stdout", "")),
-            "stderr": _cap(msg.get("stderr", "")), "cached": int(bool(msg.get("cached"))),
-            "exec_time": msg.get("exec_time"), "error": _cap(msg.get("error", ""), 4096),
+            "status": msg.status, "rc": msg.rc, "stdout": _cap(msg.stdout),
+            "stderr": _cap(msg.stderr), "cached": int(msg.cached),
+            "exec_time": msg.exec_time, "error": _cap(msg.error, 4096),
             "roundtrip_time": now - task.sent_at if task.sent_at else None,
-            "transfer": dumps(transfer) if isinstance(transfer, dict) else None,
-        })
-        if status != "success":
+            "transfer": dumps(msg.transfer.to_dict()) if msg.transfer is not None else None,
+        }, now)
+        if msg.status != "success":
             for t in self.sched.cancel_lane(key, task.lane):
-                self._final(t, {"status": "cancelled", "error": "an earlier job failed"})
+                self._final(t, {"status": "cancelled", "error": "an earlier job failed"}, now)
         self.to_pump.add(key)
 
     def _mark(self, task: Task, fields: dict[str, Any]) -> None:
         row = self.dirty.setdefault((task.job_id, task.node), _blank(task))
         row.update(fields)
 
-    def _final(self, task: Task, fields: dict[str, Any]) -> None:
-        fields.setdefault("finished", time.time())
+    def _final(self, task: Task, fields: dict[str, Any], now: float) -> None:
+        fields.setdefault("finished", now)
         self._mark(task, fields)
         orch = self.orch_of.get(task.job_id, "")
         left = self.open.get(task.job_id, 1) - 1
@@ -276,82 +231,110 @@ class JobManager:
         w = self.waiters.get(orch)
         if w is not None and w.add(task.node, self.dirty[(task.job_id, task.node)]):
             del self.waiters[orch]
-            self.server.reply(w.rid, payload=(w.payload(),), ok=True, result_json=True,
-                              failed=w.failed)
+            self.reply(w.rid, ok=True, result_json=True, failed=w.failed, data=w.payload())
 
-    # -- waiting operators ------------------------------------------------------------
-    def _progress(self, force: bool) -> None:
-        now = time.monotonic()
+    # -- time -----------------------------------------------------------------------
+    def _progress(self, now: float, force: bool) -> None:
         for w in self.waiters.values():
             if force or now - w.last_event >= PROGRESS_EVERY:
                 w.last_event = now
-                self.server.event(w.rid, "progress", w.progress())
+                self.event(w.rid, "progress", w.progress())
 
     def tick(self, now: float) -> None:
         self.flush()
-        expiry = self.server.settings.node_expiry
         for node in self.sched.nodes():
             since = self.sched.queued_since(node)
-            if since is not None and not self.server.online(node) and now - since > expiry:
-                self.node_lost(node)
+            if (since is not None and not self.peers.online(node, now)
+                    and now - since > self.node_expiry):
+                self.node_lost(node, now)
         for task in self.sched.overdue(now, GRACE):
-            self._final(task, {"status": "lost", "error": "no answer from the node"})
-        self._progress(force=True)
+            self._final(task, {"status": "lost", "error": "no answer from the node"}, now)
+        self._progress(now, force=True)
 
-    def flush(self) -> None:
-        if self.dirty:
-            rows, self.dirty = list(self.dirty.values()), {}
-            self.store.update_results(rows)
+    def flush(self) -> bool:
+        """Write changed result rows; on a storage failure keep them for the next try."""
+        if not self.dirty:
+            return True
+        try:
+            self.store.update_results(list(self.dirty.values()))
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return False
+        self.dirty = {}
+        if self.storage_error is not None:
+            log.warning("server storage works again; results written")
+            self.storage_error = None
+        return True
 
-    def _reload(self) -> None:
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self.storage_error is None:  # logged once per outage
+            log.error("server storage failed (%s): results kept in memory, retrying", exc)
+        self.storage_error = str(exc)
+
+    def _reload(self, now: float) -> None:
         """After a restart: queued and in-flight results continue where they were."""
         lost = []
         for r in self.store.open_results():
-            instr = Instruction.from_dict(json.loads(r["instruction"]))
-            if instr.verb in ("COPY", "ADD"):  # its manifest died with the old process
+            try:
+                instr = Instruction.from_dict(json.loads(r["instruction"]))
+            except (ProtocolError, ValueError):
+                instr = None
+            if instr is None or instr.verb in ("COPY", "ADD"):  # its manifest died with
                 lost.append({**_blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
-                             "status": "lost", "error": "the server restarted during the transfer",
-                             "finished": time.time()})
+                             "status": "lost", "finished": now,  # the old process
+                             "error": "the server restarted during the transfer"})
                 continue
-            self.bodies[r["job_id"]] = make("JOB", job_id=r["job_id"], instruction=instr.to_dict(),
-                                            lane=r["lane"], seq=r["seq"])[2]
+            self.bodies[r["job_id"]] = job_body(r["job_id"], r["instruction"], r["lane"],
+                                                r["seq"])
             self.orch_of[r["job_id"]] = r["orch"]
             self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
             self.sched.add(Task(r["job_id"], r["node"], r["lane"], r["seq"],
                                 instr.options.timeout, status=r["status"],
-                                queued_at=time.time(), sent_at=r["sent"] or time.time()))
+                                queued_at=now, sent_at=r["sent"] or now))
         self.store.update_results(lost)
 
     # -- transfers ----------------------------------------------------------------------
-    def on_chunk_req(self, key: str, rid: bytes, msg: Message) -> None:
-        from director.server.chunkserve import serve_chunks
-
-        serve_chunks(self, key, rid, msg)
+    def serve_chunks(self, key: str, route: bytes, req: ChunkReq) -> None:
+        """Chunks of a manifest this node was sent, for a job in flight there; the
+        driver reads them (the server never opens a path a node names)."""
+        copy = self.copies.get(req.job_id)
+        if copy is None or not self.sched.in_flight(key, req.job_id):
+            log.warning("refused chunk request for job %s from %s", req.job_id,
+                        self.name_of(key))
+            return
+        manifest, paths, vouched = copy
+        w = self.waiters.get(self.orch_of.get(req.job_id, ""))
+        for f, c in req.chunks:
+            if f >= len(manifest.files):
+                self.out.append(Send(route, encode(ChunkErr(req.job_id, -1, -1,
+                                                            "bad chunk request"))))
+                return
+            entry = manifest.files[f]
+            self.out.append(ServeChunk(route, req.job_id, f, c, paths[f], entry,
+                                       manifest.chunk_size, vouched))
+            if w is not None and c * manifest.chunk_size < entry.size:
+                w.bytes_sent += min(manifest.chunk_size, entry.size - c * manifest.chunk_size)
 
     # -- queries ------------------------------------------------------------------------
     def docs(self, job_ids: list[str]) -> list[dict]:
         from director.server.jobviews import job_doc
 
         results = self.store.results(job_ids)
-        rows = {r["id"]: r for r in self.store.conn.execute(
-            f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(job_ids))})", job_ids)}
+        rows = self.store.jobs_by_ids(job_ids)
         return [job_doc(rows[j], results[j]) for j in job_ids if j in rows]
 
-    def ops(self) -> dict:
+    def get(self, args: dict) -> dict:
+        self.flush()
+        row = self.store.job(str(args.get("id", "")))
+        if row is None:
+            raise DirectorError(f"no job '{args.get('id')}' (see: director jobs)")
+        return self.docs([row["id"]])[0]
+
+    def listing(self, args: dict, now: float) -> list:
         from director.server.jobviews import list_op
 
-        def get(rid: bytes, args: dict) -> dict:
-            self.flush()
-            row = self.store.job(str(args.get("id", "")))
-            if row is None:
-                raise DirectorError(f"no job '{args.get('id')}' (see: director jobs)")
-            return self.docs([row["id"]])[0]
-
-        def jobs_list(rid: bytes, args: dict) -> list:
-            self.flush()
-            return list_op(self.store, args)
-
-        return {"jobs.submit": self.submit, "jobs.get": get, "jobs.list": jobs_list}
+        self.flush()
+        return list_op(self.store, args, now)
 
 
 def _blank(task: Task) -> dict[str, Any]:
@@ -361,16 +344,5 @@ def _blank(task: Task) -> dict[str, Any]:
             "finished": None}
 
 
-def _cap(text: Any, limit: int = MAX_OUT) -> str:
-    text = text if isinstance(text, str) else ""
+def _cap(text: str, limit: int = MAX_OUT) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[... truncated by server]"
-
-
-def _str_list(value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise DirectorError(f"{what} must be a list of names or globs")
-    return value
-
-
-def _new_id() -> str:
-    return secrets.token_hex(4)

@@ -97,6 +97,15 @@ class JobStore:
                 row = rows[0]
         return row
 
+    def jobs_by_ids(self, job_ids: list[str]) -> dict[str, sqlite3.Row]:
+        out: dict[str, sqlite3.Row] = {}
+        for i in range(0, len(job_ids), 500):
+            part = job_ids[i:i + 500]
+            q = ",".join("?" * len(part))
+            out.update((r["id"], r) for r in self.conn.execute(
+                f"SELECT * FROM jobs WHERE id IN ({q})", part))
+        return out
+
     def results(self, job_ids: list[str]) -> dict[str, list[sqlite3.Row]]:
         out: dict[str, list[sqlite3.Row]] = {j: [] for j in job_ids}
         for i in range(0, len(job_ids), 500):

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from typing import Any
 
-from director.server.jobstore import JobStore
 
 OPEN = ("queued", "running")
 
@@ -50,14 +48,13 @@ def job_doc(row: sqlite3.Row, results: list[sqlite3.Row]) -> dict[str, Any]:
     }
 
 
-def list_op(store: JobStore, args: dict) -> list[dict[str, Any]]:
+def list_op(store: Any, args: dict, now: float) -> list[dict[str, Any]]:
     limit = args.get("limit", 20)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
         limit = 20
     rows = store.recent(limit)
     results = store.results([r["id"] for r in rows])
     out = []
-    now = time.time()
     for row in rows:
         doc = job_doc(row, results[row["id"]])
         del doc["results"]

@@ -26,24 +26,9 @@ Built = dict[tuple[int, int], tuple[Manifest, tuple[Path, ...], set]]
 
 @dataclass
 class Ready:
-    rid: bytes
-    args: dict[str, Any]
+    ticket: int
     built: Built | None
-    error: DirectorError | None
-
-
-def copy_jobs(steps: Any) -> list[tuple[tuple[int, int], Instruction]]:
-    """The COPY/ADD instructions of a submission, by (step, job) position."""
-    out = []
-    for si, step in enumerate(steps if isinstance(steps, list) else []):
-        jobs = step.get("jobs") if isinstance(step, dict) else None
-        for ji, raw in enumerate(jobs if isinstance(jobs, list) else []):
-            if isinstance(raw, dict) and raw.get("verb") in ("COPY", "ADD"):
-                try:
-                    out.append(((si, ji), Instruction.from_dict(raw)))
-                except Exception:  # noqa: BLE001 - submit() reports malformed jobs itself
-                    continue
-    return out
+    error: str | None
 
 
 class ManifestBuilder:
@@ -54,15 +39,14 @@ class ManifestBuilder:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
 
-    def start(self, rid: bytes, args: dict[str, Any],
+    def start(self, ticket: int, base: Any,
               copies: list[tuple[tuple[int, int], Instruction]]) -> None:
-        threading.Thread(target=self._build, args=(rid, args, copies), daemon=True,
+        threading.Thread(target=self._build, args=(ticket, base, copies), daemon=True,
                          name="manifest").start()
 
-    def _build(self, rid: bytes, args: dict[str, Any],
+    def _build(self, ticket: int, base: Any,
                copies: list[tuple[tuple[int, int], Instruction]]) -> None:
         try:
-            base = args.get("base")
             if not isinstance(base, str) or not base.startswith("/"):
                 raise DirectorError("COPY needs the directory sources are relative to")
             built = {}
@@ -70,12 +54,12 @@ class ManifestBuilder:
                 manifest, paths = build_manifest(list(i.sources), i.dest, base=Path(base),
                                                  chunk_size=self.chunk_size, cache=self.digests)
                 built[pos] = (manifest, paths, vouched_chunks(manifest, paths, self.digests))
-            self.done.put(Ready(rid, args, built, None))
+            self.done.put(Ready(ticket, built, None))
         except DirectorError as exc:
-            self.done.put(Ready(rid, args, None, exc))
+            self.done.put(Ready(ticket, None, str(exc)))
         except Exception as exc:  # noqa: BLE001 - reported to the operator, server goes on
-            self.done.put(Ready(rid, args, None, DirectorError(
-                f"cannot build the COPY manifest: {type(exc).__name__}: {exc}")))
+            self.done.put(Ready(ticket, None,
+                                f"cannot build the COPY manifest: {type(exc).__name__}: {exc}"))
         os.write(self.wake_w, b"x")
 
     def ready(self) -> list[Ready]:

@@ -7,11 +7,10 @@ second key asking for a taken name is refused and the holder is untouched.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
+from typing import Any
 
 from director.errors import DirectorError, NameError_, TokenError
-from director.server.state import KeyTable, NodeRecord, StateDB
 from director.trust.keyfmt import fingerprint, z85_to_key
 from director.trust.names import validate_name
 from director.trust.tokens import JoinToken, TokenRecord, check, hash_secret, new_token
@@ -28,8 +27,41 @@ class EnrollOutcome:
     reason: str = ""
 
 
+class KeyTable:
+    """key -> (state, name) in memory: the ZAP thread and the per-message role check
+    read it without touching the database.  Single dict operations are atomic
+    under the GIL, so the ZAP thread's reads need no lock; only the loop writes."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self.pending = 0
+
+    def set(self, key: str, state: str | None, name: str | None = None) -> None:
+        old = self._states.get(key)
+        if state is None:
+            self._states.pop(key, None)
+            self._names.pop(key, None)
+        else:
+            self._states[key] = state
+            if name is not None:
+                self._names[key] = name
+        self.pending += (state == "pending") - (old == "pending")
+
+    def state(self, key: str) -> str | None:
+        return self._states.get(key)
+
+    def name(self, key: str) -> str | None:
+        return self._names.get(key)
+
+    def pending_count(self) -> int:
+        return self.pending
+
+
 class Registry:
-    def __init__(self, db: StateDB, keys: KeyTable, server_key: bytes, max_pending: int):
+    """Enrollment and key-state rules; ``db`` is the core's store (see store.py)."""
+
+    def __init__(self, db: Any, keys: KeyTable, server_key: bytes, max_pending: int):
         self.db = db
         self.keys = keys
         self.server_key = server_key
@@ -38,7 +70,7 @@ class Registry:
             keys.set(rec.key, rec.state, rec.name)
 
     # -- enrollment ----------------------------------------------------------
-    def enroll(self, key: str, name: str, token_text: str | None) -> EnrollOutcome:
+    def enroll(self, key: str, name: str, token_text: str | None, now: float) -> EnrollOutcome:
         try:
             name = validate_name(name)
         except NameError_ as exc:
@@ -57,7 +89,7 @@ class Registry:
             )
         if token_text:
             try:
-                self._redeem(token_text)
+                self._redeem(token_text, now)
             except TokenError as exc:
                 return EnrollOutcome("refused", name, str(exc))
             if existing is None:
@@ -78,21 +110,21 @@ class Registry:
         log.info("node %s asks to join (%s), pending", name, fingerprint(z85_to_key(key)))
         return EnrollOutcome("pending", name, "waiting for an operator: director keys accept " + name)
 
-    def _redeem(self, token_text: str) -> None:
+    def _redeem(self, token_text: str, now: float) -> None:
         token = JoinToken.decode(token_text)
         if token.server_key != self.server_key:
             raise TokenError("this token was made by another server")
-        check(self.db.token(token.token_id), token, time.time())
+        check(self.db.token(token.token_id), token, now)
         self.db.use_token(token.token_id)
 
     # -- operator actions ----------------------------------------------------
-    def find(self, name: str) -> NodeRecord:
+    def find(self, name: str) -> Any:
         rec = self.db.node_by_name(name)
         if rec is None:
             raise DirectorError(f"no node named '{name}' (see: director keys list)")
         return rec
 
-    def set_state(self, name: str, state: str) -> NodeRecord:
+    def set_state(self, name: str, state: str) -> Any:
         rec = self.find(name)
         allowed = {
             "accepted": ("pending", "rejected", "accepted"),
@@ -107,7 +139,7 @@ class Registry:
         log.info("node %s is now %s", name, state)
         return self.db.node_by_key(rec.key)  # type: ignore[return-value]
 
-    def delete(self, name: str) -> NodeRecord:
+    def delete(self, name: str) -> Any:
         rec = self.find(name)
         self.db.delete_node(rec.key)
         self.keys.set(rec.key, None)
@@ -115,9 +147,8 @@ class Registry:
         return rec
 
     # -- tokens ----------------------------------------------------------------
-    def create_token(self, ttl: float, uses: int) -> tuple[JoinToken, TokenRecord]:
+    def create_token(self, ttl: float, uses: int, now: float) -> tuple[JoinToken, TokenRecord]:
         token = new_token(self.server_key)
-        now = time.time()
         rec = TokenRecord(token_id=token.token_id, secret_hash=hash_secret(token.secret),
                           created=now, expires=now + ttl, uses_left=uses)
         self.db.add_token(rec)

@@ -1,14 +1,13 @@
 """The server's durable state: node keys and join tokens in SQLite (WAL).
 
-Only the server's event-loop thread writes here.  Key states are mirrored in
-``KeyTable`` (memory) so the ZAP thread and the per-message role check never
-touch the database.
+Only the server's event-loop thread uses it.  Key states are mirrored in
+``registry.KeyTable`` (memory) so the ZAP thread and the per-message role check
+never touch the database.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,34 +60,6 @@ class NodeRecord:
     last_seen: float | None
     address: str | None
     version: str | None
-
-
-class KeyTable:
-    """In-memory mirror of key -> (state, name), safe to read from the ZAP thread."""
-
-    def __init__(self) -> None:
-        self._states: dict[str, str] = {}
-        self._names: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def set(self, key: str, state: str | None, name: str | None = None) -> None:
-        with self._lock:
-            if state is None:
-                self._states.pop(key, None)
-                self._names.pop(key, None)
-            else:
-                self._states[key] = state
-                if name is not None:
-                    self._names[key] = name
-
-    def state(self, key: str) -> str | None:
-        return self._states.get(key)
-
-    def name(self, key: str) -> str | None:
-        return self._names.get(key)
-
-    def pending_count(self) -> int:
-        return sum(1 for s in list(self._states.values()) if s == "pending")
 
 
 class StateDB:

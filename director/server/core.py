@@ -1,0 +1,232 @@
+"""The server core: every rule of the server, fed events, emitting actions.
+
+No sockets, no SQL, no threads, no clock: the driver (daemon.py) turns socket
+traffic into calls here, passes ``now``, and executes what ``take()`` returns
+(events.py).  Identity is the authenticated key the driver read from ZAP,
+checked against the key's *current* state on every message, so revocation
+applies to the very next message on a live connection.  Each message and
+each operator request is contained: a failure is logged once, answered
+(an ERROR for a node with a role, an error reply for an operator, nothing
+for a stranger) and never ends the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from director.errors import DirectorError, ProtocolError
+from director.protocol import messages as m
+from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Send, Tick,
+                                    Undelivered)
+from director.server.jobs import DEFERRED, JobBook
+from director.server.ops import OPS
+from director.server.peers import Peers
+from director.server.registry import KeyTable, Registry
+from director.server.store import StorageError
+from director.trust.zap import Role, role_of
+
+log = logging.getLogger("director.server")
+
+# Which messages each role may send.  Anything else: "not permitted".
+DISPATCH: dict[Role, frozenset[type]] = {
+    Role.STRANGER: frozenset({m.Enroll}),
+    Role.PENDING: frozenset({m.Enroll, m.EnrollStatus}),
+    Role.NODE: frozenset({m.Enroll, m.EnrollStatus, m.Hello, m.Heartbeat, m.Result,
+                          m.Results, m.ChunkReq}),
+}
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    server_key: bytes
+    fingerprint: str
+    node_expiry: float = 30.0
+    max_pending: int = 1000
+    address: Callable[[], str] = lambda: ""   # HOST:PORT nodes use to reach this server
+
+
+class ServerCore:
+    def __init__(self, store: Any, config: CoreConfig, now: float,
+                 new_id: Callable[[], str] = lambda: secrets.token_hex(4)):
+        self.store = store
+        self.server_key = config.server_key
+        self.fingerprint = config.fingerprint
+        self.address = config.address
+        self.started = now
+        self.out: list = []
+        self.keys = KeyTable()
+        self.registry = Registry(store, self.keys, config.server_key, config.max_pending)
+        self.peers = Peers(config.node_expiry)
+        self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
+                            new_id)
+        self._seen_error = False
+        self._handlers: dict[type, Callable[[str, bytes, Any, float], None]] = {
+            m.Enroll: self._enroll, m.EnrollStatus: self._enroll_status, m.Hello: self._hello,
+            m.Heartbeat: _ignore, m.Result: self._result, m.Results: self._results,
+            m.ChunkReq: self._chunk_req,
+        }
+
+    # -- driver interface ----------------------------------------------------------
+    def take(self) -> list:
+        """The actions decided since the last call, in order."""
+        actions = self.out[:]
+        self.out.clear()
+        return actions
+
+    def handle(self, event: Any, now: float) -> list:
+        """Feed one event; returns the actions it (and anything before) produced."""
+        if isinstance(event, FromNode):
+            self.from_node(event.route, event.key, event.address, event.frames, now)
+        elif isinstance(event, Request):
+            self.request(event.rid, event.frames, now)
+        elif isinstance(event, Tick):
+            self.tick(now)
+        elif isinstance(event, ManifestsBuilt):
+            self.jobs.on_manifests(event.ticket, event.built, event.error, now)
+        elif isinstance(event, Undelivered):
+            self.jobs.undelivered(event.key, event.jobs, now)
+        self.after_events(now)
+        return self.take()
+
+    def who(self, key: str) -> str:
+        return self.keys.name(key) or (key[:8] + "...")
+
+    # -- nodes -----------------------------------------------------------------------
+    def from_node(self, route: bytes, key: str, address: str | None, frames: list,
+                  now: float) -> None:
+        state = self.keys.state(key) if key else "revoked"
+        role = role_of(state)
+        if role is None:  # revoked/rejected on a live connection: cut it
+            self.peers.forget(key)
+            self.out.append(Send(route, m.encode(m.Revoked(f"this node's key is {state}"))))
+            return
+        try:
+            msg = m.decode(frames)
+        except ProtocolError as exc:
+            log.warning("bad message from %s: %s", self.who(key), exc)
+            if role is not Role.STRANGER:  # strangers get nothing at all
+                self._error(route, "bad_message", str(exc))
+            return
+        if type(msg) not in DISPATCH[role]:
+            if role is not Role.STRANGER:
+                self._error(route, "not_permitted",
+                            f"{msg.TYPE} is not permitted for a {role.value} key")
+            log.info("refused %s from %s (%s)", msg.TYPE, self.who(key), role.value)
+            return
+        if role is not Role.STRANGER:
+            peer, new = self.peers.seen(key, route, address, msg.TYPE, now, role is Role.NODE)
+            if new and role is Role.NODE:
+                log.info("node %s is online from %s", self.who(key), address)
+        try:
+            self._handlers[type(msg)](key, route, msg, now)
+        except DirectorError as exc:  # StorageError included
+            log.error("while handling %s from %s: %s", msg.TYPE, self.who(key), exc)
+            if role is not Role.STRANGER:
+                self._error(route, "internal", f"the server could not handle {msg.TYPE}")
+        except Exception as exc:  # noqa: BLE001 - one bad message never stops the server
+            log.error("while handling %s from %s: %s: %s", msg.TYPE, self.who(key),
+                      type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            if role is not Role.STRANGER:
+                self._error(route, "internal", f"the server could not handle {msg.TYPE}")
+
+    def _error(self, route: bytes, code: str, text: str) -> None:
+        self.out.append(Send(route, m.encode(m.Error(code, text[:1000]))))
+
+    def _enroll(self, key: str, route: bytes, msg: m.Enroll, now: float) -> None:
+        out = self.registry.enroll(key, msg.name, msg.token, now)
+        if out.state != "refused":
+            self.peers.seen(key, route, None, msg.TYPE, now, False)
+        self.out.append(Send(route, m.encode(m.Enrolled(out.state, out.name, out.reason))))
+
+    def _enroll_status(self, key: str, route: bytes, msg: m.EnrollStatus, now: float) -> None:
+        rec = self.store.node_by_key(key)
+        state = rec.state if rec else "refused"
+        self.out.append(Send(route, m.encode(m.Enrolled(state, rec.name if rec else ""))))
+
+    def _hello(self, key: str, route: bytes, msg: m.Hello, now: float) -> None:
+        peer = self.peers.by_key[key]
+        peer.version = msg.version[:32]
+        if peer.boot and msg.boot != peer.boot:  # the agent restarted: what it ran is gone
+            self.jobs.node_restarted(key, now)
+        elif peer.boot:  # the same agent reconnected: jobs sent on the dropped connection
+            self.jobs.resend_inflight(key)  # may be gone; it answers repeats from memory
+        peer.boot = msg.boot
+        peer.hello = True
+        self.peers.dirty[key] = (peer.last_seen, peer.address, peer.version)
+        self.out.append(Send(route, m.encode(m.Enrolled("accepted", self.keys.name(key) or ""))))
+        self.jobs.node_ready(key)
+
+    def _result(self, key: str, route: bytes, msg: m.Result, now: float) -> None:
+        self.jobs.on_result(key, msg, now)
+
+    def _results(self, key: str, route: bytes, msg: m.Results, now: float) -> None:
+        for item in msg.items:
+            self.jobs.on_result(key, item, now)
+        if msg.problems:
+            log.warning("%d bad result(s) from %s: %s", len(msg.problems), self.who(key),
+                        msg.problems[0])
+
+    def _chunk_req(self, key: str, route: bytes, msg: m.ChunkReq, now: float) -> None:
+        self.jobs.serve_chunks(key, route, msg)
+
+    def cut_off(self, key: str, state: str, now: float) -> None:
+        """Tell a connected node it is cut off, forget it, and fail its jobs."""
+        peer = self.peers.forget(key)
+        if peer is not None:
+            self.out.append(Send(peer.route, m.encode(m.Revoked(f"this node's key is {state}"))))
+        self.jobs.node_lost(key, now)
+
+    # -- operators -----------------------------------------------------------------------
+    def request(self, rid: bytes, frames: list, now: float) -> None:
+        try:
+            msg = m.decode(frames)
+            if not isinstance(msg, m.Ctl):
+                raise DirectorError(f"expected CTL, got {msg.TYPE}")
+            op = OPS.get(msg.op)
+            if op is None:
+                raise DirectorError(f"unknown control operation {msg.op!r}")
+            result = op(self, rid, msg.args, now)
+            if result is not DEFERRED:
+                self.out.append(Reply(rid, m.encode(m.CtlReply(True, result))))
+        except DirectorError as exc:
+            self.jobs.reply(rid, ok=False, error=str(exc), code=exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - a bad request never stops the server
+            log.error("control request failed: %s: %s", type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            self.jobs.reply(rid, ok=False, error=f"internal error: {type(exc).__name__}: {exc}")
+
+    # -- time ------------------------------------------------------------------------------
+    def after_events(self, now: float) -> None:
+        self.jobs.after_events(now)
+
+    def tick(self, now: float) -> None:
+        for key in self.peers.expired(now):
+            if self.keys.state(key) == "accepted":
+                log.info("node %s went offline", self.who(key))
+            self.jobs.node_lost(key, now)
+        self.flush_seen()
+        self.jobs.tick(now)
+
+    def flush_seen(self) -> None:
+        seen = self.peers.take_dirty()
+        if not seen:
+            return
+        try:
+            self.store.touch_many(seen)
+            self._seen_error = False
+        except StorageError as exc:  # last-seen times are not worth keeping: drop them
+            if not self._seen_error:
+                log.error("cannot record when nodes were last seen: %s", exc)
+            self._seen_error = True
+
+    def close(self) -> None:
+        """Write what is still in memory (best effort: the driver is stopping)."""
+        self.jobs.flush()
+        self.flush_seen()
+
+
+def _ignore(key: str, route: bytes, msg: Any, now: float) -> None:
+    """HEARTBEAT: recording the peer as seen was all it asked for."""

@@ -1,0 +1,84 @@
+"""Connected keys: where to reach each one and whether it counts as online.
+
+Pure bookkeeping (time comes in as ``now``).  A node's agent has one main
+connection (HELLO, heartbeats) and side connections with the same key (COPY
+pulls); jobs go to the route of the main one, so only the message types in
+``ROUTE_FROM`` move a peer's route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROUTE_FROM = frozenset({"HELLO", "HEARTBEAT", "ENROLL", "ENROLL_STATUS"})
+MAX_PEERS = 200_000     # keys the table holds at once (strangers included)
+
+
+@dataclass
+class Peer:
+    """What the server knows about a connected key."""
+
+    key: str
+    route: bytes
+    last_seen: float
+    address: str | None = None
+    version: str | None = None
+    boot: str | None = None
+    hello: bool = False  # an agent said HELLO (an enroll-only connection is not online)
+
+
+class Peers:
+    def __init__(self, expiry: float):
+        self.expiry = expiry
+        self.by_key: dict[str, Peer] = {}
+        self.dirty: dict[str, tuple[float, str | None, str | None]] = {}  # last-seen rows
+
+    def get(self, key: str) -> Peer | None:
+        return self.by_key.get(key)
+
+    def online(self, key: str, now: float) -> bool:
+        peer = self.by_key.get(key)
+        return peer is not None and peer.hello and now - peer.last_seen <= self.expiry
+
+    def route(self, key: str) -> bytes | None:
+        peer = self.by_key.get(key)
+        return peer.route if peer is not None else None
+
+    def seen(self, key: str, route: bytes, address: str | None, mtype: str, now: float,
+             node: bool) -> tuple[Peer, bool]:
+        """Record traffic from ``key``; returns (peer, whether it is new)."""
+        peer = self.by_key.get(key)
+        new = peer is None
+        if peer is None:
+            if len(self.by_key) >= MAX_PEERS:
+                self._evict(now)
+            peer = self.by_key[key] = Peer(key, route, now, address)
+        if mtype in ROUTE_FROM:
+            peer.route = route
+        peer.last_seen = now
+        if address:
+            peer.address = address
+        if node:
+            self.dirty[key] = (now, peer.address, peer.version)
+        return peer, new
+
+    def forget(self, key: str) -> Peer | None:
+        return self.by_key.pop(key, None)
+
+    def expired(self, now: float) -> list[str]:
+        """Keys silent for longer than the expiry: forgotten and returned."""
+        gone = [k for k, p in self.by_key.items() if now - p.last_seen > self.expiry]
+        for k in gone:
+            del self.by_key[k]
+        return gone
+
+    def take_dirty(self) -> dict[str, tuple[float, str | None, str | None]]:
+        out, self.dirty = self.dirty, {}
+        return out
+
+    def _evict(self, now: float) -> None:
+        """Full: drop the longest-silent peers that never said HELLO (strangers first)."""
+        quiet = sorted((p for p in self.by_key.values() if not p.hello),
+                       key=lambda p: p.last_seen)[: max(1, len(self.by_key) // 10)]
+        for p in quiet:
+            del self.by_key[p.key]

@@ -1,0 +1,114 @@
+"""Turning an operator's submission into job rows, tasks and encoded JOB bodies.
+
+Pure: everything is decided and built before anything is stored or sent, so a
+submission that is refused leaves no trace.  The operator's arguments are
+checked here (they arrive as JSON from the control socket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from director.errors import DirectorError, ProtocolError
+from director.jobs.dsl import Instruction
+from director.jobs.targets import match_targets
+from director.protocol.frames import dumps
+from director.protocol.messages import Job, encode_body, job_body
+from director.server.scheduler import Task
+
+MAX_JOBS = 100_000   # jobs in one submission
+
+
+@dataclass
+class Submission:
+    orch: str
+    jobs: list[dict[str, Any]] = field(default_factory=list)     # job rows
+    rows: list[tuple] = field(default_factory=list)              # result rows (queued)
+    tasks: list[Task] = field(default_factory=list)
+    bodies: dict[str, bytes] = field(default_factory=dict)       # job id -> JOB body
+    copies: dict[str, tuple] = field(default_factory=dict)       # job id -> manifest etc.
+    open_counts: dict[str, int] = field(default_factory=dict)    # job id -> tasks
+
+
+def copy_jobs(steps: Any) -> list[tuple[tuple[int, int], Instruction]]:
+    """The COPY/ADD instructions of a submission, by (step, job) position."""
+    out = []
+    for si, step in enumerate(steps if isinstance(steps, list) else []):
+        jobs = step.get("jobs") if isinstance(step, dict) else None
+        for ji, raw in enumerate(jobs if isinstance(jobs, list) else []):
+            if isinstance(raw, dict) and raw.get("verb") in ("COPY", "ADD"):
+                try:
+                    out.append(((si, ji), Instruction.from_dict(raw)))
+                except ProtocolError:
+                    continue  # plan() reports malformed jobs itself
+    return out
+
+
+def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], now: float,
+         orch: str) -> Submission:
+    """Every row, task and body of a submission; DirectorError if anything is wrong."""
+    steps = args.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise DirectorError("nothing to run: no jobs given")
+    cli_targets = str_list(args.get("targets", []), "targets")
+    sub = Submission(orch)
+    lane_no = seq = 0
+    step_targets: list[str] | None = None   # the last target list, and its JSON
+    targets_json = ""
+    sync_lane = f"{orch}.0"
+    for si, step in enumerate(steps):
+        if not isinstance(step, dict) or not isinstance(step.get("jobs") or [], list):
+            raise DirectorError("malformed submission")
+        names = match_targets(str_list(step.get("targets") or cli_targets, "targets"),
+                              accepted, online)
+        if step.get("async"):
+            lane_no += 1
+            lane = f"{orch}.{lane_no}"
+        else:
+            lane = sync_lane
+        for ji, raw in enumerate(step.get("jobs") or []):
+            try:
+                instr = Instruction.from_dict(raw)
+            except ProtocolError as exc:
+                raise DirectorError(f"malformed job: {exc}") from None
+            seq += 1
+            if seq > MAX_JOBS:
+                raise DirectorError(f"too many jobs in one submission (at most {MAX_JOBS})")
+            job_id = f"{orch}{seq:04x}" if len(steps) > 1 or len(step["jobs"]) > 1 else orch
+            chosen = names
+            if instr.options.run_once:
+                up = [n for n in names if n in online]
+                chosen = (up or names)[:1]
+            instruction = dumps(instr.to_dict())
+            hash_extra = ""
+            if instr.verb in ("COPY", "ADD"):
+                if (si, ji) not in built:
+                    raise DirectorError(f"{instr.verb} has no manifest (internal error)")
+                manifest, paths, vouched = built[(si, ji)]
+                sub.copies[job_id] = (manifest, paths, set(vouched))
+                hash_extra = manifest.digest()
+                sub.bodies[job_id] = encode_body(Job(job_id, instr, lane, seq, hash_extra,
+                                                     manifest))
+            else:  # the common case, assembled from the JSON just made
+                sub.bodies[job_id] = job_body(job_id, instruction, lane, seq)
+            if step_targets is not chosen:
+                step_targets, targets_json = chosen, dumps(chosen)
+            sub.jobs.append({"id": job_id, "orch": orch, "lane": lane, "seq": seq,
+                             "verb": instr.verb, "summary": instr.describe(200),
+                             "instruction": instruction, "hash_extra": hash_extra,
+                             "created": now, "targets": targets_json})
+            sub.open_counts[job_id] = len(chosen)
+            for name in chosen:
+                sub.rows.append((job_id, accepted[name], name, "queued"))
+                sub.tasks.append(Task(job_id, accepted[name], lane, seq,
+                                      instr.options.timeout, queued_at=now))
+    if not sub.jobs:
+        raise DirectorError("nothing to run: no jobs given")
+    return sub
+
+
+def str_list(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise DirectorError(f"{what} must be a list of names or globs")
+    return value

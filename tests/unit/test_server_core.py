@@ -1,0 +1,217 @@
+"""The server core's rules, in-process: enrollment, roles, dispatch, results,
+revocation, expiry, chunk serving and containment -- no sockets, no processes."""
+
+from __future__ import annotations
+
+import pytest
+from coretools import CoreHarness, jobs_in, run_steps, sent
+
+from director.protocol import frames as fr
+from director.protocol import messages as m
+from director.trust import keystore
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
+
+
+def submit(h: CoreHarness, *lines: str, **kw) -> tuple[dict, list[m.Job]]:
+    reply = h.op("jobs.submit", **run_steps(*lines, **kw))
+    assert isinstance(reply, m.CtlReply) and reply.ok, reply
+    return reply.result, jobs_in(h.pending)
+
+
+def result(job: m.Job, status: str = "success", **kw) -> m.Result:
+    return m.Result(job.job_id, status, rc=kw.pop("rc", 0), exec_time=0.01, **kw)
+
+
+# -- enrollment and roles ------------------------------------------------------------
+def test_token_enrolls_at_once_and_hello_makes_the_node_online(h):
+    key = h.accepted_node("web1")
+    nodes = h.ok("nodes")
+    assert [(n["name"], n["state"]) for n in nodes] == [("web1", "online")]
+    assert h.core.keys.state(key) == "accepted"
+
+
+def test_without_token_a_key_is_pending_and_may_only_ask(h):
+    key = keystore.generate().public_z85
+    out = sent(h.from_node(key, m.Enroll("db1")))
+    assert out[0].state == "pending"
+    refused = sent(h.from_node(key, m.Hello("db1", "v", "b")))
+    assert refused == [m.Error("not_permitted", "HELLO is not permitted for a pending key")]
+    assert h.ok("nodes") == []
+
+
+def test_a_stranger_gets_nothing_for_anything_but_enroll(h):
+    stranger = keystore.generate().public_z85
+    assert h.from_node(stranger, m.Hello("x", "v", "b")) == []
+    assert h.from_node(stranger, [b"D1", b"RESULT", b"{nonsense"]) == []
+    assert h.core.peers.get(stranger) is None
+
+
+def test_name_conflict_is_refused_and_the_holder_untouched(h):
+    h.accepted_node("web1")
+    other = keystore.generate().public_z85
+    token = h.ok("token.create")["token"]
+    out = sent(h.from_node(other, m.Enroll("web1", token)))
+    assert out[0].state == "refused" and "already held" in out[0].reason
+    assert [k["state"] for k in h.ok("keys.list")] == ["accepted"]
+
+
+def test_pending_queue_is_bounded(h):
+    states = [sent(h.from_node(keystore.generate().public_z85, m.Enroll(f"n{i}")))[0].state
+              for i in range(7)]
+    assert states == ["pending"] * 5 + ["refused"] * 2
+
+
+def test_revoked_key_is_cut_off_on_its_next_message_and_its_jobs_lost(h):
+    key = h.accepted_node("web1")
+    submit(h, "RUN sleep 100")
+    reply = h.ok("keys.revoke", name="web1")
+    assert reply["state"] == "revoked"
+    assert isinstance(sent(h.pending)[0], m.Revoked)
+    out = sent(h.from_node(key, m.Heartbeat(0)))
+    assert out == [m.Revoked("this node's key is revoked")]
+    doc = h.ok("jobs.get", id="last")
+    assert doc["results"]["web1"]["status"] == "lost"
+
+
+# -- jobs and results ----------------------------------------------------------------
+def test_job_goes_to_the_node_and_its_result_is_stored(h):
+    key = h.accepted_node("web1")
+    res, jobs = submit(h, "RUN echo hi")
+    assert [j.instruction.command for j in jobs] == ["echo hi"]
+    h.from_node(key, result(jobs[0], stdout="hi\n"))
+    doc = h.ok("jobs.get", id=res["jobs"][0])
+    assert doc["status"] == "success" and doc["results"]["web1"]["stdout"] == "hi\n"
+
+
+def test_result_only_from_the_node_it_was_sent_to_and_only_once(h):
+    web = h.accepted_node("web1")
+    other = h.accepted_node("web2")
+    res, jobs = submit(h, "RUN true", targets=["web1"])
+    h.from_node(other, result(jobs[0], stdout="forged"))
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
+    h.from_node(web, result(jobs[0], stdout="real"))
+    h.from_node(web, result(jobs[0], "failed", rc=1, stdout="again"))
+    doc = h.ok("jobs.get", id="last")
+    assert doc["results"]["web1"]["stdout"] == "real"
+    assert doc["status"] == "success"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"job_id":"%s","status":"success","rc":18446744073709551616}',
+    b'{"job_id":"%s","status":"success","stdout":"a\\ud800b"}',
+    b'{"job_id":"%s","status":"success","exec_time":Infinity}',
+    b'{"job_id":"%s","status":"success","exec_time":NaN}',
+    b'{"job_id":"%s","status":"lost"}',
+    b'{"job_id":"%s","status":"success","transfer":{"files":-1}}',
+])
+def test_hostile_result_is_refused_with_an_error_and_the_job_stays_in_flight(h, body):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN true")
+    out = sent(h.from_node(key, [fr.VERSION, b"RESULT", body % jobs[0].job_id.encode()]))
+    assert len(out) == 1 and isinstance(out[0], m.Error) and out[0].code == "bad_message"
+    h.tick()  # the flush that used to raise in SQLite
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
+    h.from_node(key, result(jobs[0]))
+    assert h.ok("jobs.get", id="last")["status"] == "success"
+
+
+def test_a_batch_keeps_its_good_results(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN a", "RUN b")
+    good = m.encode_body(result(jobs[0]))
+    bad = b'{"job_id":"%s","status":"success","rc":1e999}' % jobs[1].job_id.encode()
+    h.from_node(key, fr.batch("RESULTS", [good, bad]))
+    doc = h.ok("jobs.get", id=jobs[0].job_id)
+    assert doc["status"] == "success"
+
+
+def test_a_failure_cancels_the_rest_of_the_lane(h):
+    key = h.accepted_node("web1")
+    res, jobs = submit(h, "RUN false", "RUN never")
+    h.from_node(key, result(jobs[0], "failed", rc=1))
+    if len(jobs) > 1:  # pipelined: the node cancels the rest itself
+        h.from_node(key, result(jobs[1], "cancelled"))
+    statuses = [h.ok("jobs.get", id=j)["status"] for j in res["jobs"]]
+    assert statuses == ["failed", "cancelled"]
+
+
+def test_waiting_operator_gets_every_document_in_one_reply(h):
+    key = h.accepted_node("web1")
+    reply = h.op("jobs.submit", **run_steps("RUN one", wait=True))
+    assert isinstance(reply, list)  # deferred: only a "submitted" event so far
+    jobs = jobs_in(reply)
+    actions = h.from_node(key, result(jobs[0], stdout="1"))
+    final = [m.decode(a.frames) for a in actions if hasattr(a, "rid")]
+    done = [r for r in final if isinstance(r, m.CtlReply)]
+    assert len(done) == 1 and done[0].result_json and done[0].failed == 0
+    import json
+    assert json.loads(done[0].data)[0]["results"]["web1"]["stdout"] == "1"
+
+
+def test_a_silent_node_expires_and_its_jobs_end_lost(h):
+    h.accepted_node("web1")
+    submit(h, "RUN sleep 1000")
+    h.tick(31.0)
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "lost"
+    assert h.ok("nodes")[0]["state"] == "offline"
+
+
+def test_an_agent_restart_ends_what_it_was_running_as_lost(h):
+    key = h.accepted_node("web1")
+    submit(h, "RUN sleep 1000")
+    h.from_node(key, m.Hello("web1", "test", "boot2"), b"route-web1")
+    doc = h.ok("jobs.get", id="last")
+    assert doc["results"]["web1"]["status"] == "lost"
+    assert "restarted" in doc["results"]["web1"]["error"]
+
+
+def test_the_same_agent_reconnecting_gets_its_jobs_again_on_the_new_route(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN sleep 1")
+    again = h.from_node(key, m.Hello("web1", "test", "boot1"), b"new-route")
+    assert [j.job_id for j in jobs_in(again)] == [jobs[0].job_id]
+    assert all(a.route == b"new-route" for a in again)
+
+
+# -- chunks --------------------------------------------------------------------------
+def test_chunks_are_refused_for_jobs_not_in_flight_on_that_node(h):
+    key = h.accepted_node("web1")
+    assert h.from_node(key, m.ChunkReq("deadbeef", ((0, 0),))) == []
+
+
+# -- operators and containment -------------------------------------------------------
+def test_bad_operator_requests_get_clear_errors(h):
+    assert "unknown control operation" in h.op("nope").error
+    reply = h.op("jobs.submit", steps="x")
+    assert not reply.ok and "nothing to run" in reply.error
+    h.core.request(b"op", [b"D1", b"CTL", b"[]"], h.now)
+    bad = m.decode(h.core.take()[0].frames)
+    assert not bad.ok and "must be a JSON object" in bad.error
+    assert h.ok("health")["role"] == "server"
+
+
+def test_storage_full_refuses_submissions_keeps_results_and_recovers(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN one")
+    conn = h.store.state.conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count={pages}")  # the database file cannot grow: full
+    filler = "x" * 200_000
+    h.from_node(key, result(jobs[0], stdout=filler))
+    h.tick()
+    assert h.core.jobs.storage_error is not None
+    reply = h.op("jobs.submit", **run_steps("RUN two"))
+    assert not reply.ok and reply.error.startswith("server storage full:")
+    assert h.ok("health")["role"] == "server"  # still serving
+    conn.execute("PRAGMA max_page_count=1073741823")
+    h.tick()
+    assert h.core.jobs.storage_error is None
+    assert h.ok("jobs.get", id=jobs[0].job_id)["results"]["web1"]["stdout"] == filler
+    res, _ = submit(h, "RUN three")
+    assert res["tasks"] == 1
