@@ -1,9 +1,11 @@
-"""``director client``: the node agent.
+"""``director client``: the node agent's I/O driver.
 
-Keeps a CURVE link to its pinned server, says HELLO after every handshake,
-sends heartbeats, runs the jobs it is sent and reports results.  It exits
-non-zero with a clear message when its key is revoked or refused; anything
-else (server restarts, network loss) it rides out by reconnecting.
+Owns the sockets (the CURVE link to the pinned server, its monitor, the local
+control socket), the one poll loop, and the process and COPY drivers; every
+decision is ``AgentCore``'s.  Each turn turns what happened into core events
+and carries out the actions the core returns.  It exits non-zero with a clear
+message when its key is revoked or refused; anything else (server restarts,
+network loss, a bad message) it rides out.
 """
 
 from __future__ import annotations
@@ -12,25 +14,29 @@ import logging
 import secrets
 import signal
 import time
+from collections import deque
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import zmq
 
-from director import __version__
 from director.client import pinning
+from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
+from director.client.copying import CopyDriver
+from director.client.core import AgentCore
 from director.client.link import Link
+from director.client.nodestate import JobCache, NodeState
+from director.client.runner import ProcessDriver, crashed
 from director.config import Settings, server_endpoint
 from director.errors import DirectorError
 from director.net import control, transport
-from director.protocol.frames import Message, ProtocolError, decode, encode
+from director.protocol.messages import encode
 from director.trust import keystore
 from director.trust.keyfmt import parse_public_key
 
 log = logging.getLogger("director.client")
-
-
-class Refused(DirectorError):
-    """The server cut this node off; restarting will not help."""
+DRAIN = 1000   # server messages read per wake-up at most (then the rest of the loop runs)
 
 
 class Agent:
@@ -50,68 +56,65 @@ class Agent:
             )
         if not address:
             raise DirectorError("no server address: enroll first or set --server-address")
-        from dataclasses import replace
-
         self.endpoint = server_endpoint(replace(settings, server_address=address))
-        self.server_key = server_key
-        self.state = "connecting"
-        self.boot = secrets.token_hex(8)  # tells the server when this agent restarted
-        self.hello_at: float | None = None  # HELLO sent, no answer yet
-        self.name = pinned.name if pinned is not None and pinned.name else settings.name
+        name = pinned.name if pinned is not None and pinned.name else settings.name
+        hb = settings.heartbeat_interval
+        # boot tells the server when this agent restarted
+        self.core = AgentCore(name, secrets.token_hex(8), hb, time.monotonic())
+        self.exit_code: int | None = None
         self._stop = False
         self.ctx = zmq.Context()
         self.control = control.bind(self.ctx, self.home)
-        self.link = Link(self.ctx, self.pair, server_key, self.endpoint,
-                         settings.heartbeat_interval)
+        self.link = Link(self.ctx, self.pair, server_key, self.endpoint, hb)
         self.poller = zmq.Poller()
-        from director.client.runner import JobRunner
-
-        self.jobs = JobRunner(self, _PollerWatcher(self.poller))
+        watcher = _PollerWatcher(self.poller)
+        self.state = NodeState(self.home)
+        self.cache = JobCache(self.home / "jobcache.db")
+        self.procs = ProcessDriver(self.state, self.cache, watcher)
+        connect = partial(transport.client_socket, self.ctx, self.pair, server_key,
+                          self.endpoint, hb)
+        self.copies = CopyDriver(self.home, self.state, self.cache, watcher, connect)
 
     def request_stop(self, *_: object) -> None:
         self._stop = True
 
-    def send(self, mtype: str, payload: tuple[bytes, ...] = (), **body) -> bool:
-        return transport.send_msg(self.link.sock, Message(mtype, body, payload))
-
     def run(self) -> int:
-        poller = self.poller
-        for s in (self.link.sock, self.link.monitor, self.control):
+        poller, core, link, procs, copies = (self.poller, self.core, self.link, self.procs,
+                                             self.copies)
+        for s in (link.sock, link.monitor, self.control):
             poller.register(s, zmq.POLLIN)
-        hb = self.settings.heartbeat_interval
-        next_hb = time.monotonic() + hb
-        log.info("client %s (%s) connecting to %s", self.name, self.pair.fingerprint,
+        log.info("client %s (%s) connecting to %s", core.name, self.pair.fingerprint,
                  self.endpoint)
         try:
             while not self._stop:
-                jobs_due = self.jobs.next_deadline()
-                timeout = max(0.0, min(next_hb, jobs_due) - time.monotonic())
+                due = min(core.next_deadline(), procs.next_deadline())
+                timeout = max(0.0, due - time.monotonic())
                 events = dict(poller.poll(int(timeout * 1000) + 1))
-                if self.link.monitor in events:
-                    self._on_link(self.link.read_event())
-                if self.link.sock in events:
-                    self._drain_server()
+                now = time.monotonic()
+                if link.monitor in events:
+                    self._on_link(link.read_event(), now)
+                if link.sock in events:
+                    self._drain_server(now)
                 if self.control in events:
                     self._on_control()
-                self.jobs.handle(events)
+                for job_id, out in procs.handle(events):
+                    self._do(core.job_ended(job_id, out, now))
+                for job_id, out in copies.handle(events):
+                    self._do(core.job_ended(job_id, out, now))
                 now = time.monotonic()
-                if now >= next_hb:
-                    if self.link.up:
-                        self.send("HEARTBEAT", running=self.jobs.busy())
-                    next_hb = now + hb
-                    self._check_known()
-                if now >= jobs_due:
-                    self.jobs.tick()
-                self.jobs.flush_results()
-        except Refused as exc:
-            log.error("%s", exc)
-            return 1
+                for job_id, out in procs.tick(now):
+                    self._do(core.job_ended(job_id, out, now))
+                self._do(core.tick(now))
         finally:
             self.close()
-        return 0
+        return self.exit_code or 0
 
     def close(self) -> None:
-        clean = self.jobs.close()
+        self._do(self.core.flush())
+        self.procs.close()
+        clean = self.copies.close()
+        if clean:  # a COPY worker still running may still use them
+            self.cache.close()
         self.link.close()
         self.control.close(0)
         if clean:
@@ -121,86 +124,63 @@ class Agent:
         except FileNotFoundError:
             pass
 
-    # -- link and server messages ---------------------------------------------------
-    def _on_link(self, what: str | None) -> None:
+    # -- events in, actions out -------------------------------------------------------
+    def _on_link(self, what: str | None, now: float) -> None:
+        core = self.core
         if what == "up":
-            log.info("secure link to %s is up", self.endpoint)
-            self.send("HELLO", name=self.name, version=__version__, boot=self.boot)
-            self.hello_at = time.monotonic()
-        elif what == "auth":
-            raise Refused("the server refused this node's key (revoked, rejected or deleted);"
-                          " ask the operator, or enroll again with a new home")
-        elif what == "handshake":
-            log.warning("secure handshake with %s failed: is the pinned server key right?",
-                        self.endpoint)
+            self._do(core.link_up(now))
         elif what == "down":
-            self.state = "connecting"
-            log.warning("lost the server at %s; reconnecting", self.endpoint)
+            self._do(core.link_down(now))
+        elif what == "auth":
+            self._do(core.auth_refused(now))
+        elif what == "handshake":
+            self._do(core.handshake_failed(now))
 
-    def _drain_server(self) -> None:
-        for _ in range(1000):
+    def _drain_server(self, now: float) -> None:
+        sock, core = self.link.sock, self.core
+        for _ in range(DRAIN):
             try:
-                frames = transport.recv_frames(self.link.sock, zmq.NOBLOCK)
+                frames = transport.recv_frames(sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                msg = decode([f.buffer for f in frames])
-            except ProtocolError as exc:
-                log.warning("bad message from server: %s", exc)
-                continue
-            self._on_message(msg)
+            self._do(core.frames([f.buffer for f in frames], now))
 
-    def _on_message(self, msg: Message) -> None:
-        self.hello_at = None  # the server knows this key: it answered
-        if msg.type == "ENROLLED":
-            state = msg.get("state")
-            if state == "accepted":
-                if self.state != "accepted":
-                    log.info("accepted by the server as %s", msg.get("name"))
-                    if self.state == "pending":
-                        self.send("HELLO", name=self.name, version=__version__, boot=self.boot)
-                self.state = "accepted"
-                self.name = msg.get("name") or self.name
-            elif state == "pending":
-                self.state = "pending"
-                log.info("waiting for an operator to accept this node")
-            else:
-                raise Refused(f"the server refused this node: {msg.get('reason') or state}")
-        elif msg.type == "REVOKED":
-            raise Refused(f"cut off by the server: {msg.get('reason')}")
-        elif msg.type == "ERROR":
-            if msg.get("code") == "not_permitted" and self.state != "accepted":
-                self.state = "pending"
-                self.send("ENROLL_STATUS")
-            else:
-                log.warning("server says: %s", msg.get("message"))
-        else:
-            self.jobs.on_message(msg)
-
-    def _check_known(self) -> None:
-        """An unknown (e.g. deleted) key gets no answer at all: say so and stop."""
-        limit = max(5.0, 3 * self.settings.heartbeat_interval)
-        if self.hello_at is not None and time.monotonic() - self.hello_at > limit:
-            raise Refused("the server does not answer this node (its key is unknown there:"
-                          " deleted?); enroll again: director enroll --server HOST --token TOKEN")
-
-    # -- control ----------------------------------------------------------------------
     def _on_control(self) -> None:
         frames = self.control.recv_multipart()
-        try:
-            msg = decode(frames[1:])
-            op = msg.get("op")
-        except ProtocolError as exc:
-            body = {"ok": False, "error": str(exc)}
-        else:
-            if op == "health":
-                serving = self.link.up and self.state == "accepted"
-                body = {"ok": True, "result": {"role": "client", "name": self.name,
-                                                "state": self.state, "serving": serving,
-                                                "version": __version__}}
-            else:
-                body = {"ok": False, "error": f"'{op}' is a server command; this home runs a client"}
-        self.control.send_multipart([frames[0], *encode(Message("CTL_REPLY", body))])
+        if len(frames) < 2:
+            return
+        self._do(self.core.control(frames[0], frames[1:]))
+
+    def _do(self, actions: list) -> None:
+        """Carry out the core's actions in order; a started job that ends at once
+        feeds its end back to the core, whose next actions join the queue."""
+        if not actions:
+            return
+        todo = deque(actions)
+        core, procs = self.core, self.procs
+        while todo:
+            act = todo.popleft()
+            cls = act.__class__
+            try:
+                if cls is StartRun:
+                    out = procs.start(act.job)
+                    if out is not None:
+                        todo.extend(core.job_ended(act.job.job_id, out, time.monotonic()))
+                elif cls is Send:
+                    transport.send_msg(self.link.sock, act.msg)
+                elif cls is StartCopy:
+                    self.copies.start(act.job)
+                elif cls is Reply:
+                    self.control.send_multipart([act.ident, *encode(act.msg)])
+                elif cls is Stop:
+                    log.error("%s", act.reason)
+                    self.exit_code = act.code
+                    self._stop = True
+            except Exception as exc:  # noqa: BLE001 - one action never ends the agent
+                log.error("%s failed: %s: %s", cls.__name__, type(exc).__name__, exc)
+                if cls is StartRun or cls is StartCopy:
+                    todo.extend(core.job_ended(act.job.job_id, crashed(act.job.job_id, exc),
+                                               time.monotonic()))
 
 
 class _PollerWatcher:

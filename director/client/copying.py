@@ -1,46 +1,115 @@
-"""COPY/ADD on the node: plan against what is here, pull only missing chunks.
+"""The COPY driver: COPY/ADD on the node, planned against what is here,
+pulling only missing chunks.
 
-Runs in a job worker thread with its own CURVE connection to the server (the
-same node key, so the same identity); chunk answers go back to the connection
-that asked.  Only chunks of the manifest this job was sent can be asked for.
+Copies block on disk and network, so they run on a small thread pool and
+report back to the agent's event loop through a wake-up pipe (``handle``
+returns the ended ones).  Each pull has its own CURVE connection to the
+server (the same node key, so the same identity, made by the ``connect``
+factory the agent passes in); chunk answers go back to the connection that
+asked.  Which chunks to ask for, and when a chunk is bad or late, is the pure
+``PullSession``'s decision; only chunks of this job's manifest can be asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 import json
 import logging
 import os
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Iterable
 
-
+from director.client.nodestate import JobCache, NodeState
 from director.errors import DirectorError, ProtocolError
 from director.jobs.dsl import Instruction
-from director.jobs.executor import Outcome
-from director.net import transport
-from director.protocol.frames import decode, make
-from director.transfer.chunking import Manifest
+from director.jobs.executor import Outcome, execute
+from director.protocol import messages as M
+from director.transfer.manifest import Manifest
 from director.transfer.session import PullSession
 from director.transfer.store import (ContentStore, StatCache, apply_attrs, assemble,
                                      chunk_source, cleanup_temp_files, create_dirs,
                                      plan_transfer)
 
-if TYPE_CHECKING:
-    from director.client.agent import Agent
-
 log = logging.getLogger("director.copy")
 WINDOW = 8
 CHUNK_TIMEOUT = 15.0
+COPY_WORKERS = 4
+
+
+class CopyDriver:
+    """Runs COPY jobs on worker threads; ``handle`` gives ``(job_id, Outcome)`` of ended ones."""
+
+    def __init__(self, home: Path, state: NodeState, cache: JobCache, watcher: Any,
+                 connect: Callable[[], Any]):
+        self.state, self.cache, self.watcher = state, cache, watcher
+        self.copier = Copier(home, connect)
+        self.pool = ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="copy")
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        watcher.watch(self.wake_r)
+
+    def start(self, job: M.Job) -> None:
+        self.pool.submit(self._copy, job)
+
+    def _copy(self, job: M.Job) -> None:
+        try:
+            out = execute(job.instruction, self.state, self.cache, hash_extra=job.hash_extra,
+                          copier=lambda res, wd: self.copier.run(job.job_id, res, wd,
+                                                                 job.manifest))
+        except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
+            log.error("job %s crashed: %s: %s", job.job_id, type(exc).__name__, exc,
+                      exc_info=exc)
+            out = Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        self.done.put((job.job_id, out))
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:  # the pipe is full (the loop wakes anyway) or closed (stopping)
+            pass
+
+    def handle(self, fds: Iterable[int]) -> list[tuple[str, Outcome]]:
+        """COPY jobs that ended, once the event loop saw the wake-up pipe."""
+        if self.wake_r not in fds:
+            return []
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except OSError:
+            pass
+        ended = []
+        while True:
+            try:
+                ended.append(self.done.get_nowait())
+            except queue.Empty:
+                return ended
+
+    def close(self) -> bool:
+        """Stop: transfers give up at once; True when every worker has finished."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.copier.stopping.set()
+        deadline = time.monotonic() + 3.0
+        threads = list(getattr(self.pool, "_threads", ()))
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        clean = not any(t.is_alive() for t in threads)
+        if clean:  # a worker still running may still use them
+            self.copier.close()
+            self.watcher.unwatch(self.wake_r)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+        return clean
 
 
 class Copier:
-    def __init__(self, agent: Agent):
-        self.agent = agent
-        root = agent.home / "transfer"
+    """The node's transfer state (content store, stat cache) and one pull per COPY."""
+
+    def __init__(self, home: Path, connect: Callable[[], Any]):
+        self.connect = connect
+        root = Path(home) / "transfer"
         root.mkdir(mode=0o700, exist_ok=True)
         self.store = ContentStore(root / "chunks")
         self.stats = StatCache(root / "statcache.db")
@@ -64,12 +133,11 @@ class Copier:
         self.stats.close()
 
     # -- one COPY job (worker thread) -----------------------------------------------
-    def run(self, job_id: str, instr: Instruction, workdir: str, body: dict) -> Outcome:
+    def run(self, job_id: str, instr: Instruction, workdir: str,
+            manifest: Manifest | None) -> Outcome:
         start = time.perf_counter()
-        try:
-            manifest = Manifest.from_dict(body.get("manifest"))
-        except ProtocolError as exc:
-            return Outcome("failed", error=f"bad manifest from server: {exc}")
+        if manifest is None:
+            return Outcome("failed", error="bad manifest from server: it is missing")
         dest = instr.dest if instr.dest.startswith("/") else os.path.join(workdir, instr.dest)
         if instr.dest.endswith("/") and not dest.endswith("/"):
             dest += "/"
@@ -115,7 +183,7 @@ class Copier:
             "bytes_sent": pulled.bytes_received, "chunks_sent": pulled.chunks_received,
             "chunks_reused": sum(p.reused for p in plans),
             "skipped": sum(1 for p in plans if p.unchanged),
-        }
+        }  # the executor reads it as a dict (cached or not); the core bounds it
         return Outcome("success", rc=0, exec_time=time.perf_counter() - start,
                        transfer=transfer)
 
@@ -137,9 +205,7 @@ class _Stream:
         self.timeout = timeout
         self.sock = None
         if needed:
-            agent = copier.agent
-            self.sock = transport.client_socket(agent.ctx, agent.pair, agent.server_key,
-                                                agent.endpoint, agent.settings.heartbeat_interval)
+            self.sock = copier.connect()
 
     def __enter__(self) -> _Stream:
         return self
@@ -165,8 +231,7 @@ class _Stream:
             raise DirectorError("transfer ended without a chunk assembly needs")
         reqs = s.next_requests()
         if reqs:
-            self.sock.send_multipart(make("CHUNK_REQ", job_id=self.job_id,
-                                          chunks=[[f, c] for f, c in reqs]))
+            self.sock.send_multipart(M.encode(M.ChunkReq(self.job_id, tuple(reqs))))
         now = time.monotonic()
         left = self.deadline - now
         if left <= 0:
@@ -179,15 +244,17 @@ class _Stream:
                 self.last_heard = time.monotonic()
             return
         self.last_heard = time.monotonic()
-        msg = decode(self.sock.recv_multipart(copy=True))
-        if msg.get("job_id") != self.job_id:
+        msg = M.decode(self.sock.recv_multipart(copy=True))
+        cls = msg.__class__
+        if cls is M.ChunkErr:
+            if msg.job_id == self.job_id:
+                if msg.file < 0:
+                    raise DirectorError(f"the server refused the transfer: {msg.error}")
+                s.on_error(msg.file, msg.chunk, msg.error)
             return
-        f, c = msg.get("file"), msg.get("chunk")
-        if msg.type == "CHUNK_ERR":
-            s.on_error(f, c, msg.get("error"))
+        if cls is not M.Chunk:
+            raise ProtocolError(f"expected CHUNK, not {msg.TYPE}")
+        if msg.job_id != self.job_id:
             return
-        if msg.type != "CHUNK" or len(msg.payload) != 1:
-            raise ProtocolError("expected one CHUNK payload")
-        data = msg.payload[0]
-        if s.on_chunk(f, c, data):
-            self.arrived[(f, c)] = data
+        if s.on_chunk(msg.file, msg.chunk, msg.data):
+            self.arrived[(msg.file, msg.chunk)] = msg.data

@@ -12,8 +12,9 @@ from director import __version__
 from director.client import pinning
 from director.client.link import Link
 from director.config import Settings, server_endpoint
-from director.errors import ConnectionFailed, DirectorError
-from director.protocol.frames import ProtocolError, decode, make
+from director.errors import ConnectionFailed, DirectorError, ProtocolError
+from director.net.transport import send_msg
+from director.protocol import messages as M
 from director.trust import keystore
 from director.trust.keyfmt import parse_public_key
 from director.trust.tokens import JoinToken
@@ -73,10 +74,7 @@ def _converse(link: Link, settings: Settings, server: str, key: bytes, name: str
     poller = zmq.Poller()
     poller.register(link.sock, zmq.POLLIN)
     poller.register(link.monitor, zmq.POLLIN)
-    body = {"name": name, "version": __version__}
-    if token:
-        body["token"] = token
-    link.sock.send_multipart(make("ENROLL", **body), flags=zmq.NOBLOCK)
+    send_msg(link.sock, M.Enroll(name, token or None, __version__))
     deadline = time.monotonic() + timeout
     next_ask = time.monotonic() + 5.0
     while True:
@@ -100,21 +98,23 @@ def _converse(link: Link, settings: Settings, server: str, key: bytes, name: str
                 )
         if link.sock in events:
             try:
-                msg = decode(link.sock.recv_multipart())
+                msg = M.decode(link.sock.recv_multipart())
             except ProtocolError as exc:
                 raise ConnectionFailed(f"bad answer from {server}: {exc}") from None
-            if msg.type == "ENROLLED":
-                state = msg.get("state")
+            cls = msg.__class__
+            if cls is M.Enrolled:
+                state = msg.state
                 if state in ("accepted", "pending"):
-                    pinning.save(settings.home, pinning.Pinned(server, key, msg.get("name") or name))
+                    pinning.save(settings.home, pinning.Pinned(server, key, msg.name or name))
                 if state == "pending" and wait:
-                    log.info("pending: waiting for an operator to accept %s", msg.get("name"))
+                    log.info("pending: waiting for an operator to accept %s", msg.name)
                     continue
                 return Outcome(state if state in ("accepted", "pending") else "refused",
-                               msg.get("name") or name, fp, msg.get("reason", ""), created)
-            if msg.type in ("REVOKED", "ERROR"):
-                return Outcome("refused", name, fp, msg.get("reason") or msg.get("message"),
-                               created)
+                               msg.name or name, fp, msg.reason, created)
+            if cls is M.Revoked:
+                return Outcome("refused", name, fp, msg.reason, created)
+            if cls is M.Error:
+                return Outcome("refused", name, fp, msg.message, created)
         if wait and time.monotonic() >= next_ask:
-            link.sock.send_multipart(make("ENROLL_STATUS"), flags=zmq.NOBLOCK)
+            send_msg(link.sock, M.EnrollStatus())
             next_ask = time.monotonic() + 5.0

@@ -1,0 +1,217 @@
+"""Hostile sequences against the agent core: a hypothesis state machine.
+
+Random interleavings of valid and malformed server messages (huge ints,
+NaN/Infinity, lone surrogates, wrong types, unknown types, duplicate jobs, jobs
+for failed lanes), link changes, control requests, jobs ending with odd
+outcomes and ticks.  Invariants: nothing raises; a job id starts at most once
+and never after it was answered; every job that ends gets exactly one result
+(plus one per resend of it), the same every time; everything sent encodes and
+decodes back unchanged; per-job state stays bounded.
+
+CI runs a small budget; ``DIRECTOR_FUZZ_EXAMPLES=5000`` runs many more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from director.client import core as C
+from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
+from director.jobs.dsl import parse_line
+from director.jobs.executor import Outcome
+from director.protocol import messages as M
+
+EXAMPLES = int(os.environ.get("DIRECTOR_FUZZ_EXAMPLES", "200"))
+IDS = [f"{n:08x}" for n in range(24)]
+LANES = ["aaaaaaaa.0", "aaaaaaaa.1", "bbbbbbbb.0", "cccccccc.7"]
+LINES = ["RUN true", "RUN echo hi", "ARG x=1", "ENV A=b", "WORKDIR sub", "COPY a /tmp/b"]
+INSTR = {line: parse_line(line) for line in LINES}
+
+nasty_scalar = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70), st.just(2**64), st.floats(),
+    st.text(max_size=20), st.sampled_from(["a\ud800b", "\udfff", "\x00", "NaN"]),
+    st.booleans(), st.none())
+nasty_value = st.recursive(nasty_scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6)
+field_names = st.sampled_from(["job_id", "instruction", "lane", "seq", "state", "name",
+                               "reason", "code", "message", "jobs", "manifest", "hash_extra",
+                               "verb", "command", "timeout"])
+mtypes = st.sampled_from(["JOB", "JOBS", "ENROLLED", "REVOKED", "ERROR", "CHUNK", "RESULT",
+                          "HELLO", "CTL", "NOPE", "", "J\u00d8B"])
+outcome_st = st.builds(
+    Outcome,
+    status=st.sampled_from(["success", "success", "failed", "timeout", "cancelled", "bogus"]),
+    rc=st.one_of(st.none(), st.integers(min_value=-(2**40), max_value=2**40)),
+    stdout=st.text(max_size=20) | st.just("x\ud800"),
+    stderr=st.text(max_size=20),
+    exec_time=st.floats(),
+    cached=st.booleans(),
+    error=st.text(max_size=10),
+    transfer=st.none() | st.dictionaries(st.sampled_from(list(M.Transfer.FIELDS)),
+                                         st.integers(min_value=-5, max_value=2**60)))
+
+
+def _raw(mtype: str, body: object) -> list[bytes]:
+    # json.dumps writes NaN/Infinity and \ud800 escapes: exactly what a hostile peer may send
+    return [b"D1", mtype.encode("utf-8", "surrogatepass"), json.dumps(body).encode()]
+
+
+def _strict(value: object) -> bool:
+    """True when ``value`` is strict JSON (NaN/Infinity make the whole body unreadable)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+class AgentCoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.core = C.AgentCore("node", "boot", 1.0, self.now)
+        self.started: set[str] = set()
+        self.running: dict[str, bool] = {}      # job id -> is a COPY
+        self.ended: set[str] = set()
+        self.answered: set[str] = set()         # ids with a result sent
+        self.results: dict[str, list[M.Result]] = {}
+        self.resends: Counter[str] = Counter()  # deliveries of an id after it ended
+
+    # -- bookkeeping of everything the core asks for -----------------------------------
+    def _apply(self, actions: list) -> None:
+        for a in actions:
+            cls = a.__class__
+            if cls in (StartRun, StartCopy):
+                jid = a.job.job_id
+                assert jid not in self.started, f"job {jid} started twice"
+                assert jid not in self.answered, f"job {jid} started after it was answered"
+                self.started.add(jid)
+                self.running[jid] = cls is StartCopy
+            elif cls is Send:
+                msg = a.msg
+                assert M.decode(M.encode(msg)) == msg  # the server reads what was meant
+                items = msg.items if isinstance(msg, M.Results) else (
+                    (msg,) if isinstance(msg, M.Result) else ())
+                for r in items:
+                    assert r.job_id not in self.running, f"result for running job {r.job_id}"
+                    self.answered.add(r.job_id)
+                    self.results.setdefault(r.job_id, []).append(r)
+            elif cls is Reply:
+                M.decode(M.encode(a.msg))
+            else:
+                assert cls is Stop and a.code == 1
+
+    def _delivered(self, job_id: str) -> None:
+        if job_id in self.ended:
+            self.resends[job_id] += 1
+
+    # -- link ----------------------------------------------------------------------------
+    @rule(what=st.sampled_from(["up", "down", "handshake", "auth"]))
+    def link(self, what):
+        fn = {"up": self.core.link_up, "down": self.core.link_down,
+              "handshake": self.core.handshake_failed, "auth": self.core.auth_refused}[what]
+        self._apply(fn(self.now))
+
+    # -- server messages -------------------------------------------------------------------
+    @rule(jid=st.sampled_from(IDS), lane=st.sampled_from(LANES), line=st.sampled_from(LINES),
+          seq=st.integers(0, 10))
+    def job(self, jid, lane, line, seq):
+        self._delivered(jid)
+        self._apply(self.core.frames(M.encode(M.Job(jid, INSTR[line], lane, seq)), self.now))
+
+    @rule(jobs=st.lists(st.tuples(st.sampled_from(IDS), st.sampled_from(LANES),
+                                  st.sampled_from(LINES)), min_size=2, max_size=8))
+    def jobs_batch(self, jobs):
+        items = tuple(M.Job(j, INSTR[line], lane, 0) for j, lane, line in jobs)
+        for j, _, _ in jobs:
+            self._delivered(j)
+        self._apply(self.core.frames(M.encode(M.Jobs(items)), self.now))
+
+    @rule(jid=st.sampled_from(IDS), instr=nasty_value, lane=st.sampled_from(LANES))
+    def job_with_bad_instruction(self, jid, instr, lane):
+        if _strict(instr):  # a job id that reads is answered, whatever the rest holds
+            self._delivered(jid)
+        self._apply(self.core.frames(_raw("JOB", {"job_id": jid, "instruction": instr,
+                                                  "lane": lane, "seq": 0}), self.now))
+
+    @rule(mtype=mtypes, body=st.dictionaries(field_names, nasty_value, max_size=5))
+    def hostile_message(self, mtype, body):
+        if (mtype == "JOB" and isinstance(body.get("job_id"), str) and body["job_id"] in IDS
+                and _strict(body)):
+            self._delivered(body["job_id"])
+        self._apply(self.core.frames(_raw(mtype, body), self.now))
+
+    @rule(fr=st.lists(st.binary(max_size=30), max_size=6))
+    def garbage_frames(self, fr):
+        self._apply(self.core.frames(fr, self.now))
+
+    @rule(msg=st.sampled_from([M.Enrolled("accepted", "node"), M.Enrolled("pending", "node"),
+                               M.Enrolled("rejected", "node", "no"), M.Revoked("gone"),
+                               M.Error("not_permitted", "wait"), M.Error("internal", "x")]))
+    def enrollment(self, msg):
+        self._apply(self.core.frames(M.encode(msg), self.now))
+
+    # -- jobs ending, time, control --------------------------------------------------------
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), out=outcome_st)
+    def job_ends(self, data, out):
+        jid = data.draw(st.sampled_from(sorted(self.running)))
+        del self.running[jid]
+        self.ended.add(jid)
+        self._apply(self.core.job_ended(jid, out, self.now))
+
+    @rule(jid=st.sampled_from(IDS), out=outcome_st)
+    def stray_end(self, jid, out):
+        if jid not in self.running:
+            before = len(self.core.running)
+            self._apply(self.core.job_ended(jid, out, self.now))
+            assert len(self.core.running) == before
+
+    @rule(dt=st.sampled_from([0.0, 0.001, C.RESULT_DELAY, 0.5, 2.0, 10.0]))
+    def tick(self, dt):
+        self.now += dt
+        self._apply(self.core.tick(self.now))
+
+    @rule(body=st.dictionaries(st.sampled_from(["op", "args"]), nasty_value, max_size=2)
+          | st.just({"op": "health", "args": {}}))
+    def control(self, body):
+        acts = self.core.control(b"who", _raw("CTL", body))
+        assert len(acts) == 1 and acts[0].ident == b"who"
+        self._apply(acts)
+
+    # -- invariants ------------------------------------------------------------------------
+    @invariant()
+    def bounded(self):
+        c = self.core
+        assert 0 <= c.slots <= C.MAX_PROCESSES
+        assert c.slots == sum(1 for copy in self.running.values() if not copy)
+        assert set(c.running) == set(self.running)
+        assert len(c.known) <= C.MAX_QUEUED and len(c.finished) <= C.REMEMBER
+        assert len(c.outbox) < C.RESULT_BATCH
+        assert len(c.active) == len(c.running)
+
+    @invariant()
+    def never_more_than_one_result_per_end_and_resend(self):
+        for jid in self.started:
+            got = self.results.get(jid, [])
+            assert len(got) <= (1 + self.resends[jid] if jid in self.ended else 0)
+            assert all(r == got[0] for r in got)  # never run twice: the same answer
+
+    def teardown(self):
+        self._apply(self.core.flush())
+        for jid in self.ended:
+            got = self.results.get(jid, [])
+            assert len(got) == 1 + self.resends[jid], (jid, got, self.resends[jid])
+
+
+AgentCoreMachine.TestCase.settings = settings(
+    max_examples=EXAMPLES, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+TestAgentCore = AgentCoreMachine.TestCase
