@@ -1,0 +1,82 @@
+"""The agent's process driver (client/runner.py) with real /bin/sh processes.
+
+Which job runs when is the core's (test_agent_core); this checks what the driver
+itself owns: a RUN's output, exit code and timeout come back as an Outcome from
+its watched fds, verbs without a process end inside ``start``, and stopping
+leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from director.client.nodestate import JobCache, NodeState
+from director.client.runner import ProcessDriver, SelectorWatcher
+from director.jobs.dsl import parse_line
+from director.protocol import messages as M
+from procs import live_in_group
+
+
+@pytest.fixture
+def driver(tmp_path):
+    watcher = SelectorWatcher()
+    cache = JobCache(tmp_path / "jobcache.db")
+    d = ProcessDriver(NodeState(tmp_path), cache, watcher)
+    yield d
+    d.close()
+    cache.close()
+    watcher.close()
+
+
+def job(n: int, line: str) -> M.Job:
+    return M.Job(f"{n:08x}", parse_line(line), "aaaaaaaa.0", n)
+
+
+def wait_ended(d: ProcessDriver, count: int = 1, timeout: float = 10.0) -> dict:
+    """Turn the driver's loop (fds, then deadlines) until ``count`` jobs ended."""
+    ended: dict = {}
+    deadline = time.monotonic() + timeout
+    while len(ended) < count and time.monotonic() < deadline:
+        left = max(0.0, min(0.05, d.next_deadline() - time.monotonic()))
+        ended.update(d.handle(d.watcher.poll(left)))
+        ended.update(d.tick(time.monotonic()))
+    return ended
+
+
+def test_run_reports_output_and_exit_code(driver):
+    assert driver.start(job(1, "RUN echo out; echo err >&2; exit 3")) is None
+    (out,) = wait_ended(driver).values()
+    assert out.status == "failed" and out.rc == 3
+    assert out.stdout == "out\n" and out.stderr == "err\n"
+    assert driver.running == [] and driver.procs == {}
+
+
+def test_a_success_is_cached_and_answered_from_the_cache_without_a_process(driver):
+    assert driver.start(job(1, "RUN echo once")) is None
+    assert wait_ended(driver)["00000001"].status == "success"
+    hit = driver.start(job(2, "RUN echo once"))
+    assert hit is not None and hit.cached and hit.stdout == "once\n"
+
+
+def test_arg_ends_inside_start_and_reaches_later_runs(driver):
+    out = driver.start(job(1, "ARG greeting=hello"))
+    assert out is not None and out.status == "success"
+    driver.start(job(2, "RUN echo ${greeting}"))
+    assert wait_ended(driver)["00000002"].stdout == "hello\n"
+
+
+def test_timeout_kills_the_process_group(driver):
+    driver.start(job(1, "RUN --timeout 0.3 sleep 30 & sleep 30"))
+    pgid = driver.running[0].proc.pid
+    out = wait_ended(driver)["00000001"]
+    assert out.status == "timeout"
+    assert not live_in_group(pgid)
+
+
+def test_close_leaves_no_job_process_behind(driver):
+    driver.start(job(1, "RUN sleep 30"))
+    pgid = driver.running[0].proc.pid
+    driver.close()
+    assert not live_in_group(pgid) and driver.running == []
