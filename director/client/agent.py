@@ -26,7 +26,7 @@ from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
 from director.client.copying import CopyDriver
 from director.client.core import AgentCore
 from director.client.link import Link
-from director.client.nodestate import JobCache, NodeState
+from director.jobs.nodestate import JobCache, NodeState
 from director.client.runner import ProcessDriver, crashed
 from director.config import Settings, server_endpoint
 from director.errors import DirectorError

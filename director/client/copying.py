@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from director.client.nodestate import JobCache, NodeState
+from director.jobs.nodestate import JobCache, NodeState
 from director.errors import DirectorError, ProtocolError
 from director.jobs.dsl import Instruction
 from director.jobs.executor import Outcome, execute

@@ -42,13 +42,10 @@ def is_copy(instr: Any) -> bool:
     return instr.verb in _COPY_VERBS
 
 
-try:  # the verb table, once there is one, says which verbs transfer files
-    from director.jobs import verbs as _verbs  # type: ignore[attr-defined]
-    _COPY_VERBS = frozenset(v for v, spec in _verbs.VERBS.items()
-                            if getattr(spec, "transfer", False))
-    if not _COPY_VERBS:
-        raise AttributeError
-except (ImportError, AttributeError):
+try:  # the verb table says which verbs transfer files
+    from director.jobs import verbs as _verbs
+    _COPY_VERBS = frozenset(n for n in _verbs.names() if _verbs.spec(n).transfers)
+except ImportError:  # pragma: no cover - before the table existed
     _COPY_VERBS = frozenset({"COPY", "ADD"})
 
 

@@ -16,7 +16,7 @@ import selectors
 import time
 from typing import Iterable, Protocol
 
-from director.client.nodestate import JobCache, NodeState
+from director.jobs.nodestate import JobCache, NodeState
 from director.jobs.executor import Outcome, Pending, begin, conclude, spawn_failed
 from director.jobs.shell import ShellProcess, kill_running
 from director.protocol.messages import Job

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from director.client.nodestate import JobCache, NodeState
+from director.jobs.nodestate import JobCache, NodeState
 from director.client.runner import ProcessDriver, SelectorWatcher
 from director.jobs.dsl import parse_line
 from director.protocol import messages as M

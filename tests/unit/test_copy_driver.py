@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from director.client.copying import CopyDriver
-from director.client.nodestate import JobCache, NodeState
+from director.jobs.nodestate import JobCache, NodeState
 from director.client.runner import SelectorWatcher
 from director.jobs.dsl import parse_line
 from director.net import transport
