@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 
 from director.errors import DSLError
-from director.jobs.dsl import VERBS, Instruction, parse_line
+from director.jobs import verbs
+from director.jobs.dsl import Instruction, parse_line
 
 __all__ = ["Step", "load_orchestration", "parse_directorfile", "parse_yaml", "parse_job_text"]
 
@@ -66,7 +67,8 @@ def parse_job_text(text: str, source: str = "<command line>") -> list[Step]:
     numbered = len(_physical_lines(text)) > 1
     jobs = tuple(_parse_lines(text, source, numbered=numbered))
     if not jobs:
-        raise DSLError(f"no job given: expected 'VERB ARGS' with VERB one of {', '.join(VERBS)}",
+        raise DSLError("no job given: expected 'VERB ARGS' with VERB one of "
+                       f"{', '.join(verbs.names())}",
                        source=source)
     return [Step(jobs=jobs)]
 
@@ -211,9 +213,9 @@ def _parse_job(job: yaml.Node, source: str) -> Instruction:
                        "e.g. '- RUN: echo hello'", source=source, line=line)
     key, value = job.value[0]
     verb = key.value if isinstance(key, yaml.ScalarNode) and key.tag == _STR else ""
-    if not _VERB_WORD_RE.fullmatch(verb) or verb.upper() not in VERBS:
+    if not _VERB_WORD_RE.fullmatch(verb) or verb.upper() not in verbs.TABLE:
         shown = verb[:40] if verb else "(not a word)"
-        raise DSLError(f"unknown verb {shown!r}: expected one of {', '.join(VERBS)}",
+        raise DSLError(f"unknown verb {shown!r}: expected one of {', '.join(verbs.names())}",
                        source=source, line=line)
     if not (isinstance(value, yaml.ScalarNode) and value.tag == _STR):
         raise DSLError(f"the arguments of {verb.upper()} must be a string: quote them, "

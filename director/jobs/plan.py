@@ -15,20 +15,11 @@ from collections.abc import Mapping
 
 from director.errors import DSLError
 from director.jobs.dsl import PLACEHOLDER_RE, Instruction, validate_chown
+from director.jobs.verbs import TABLE
 
 __all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash"]
 
 HASH_VERSION = 1  # bump when the hashed content changes, so old cache entries stop matching
-
-# The fields that decide what a job of each verb does (options deliberately excluded).
-_HASH_FIELDS = {
-    "RUN": ("command", "stdout_arg"),
-    "COPY": ("sources", "dest", "chmod", "chown"),
-    "ADD": ("sources", "dest", "chmod", "chown"),
-    "ARG": ("name", "value"),
-    "ENV": ("name", "value"),
-    "WORKDIR": ("path",),
-}
 
 
 def substitute(text: str, args: Mapping[str, str]) -> str:
@@ -51,31 +42,27 @@ def _has_placeholder(text: str) -> bool:
 
 
 def resolve(instr: Instruction, args: Mapping[str, str]) -> Instruction:
-    """A copy with ARG values substituted into the fields a placeholder may appear in.
+    """A copy with ARG values substituted into the fields its verb declares ``substituted``.
 
     The verb, options, names and chmod are never substituted.  A ``--chown`` that is not
     ``USER[:GROUP]`` once resolved (e.g. an ARG it names is unset) raises DSLError.
     """
-    chown = instr.chown
+    changes: dict[str, object] = {}
+    for name in TABLE[instr.verb].substituted:
+        value = getattr(instr, name)
+        if isinstance(value, tuple):
+            if any(_has_placeholder(v) for v in value):
+                changes[name] = tuple(substitute(v, args) for v in value)
+        elif value is not None and _has_placeholder(value):
+            changes[name] = substitute(value, args)
+    chown = changes.get("chown", instr.chown)
     if chown is not None:
-        chown = substitute(chown, args)
         try:
-            validate_chown(chown, templates=False)
+            validate_chown(chown, templates=False)  # type: ignore[arg-type]
         except DSLError as exc:
             raise DSLError(f"{exc.message} after substituting ARG values; set every ARG it "
                            "names", source=instr.source, line=instr.line) from None
-    if not any(_has_placeholder(t) for t in (instr.command, instr.dest, instr.value,
-                                               instr.path, *instr.sources)):
-        return instr if chown == instr.chown else dataclasses.replace(instr, chown=chown)
-    return dataclasses.replace(
-        instr,
-        command=substitute(instr.command, args),
-        sources=tuple(substitute(s, args) for s in instr.sources),
-        dest=substitute(instr.dest, args),
-        value=substitute(instr.value, args),
-        path=substitute(instr.path, args),
-        chown=chown,
-    )
+    return dataclasses.replace(instr, **changes) if changes else instr  # type: ignore[arg-type]
 
 
 def job_hash(instr: Instruction, *, env: Mapping[str, str], workdir: str, extra: str = "") -> str:
@@ -91,7 +78,7 @@ def job_hash(instr: Instruction, *, env: Mapping[str, str], workdir: str, extra:
         "workdir": workdir,
         "extra": extra,
     }
-    for name in _HASH_FIELDS.get(instr.verb, ()):
+    for name in TABLE[instr.verb].hash_fields:
         value = getattr(instr, name)
         content[name] = list(value) if isinstance(value, tuple) else value
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -112,6 +112,31 @@ def test_hash_shape_and_determinism():
     assert value == _hash(env={"B": "2", "A": "1"})  # env order does not matter
 
 
+# Hashes as nodes have cached them since HASH_VERSION 1: a change here empties every
+# node's cache on upgrade, so it must come with a HASH_VERSION bump.
+@pytest.mark.parametrize(("line", "expected"), [
+    ('RUN echo hi',
+     "009257dfb3f9cdbd4bed6d2368a14d3f9594c0009ac807c94f5d726648507b57"),
+    ('RUN --stdout-arg HOST --timeout 5 hostname',
+     "4e735b43c976c643af905d75f01517e6c6b7b1ede8f65739e90cd71222ef8b50"),
+    ("COPY --chmod 0644 --chown u:g a 'b c' /dst/",
+     "e8eeb0c9fe7e0dfccc57e3723537128f661f4ee9ff76cb3863ed24ef9f1e789f"),
+    ('ADD src dest',
+     "73673664e41308aea6b234dd695f82b750f0741efe50a711edd66757e3179265"),
+    ('ARG VERSION=1.2',
+     "ec8bcd0ddd5d37752d114d85d63ccdb718fc4ff988292771b2ddc270c03c616a"),
+    ('ENV PATH=/x:$PATH',
+     "415e206f2a759ed6fde4300be411b4c1e53fc204b4631099d031c9ddf0036e10"),
+    ('WORKDIR /srv/app',
+     "1fc97eb9209e5cf45d693cb29f6f69b379f44389af703c369c8448fe811b4812"),
+    ('RUN echo é ${X}',
+     "e62a426cfb9764f65c99c3131aa950d7cc08effbff90ebd40cfb03ad645dca8c"),
+])
+def test_hash_is_byte_identical_to_cached_hashes(line, expected):
+    assert job_hash(parse_line(line), env={"A": "1", "B": "ü"}, workdir="/w",
+                    extra="m1") == expected
+
+
 @pytest.mark.parametrize("changed", [
     {"instr": parse_line("RUN echo bye")},
     {"instr": parse_line("RUN echo  hi")},

@@ -1,0 +1,103 @@
+"""What a node remembers between jobs and restarts: ARG/ENV/WORKDIR and its job cache.
+
+Both live in the node's home.  The job cache is an LRU (cachetools) in memory,
+written through to SQLite in batches so a busy node does not commit per job.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from cachetools import LRUCache
+
+from director.jobs.steps import CachedResult
+from director.trust.keystore import write_private_file
+
+__all__ = ["CachedResult", "JobCache", "NodeState"]
+
+
+class NodeState:
+    """ARG values, ENV values and the WORKDIR, persisted atomically on change."""
+
+    def __init__(self, home: Path):
+        self.path = home / "state.json"
+        self.default_workdir = str(home / "work")
+        self.lock = threading.Lock()
+        self.args: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+        self.workdir = self.default_workdir
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                self.args = {str(k): str(v) for k, v in data.get("args", {}).items()}
+                self.env = {str(k): str(v) for k, v in data.get("env", {}).items()}
+                self.workdir = str(data.get("workdir") or self.default_workdir)
+            except (OSError, ValueError, AttributeError):
+                pass  # a damaged state file starts clean rather than stopping the node
+
+    def snapshot(self) -> tuple[dict[str, str], dict[str, str], str]:
+        with self.lock:
+            return dict(self.args), dict(self.env), self.workdir
+
+    def update(self, *, arg: tuple[str, str] | None = None, env: tuple[str, str] | None = None,
+               workdir: str | None = None) -> None:
+        with self.lock:
+            if arg:
+                self.args[arg[0]] = arg[1]
+            if env:
+                self.env[env[0]] = env[1]
+            if workdir:
+                self.workdir = workdir
+            data = {"args": self.args, "env": self.env, "workdir": self.workdir}
+            write_private_file(self.path, json.dumps(data).encode())
+
+
+class JobCache:
+    """Job hash -> result of a job that succeeded; bounded, survives restarts."""
+
+    def __init__(self, path: Path, maxsize: int = 10000):
+        self.lock = threading.Lock()
+        self.lru: LRUCache = LRUCache(maxsize=maxsize)
+        self.pending: dict[str, CachedResult] = {}
+        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS cache (hash TEXT PRIMARY KEY, rc INTEGER,"
+                          " stdout TEXT, stderr TEXT, at REAL DEFAULT (julianday('now')))")
+        rows = self.conn.execute(
+            "SELECT hash, rc, stdout, stderr FROM cache ORDER BY at DESC, rowid DESC LIMIT ?",
+            (maxsize,))
+        for h, rc, out, err in reversed(rows.fetchall()):
+            self.lru[h] = CachedResult(rc, out, err)
+
+    def get(self, h: str) -> CachedResult | None:
+        with self.lock:
+            return self.lru.get(h)
+
+    def put(self, h: str, result: CachedResult) -> None:
+        with self.lock:
+            self.lru[h] = result
+            self.pending.pop(h, None)  # re-put: written last, so it counts as newest
+            self.pending[h] = result
+
+    def flush(self) -> None:
+        with self.lock:
+            rows, self.pending = self.pending, {}
+        if rows:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO cache(hash, rc, stdout, stderr) VALUES(?,?,?,?)",
+                    [(h, r.rc, r.stdout, r.stderr) for h, r in rows.items()])
+                # Newer rows have larger rowids (a replaced row is re-inserted), so
+                # keeping the newest is a range delete on the rowid, not a sort.
+                self.conn.execute(
+                    "DELETE FROM cache WHERE rowid <= (SELECT MAX(rowid) FROM cache) - ?",
+                    (self.lru.maxsize,))
+
+    def close(self) -> None:
+        self.flush()
+        self.conn.close()

@@ -1,0 +1,163 @@
+"""The verb table: everything about a verb is one ``Verb`` entry in ``TABLE``.
+
+An entry says how a line of the verb parses, which Instruction fields it carries on
+the wire and how they are checked there, which of them go into the job hash and take
+``${NAME}`` substitution, how it prints, what the node does for it (a function in
+``steps``), and whether the server must build a file manifest for it.  ``dsl``,
+``plan`` and ``executor`` consult the table; none of them names a verb.
+
+Outside ``jobs/``, ask the table instead of naming verbs:
+
+    from director.jobs import verbs
+    verbs.spec(instr.verb).transfers   # True for COPY/ADD: the server builds a manifest
+    verbs.names()                      # every verb, in table order
+
+Adding a verb: one ``Verb(...)`` in ``TABLE`` plus its step function.  It can use the
+existing Instruction fields (``PAYLOAD_FIELDS``); a verb needing a new kind of argument
+also adds that field to ``dsl.Instruction``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from director.jobs import steps
+from director.jobs.rules import (Invalid, check_chmod, check_chown, check_name, check_timeout,
+                                 name_value, split_paths)
+
+__all__ = ["COMMON_OPTIONS", "PAYLOAD_FIELDS", "TABLE", "Option", "Verb", "names", "spec"]
+
+# The Instruction fields that carry a verb's arguments (the rest: verb, options, line,
+# source, text, are the same for every verb).
+PAYLOAD_FIELDS = ("command", "stdout_arg", "sources", "dest", "chmod", "chown", "name",
+                  "value", "path")
+
+
+@dataclass(frozen=True)
+class Option:
+    """``--name VALUE`` (or a bare flag when ``check`` is None) and the field it sets."""
+
+    name: str
+    field: str
+    check: Callable[[str], str] | None = None   # returns the value or raises Invalid
+    example: str = ""
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    parse: Callable[[str, str], dict[str, Any]]  # (verb, text after the options) -> fields
+    check: Callable[[str, Mapping[str, Any]], None]  # wire rules on the decoded fields
+    describe: Callable[[Any], str]               # the arguments part of Instruction.describe
+    execute: Callable[[Any, steps.Node], steps.Outcome | steps.Pending]  # node side
+    fields: tuple[str, ...]                      # PAYLOAD_FIELDS it uses (options' too)
+    hash_fields: tuple[str, ...]                 # what decides the job: keys the node's cache
+    substituted: tuple[str, ...] = ()            # fields where ${NAME} is replaced by ARGs
+    options: tuple[Option, ...] = ()             # its own options, after the common ones
+    transfers: bool = False                      # the server builds a file manifest for it
+    foreign: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Fields this verb must leave at their defaults; precomputed for from_dict.
+        object.__setattr__(self, "foreign",
+                           tuple(f for f in PAYLOAD_FIELDS if f not in self.fields))
+
+
+COMMON_OPTIONS = (
+    Option("--timeout", "timeout", check_timeout, "60"),
+    Option("--skip-cache", "skip_cache"),
+    Option("--run-once", "run_once"),
+)
+_STDOUT_ARG = Option("--stdout-arg", "stdout_arg", lambda v: check_name("--stdout-arg", v),
+                     "NAME")
+_CHMOD = Option("--chmod", "chmod", check_chmod, "0644")
+_CHOWN = Option("--chown", "chown", check_chown, "user:group")
+
+
+def _parse_command(verb: str, rest: str) -> dict[str, Any]:
+    if not rest:
+        raise Invalid(f"{verb} needs a command: e.g. {verb} echo hello")
+    return {"command": rest}
+
+
+def _check_command(verb: str, d: Mapping[str, Any]) -> None:
+    if not d["command"].strip():
+        raise Invalid(f"{verb} needs a non-empty 'command'")
+
+
+def _parse_copy(verb: str, rest: str) -> dict[str, Any]:
+    paths = split_paths(verb, rest)
+    if len(paths) < 2:
+        raise Invalid(f"{verb} needs at least one source and a destination: {verb} SRC... DEST")
+    if "" in paths:
+        raise Invalid(f"{verb} got an empty path (''); give real file names")
+    return {"sources": tuple(paths[:-1]), "dest": paths[-1]}
+
+
+def _check_copy(verb: str, d: Mapping[str, Any]) -> None:
+    if not d["sources"] or "" in d["sources"] or not d["dest"]:
+        raise Invalid(f"{verb} needs non-empty 'sources' and 'dest'")
+
+
+def _parse_name_value(verb: str, rest: str) -> dict[str, Any]:
+    name, value = name_value(verb, rest)
+    return {"name": name, "value": value}
+
+
+def _check_name_value(verb: str, d: Mapping[str, Any]) -> None:
+    check_name(verb, d["name"])
+
+
+def _parse_path(verb: str, rest: str) -> dict[str, Any]:
+    paths = split_paths(verb, rest)
+    if len(paths) != 1:
+        raise Invalid(f"{verb} takes exactly one path, got {len(paths)}; "
+                      "quote a path with spaces")
+    if not paths[0]:
+        raise Invalid(f"{verb} got an empty path (''); give a directory")
+    return {"path": paths[0]}
+
+
+def _check_path(verb: str, d: Mapping[str, Any]) -> None:
+    if not d["path"]:
+        raise Invalid(f"{verb} needs a non-empty 'path'")
+
+
+def _copy_entry(name: str) -> Verb:
+    return Verb(name, _parse_copy, _check_copy,
+                lambda i: shlex.join((*i.sources, i.dest)), steps.copy_files,
+                fields=("sources", "dest", "chmod", "chown"),
+                hash_fields=("sources", "dest", "chmod", "chown"),
+                substituted=("sources", "dest", "chown"), options=(_CHMOD, _CHOWN),
+                transfers=True)
+
+
+def _name_value_entry(name: str, execute: Callable[[Any, steps.Node], steps.Outcome]) -> Verb:
+    return Verb(name, _parse_name_value, _check_name_value, lambda i: f"{i.name}={i.value}",
+                execute, fields=("name", "value"), hash_fields=("name", "value"),
+                substituted=("value",))
+
+
+TABLE: dict[str, Verb] = {v.name: v for v in (
+    Verb("RUN", _parse_command, _check_command, lambda i: i.command, steps.run_command,
+         fields=("command", "stdout_arg"), hash_fields=("command", "stdout_arg"),
+         substituted=("command",), options=(_STDOUT_ARG,)),
+    _copy_entry("COPY"),
+    _copy_entry("ADD"),
+    _name_value_entry("ARG", steps.set_arg),
+    _name_value_entry("ENV", steps.set_env),
+    Verb("WORKDIR", _parse_path, _check_path, lambda i: i.path, steps.make_workdir,
+         fields=("path",), hash_fields=("path",), substituted=("path",)),
+)}
+
+
+def spec(name: str) -> Verb:
+    """The entry of verb ``name`` (as on an Instruction: upper case); KeyError if none."""
+    return TABLE[name]
+
+
+def names() -> tuple[str, ...]:
+    return tuple(TABLE)
