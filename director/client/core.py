@@ -20,6 +20,7 @@ from cachetools import LRUCache
 
 from director import __version__
 from director.errors import ProtocolError
+from director.jobs import verbs
 from director.protocol import messages as M
 from director.client.results import GONE, result_of, size_of
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
@@ -42,11 +43,8 @@ def is_copy(instr: Any) -> bool:
     return instr.verb in _COPY_VERBS
 
 
-try:  # the verb table says which verbs transfer files
-    from director.jobs import verbs as _verbs
-    _COPY_VERBS = frozenset(n for n in _verbs.names() if _verbs.spec(n).transfers)
-except ImportError:  # pragma: no cover - before the table existed
-    _COPY_VERBS = frozenset({"COPY", "ADD"})
+# which verbs pull files (COPY, ADD): the verb table says, once, at import
+_COPY_VERBS = frozenset(n for n in verbs.names() if verbs.spec(n).transfers)
 
 
 class AgentCore:
