@@ -18,6 +18,7 @@ import logging
 from typing import Any, Callable
 
 from director.errors import DirectorError, ProtocolError
+from director.jobs import verbs
 from director.jobs.dsl import Instruction
 from director.protocol.frames import MAX_BATCH, batch, dumps
 from director.protocol.messages import ChunkErr, ChunkReq, CtlEvent, CtlReply, Result, encode, job_body
@@ -279,7 +280,7 @@ class JobBook:
                 instr = Instruction.from_dict(json.loads(r["instruction"]))
             except (ProtocolError, ValueError):
                 instr = None
-            if instr is None or instr.verb in ("COPY", "ADD"):  # its manifest died with
+            if instr is None or verbs.spec(instr.verb).transfers:  # its manifest died with
                 lost.append({**_blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
                              "status": "lost", "finished": now,  # the old process
                              "error": "the server restarted during the transfer"})

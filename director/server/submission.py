@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from director.errors import DirectorError, ProtocolError
+from director.jobs import verbs
 from director.jobs.dsl import Instruction
 from director.jobs.targets import match_targets
 from director.protocol.frames import dumps
@@ -37,7 +38,8 @@ def copy_jobs(steps: Any) -> list[tuple[tuple[int, int], Instruction]]:
     for si, step in enumerate(steps if isinstance(steps, list) else []):
         jobs = step.get("jobs") if isinstance(step, dict) else None
         for ji, raw in enumerate(jobs if isinstance(jobs, list) else []):
-            if isinstance(raw, dict) and raw.get("verb") in ("COPY", "ADD"):
+            verb = verbs.TABLE.get(raw.get("verb")) if isinstance(raw, dict) else None
+            if verb is not None and verb.transfers:
                 try:
                     out.append(((si, ji), Instruction.from_dict(raw)))
                 except ProtocolError:
@@ -82,7 +84,7 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
                 chosen = (up or names)[:1]
             instruction = dumps(instr.to_dict())
             hash_extra = ""
-            if instr.verb in ("COPY", "ADD"):
+            if verbs.spec(instr.verb).transfers:
                 if (si, ji) not in built:
                     raise DirectorError(f"{instr.verb} has no manifest (internal error)")
                 manifest, paths, vouched = built[(si, ji)]
