@@ -22,6 +22,7 @@ WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exi
 
 def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
     from director.net.control import ControlClient, result_of
+    from director.protocol.messages import CtlEvent
 
     payload = {"steps": [{"targets": list(s.targets), "async": s.async_, "name": s.name,
                           "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
@@ -37,16 +38,15 @@ def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
         progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
         docs = None
         for msg in c.stream("jobs.submit", payload, timeout=15.0):
-            if msg.type == "CTL_EVENT":
-                progress.update(msg.get("event"), msg.get("data") or {})
+            if isinstance(msg, CtlEvent):
+                progress.update(msg.event, msg.data if isinstance(msg.data, dict) else {})
                 continue
             progress.close()
-            if as_json and msg.get("ok") and msg.get("result_json") and msg.payload \
-                    and not sys.stdout.isatty():
+            if as_json and msg.ok and msg.result_json and not sys.stdout.isatty():
                 # already encoded as compact --json output: pass it through untouched
-                sys.stdout.buffer.write(msg.payload[0] + b"\n")
+                sys.stdout.buffer.write(msg.data + b"\n")
                 sys.stdout.flush()
-                raise SystemExit(2 if msg.get("failed") else 0)
+                raise SystemExit(2 if msg.failed else 0)
             docs = result_of(msg)
     if as_json:
         output.emit_json(docs)

@@ -10,7 +10,6 @@ number of ``CTL_EVENT`` messages before it.
 from __future__ import annotations
 
 import json
-
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import zmq
 
 from director.errors import ConfigError, ConnectionFailed, DirectorError, ProtocolError
-from director.protocol.frames import Message, decode, make
+from director.protocol.messages import Ctl, CtlEvent, CtlReply, decode, encode
 from director.trust.keystore import ensure_private_dir
 
 MAX_IPC_PATH = 100
@@ -84,15 +83,19 @@ class ControlClient:
         self.close()
 
     def send(self, op: str, args: dict[str, Any] | None = None) -> None:
-        self.sock.send_multipart(make("CTL", op=op, args=args or {}))
+        self.sock.send_multipart(encode(Ctl(op, args or {})))
 
-    def recv(self, timeout: float | None = None) -> Message:
+    def recv(self, timeout: float | None = None) -> CtlReply | CtlEvent:
+        """The next reply or event; anything else from the socket is a ProtocolError."""
         t = self.timeout if timeout is None else timeout
         if not self.sock.poll(int(t * 1000) if t is not None and t >= 0 else None):
             raise ConnectionFailed(
                 f"the director in {self.home} did not answer within {t:g} s"
             )
-        return decode(self.sock.recv_multipart())
+        msg = decode(self.sock.recv_multipart())
+        if not isinstance(msg, (CtlReply, CtlEvent)):
+            raise ProtocolError(f"unexpected {msg.TYPE} from the control socket")
+        return msg
 
     def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
         """One request, one reply; a refused request raises DirectorError."""
@@ -100,31 +103,30 @@ class ControlClient:
         return result_of(self.recv())
 
     def stream(self, op: str, args: dict[str, Any] | None = None,
-               timeout: float | None = None) -> Iterator[Message]:
-        """Yield CTL_EVENT messages until the final CTL_REPLY (yielded last)."""
+               timeout: float | None = None) -> Iterator[CtlReply | CtlEvent]:
+        """Yield CtlEvent messages until the final CtlReply (yielded last)."""
         self.send(op, args)
         while True:
             msg = self.recv(timeout)
             yield msg
-            if msg.type == "CTL_REPLY":
+            if isinstance(msg, CtlReply):
                 return
 
 
-def result_of(msg: Message) -> Any:
-    if msg.type != "CTL_REPLY":
-        raise ProtocolError(f"unexpected {msg.type} from control socket")
-    if not msg.get("ok"):
-        err = DirectorError(msg.get("error") or "request failed")
-        err.exit_code = int(msg.get("code") or 1)
+def result_of(msg: CtlReply | CtlEvent) -> Any:
+    """The result a CtlReply carries; a refusal raises DirectorError with its exit code."""
+    if not isinstance(msg, CtlReply):
+        raise ProtocolError(f"unexpected {msg.TYPE} from the control socket")
+    if not msg.ok:
+        err = DirectorError(msg.error or "request failed")
+        err.exit_code = msg.code or 1
         raise err
-    if msg.get("result_json"):
-        if not msg.payload:
-            raise ProtocolError("CTL_REPLY: result_json without its payload")
+    if msg.result_json:
         try:
-            return json.loads(msg.payload[0])
+            return json.loads(msg.data)
         except (ValueError, RecursionError):
             raise ProtocolError("CTL_REPLY: result payload is not valid JSON") from None
-    return msg.get("result")
+    return msg.result
 
 
 def ping(home: str | Path, timeout: float = 1.0) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ routing id is not part of a message: identity comes from the CURVE key.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from director.errors import ProtocolError
@@ -30,7 +31,50 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if value - value != 0.0:  # 1e400 parses as Infinity: refused like the constant
+        raise ValueError(f"{literal} is not a finite number")
+    return value
+
+
+# A JSON escape of a UTF-16 surrogate: only then can a decoded body hold a lone one
+# (raw UTF-8 cannot: the decode refuses it), so only then is the body walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    if value.__class__ is str:
+        return _SURROGATE.search(value) is not None
+    if value.__class__ is dict:
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if value.__class__ is list:
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+class LoneSurrogate:
+    """Stands in for a batch item holding a lone surrogate, so the batch's other
+    items survive and this one is reported (``field``: where it was found)."""
+
+    __slots__ = ("field",)
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def problem(self, item_type: str) -> str:
+        return f"{item_type}: field {self.field!r} is not valid UTF-8 (lone surrogate)"
+
+
+def _first_lone_surrogate(obj: dict) -> str | None:
+    for key, value in obj.items():
+        if _lone_surrogate(key) or _lone_surrogate(value):
+            return key
+    return None
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -39,13 +83,22 @@ def dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def _raw(frame: Any) -> bytes:
+    """bytes of a frame (bytes, bytearray, memoryview, zmq.Frame); TypeError otherwise."""
+    return frame if frame.__class__ is bytes else memoryview(frame).tobytes()
+
+
 def split(frames: Any, known: frozenset[str] | dict) -> tuple[str, dict, tuple[bytes, ...]]:
     """Frames (routing id removed) -> (type, body object, payload); refuses anything off."""
     if not isinstance(frames, (list, tuple)) or len(frames) < 3:
         raise ProtocolError("message has too few frames")
     if len(frames) > 3 + MAX_PAYLOAD_FRAMES:
         raise ProtocolError("message has too many frames")
-    version, raw_type, raw_body = bytes(frames[0]), bytes(frames[1]), frames[2]
+    try:
+        version, raw_type, raw_body = _raw(frames[0]), _raw(frames[1]), _raw(frames[2])
+        payload = tuple(_raw(f) for f in frames[3:])
+    except TypeError:
+        raise ProtocolError("message frames must be bytes") from None
     if version != VERSION:
         raise ProtocolError("unsupported protocol version")
     if not raw_type or len(raw_type) > MAX_TYPE:
@@ -59,12 +112,31 @@ def split(frames: Any, known: frozenset[str] | dict) -> tuple[str, dict, tuple[b
     if len(raw_body) > MAX_BODY:
         raise ProtocolError(f"{mtype}: body too large")
     try:  # UTF-8 by definition: decoding it here spares json its encoding sniffing
-        body = _DECODER.decode(bytes(raw_body).decode("utf-8"))
+        body = _DECODER.decode(raw_body.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"{mtype}: body is not valid JSON") from None
     if body.__class__ is not dict:
         raise ProtocolError(f"{mtype}: body must be a JSON object")
-    return mtype, body, tuple(bytes(f) for f in frames[3:])
+    if _SURROGATE_ESCAPE.search(raw_body):  # strings must be valid UTF-8, nested ones too
+        _refuse_lone_surrogates(mtype, body)
+    return mtype, body, payload
+
+
+def _refuse_lone_surrogates(mtype: str, body: dict) -> None:
+    items_key = BATCHES[mtype][0] if mtype in BATCHES else None
+    items = body.get(items_key)
+    if items.__class__ is list:  # a batch: only the items holding one are refused
+        for i, item in enumerate(items):
+            if item.__class__ is dict:
+                bad = _first_lone_surrogate(item)
+                if bad is not None:
+                    items[i] = LoneSurrogate(bad)
+            elif _lone_surrogate(item):
+                items[i] = LoneSurrogate("(item)")
+    bad = _first_lone_surrogate({k: v for k, v in body.items() if k != items_key or
+                                 items.__class__ is not list})
+    if bad is not None:
+        raise ProtocolError(f"{mtype}: field {bad!r} is not valid UTF-8 (lone surrogate)")
 
 
 def join(mtype: str, body: dict | bytes, payload: tuple[bytes, ...] = ()) -> list[bytes]:

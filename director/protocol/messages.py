@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from director.errors import ProtocolError
 from director.jobs.dsl import Instruction
 from director.protocol import fields as F
-from director.protocol.frames import MAX_BATCH, batch, dumps, join, split
+from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, join, split
 from director.transfer.manifest import Manifest
 
 RESULT_STATUSES = frozenset({"success", "failed", "timeout", "cancelled"})
@@ -148,7 +148,7 @@ class Result(Msg):
         out: dict[str, Any] = {"job_id": self.job_id, "status": self.status, "rc": self.rc,
                                "stdout": self.stdout, "stderr": self.stderr,
                                "exec_time": self.exec_time, "cached": self.cached}
-        if self.error:
+        if self.error != "":  # None and other non-strings go out, to be refused
             out["error"] = self.error
         if self.transfer is not None:
             out["transfer"] = self.transfer.to_dict()
@@ -190,6 +190,8 @@ class Batch(Msg):
         good, bad = [], []
         for item in raw:
             try:
+                if item.__class__ is LoneSurrogate:
+                    raise ProtocolError(item.problem(cls.ITEM.TYPE))
                 if item.__class__ is not dict:
                     raise ProtocolError(f"{cls.ITEM.TYPE}: an item must be an object")
                 good.append(cls.ITEM.decode_body(item, ()))
@@ -242,7 +244,8 @@ class Enrolled(Msg):
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Enrolled:
         t = cls.TYPE
-        return cls(F.choice(t, b, "state", ENROLL_STATES), F.text(t, b, "name", MAX_NAME),
+        return cls(F.choice(t, b, "state", ENROLL_STATES),
+                   F.text(t, b, "name", MAX_NAME, ident=True),
                    F.text(t, b, "reason", MAX_TEXT, default=""))
 
 
@@ -262,7 +265,7 @@ class Job(Msg):
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"job_id": self.job_id, "instruction": self.instruction.to_dict(),
                                "lane": self.lane, "seq": self.seq}
-        if self.hash_extra:
+        if self.hash_extra != "":
             out["hash_extra"] = self.hash_extra
         if self.manifest is not None:
             out["manifest"] = self.manifest.to_dict()
@@ -406,14 +409,14 @@ class CtlReply(Msg):
         out: dict[str, Any] = {"ok": self.ok}
         if self.result is not None:
             out["result"] = self.result
-        if self.error:
+        if self.error != "":  # None and other non-strings go out, to be refused
             out["error"] = self.error
         for key in ("code", "failed"):  # 0 failed is news: kept
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
-        if self.result_json:
-            out["result_json"] = True
+        if self.result_json is not False:
+            out["result_json"] = self.result_json
         return out
 
     def payload(self) -> tuple[bytes, ...]:
@@ -456,14 +459,32 @@ def decode(frames: Any) -> Msg:
     return TYPES[mtype].decode_body(body, payload)
 
 
+def _checked(msg: Msg) -> tuple[dict[str, Any], tuple[bytes, ...]]:
+    """``msg``'s body and payload, after the same checks the receiver applies: a
+    message the other side would refuse is refused here, naming the field."""
+    body, payload = msg.body(), msg.payload()
+    try:
+        again = msg.__class__.decode_body(body, payload)
+    except ProtocolError as exc:
+        raise ProtocolError(f"refusing to send {exc}") from None
+    if isinstance(again, Batch) and again.problems:
+        raise ProtocolError(f"refusing to send {msg.TYPE}: {again.problems[0]}")
+    return body, payload
+
+
 def encode(msg: Msg) -> list[bytes]:
     """The frames of ``msg``; refuses what the other side would refuse to decode."""
-    return join(msg.TYPE, msg.body(), msg.payload())
+    body, payload = _checked(msg)
+    return join(msg.TYPE, body, payload)
 
 
 def encode_body(msg: Msg) -> bytes:
-    """Just the JSON body (for batching with ``frames.batch``)."""
-    return dumps(msg.body()).encode("utf-8")
+    """Just the checked JSON body (for batching with ``frames.batch``)."""
+    body, _ = _checked(msg)
+    try:
+        return dumps(body).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise ProtocolError(f"{msg.TYPE}: cannot encode the body ({exc})") from None
 
 
 __all__ = ["TYPES", "Msg", "decode", "encode", "encode_body", "batch", "job_body",
