@@ -63,7 +63,6 @@ class Settings:
     enroll_token: str = field(default="", repr=False)
     server_key: str = ""
     max_pending: int = 100
-    job_timeout: float = 600.0
 
 
 # Field name -> Python type (annotations are strings under ``from __future__``).
@@ -280,7 +279,7 @@ def _validate(s: Settings, sources: Mapping[str, str], path: str | None) -> Sett
     changes["home"] = os.path.abspath(os.path.expanduser(home))
     if not 1 <= s.port <= 65535:
         raise fail("port", f"must be between 1 and 65535, got {s.port}")
-    for key in ("heartbeat_interval", "node_expiry", "job_timeout"):
+    for key in ("heartbeat_interval", "node_expiry"):
         if getattr(s, key) <= 0:
             raise fail(key, f"must be a positive number of seconds, got {getattr(s, key)}")
     if s.node_expiry <= s.heartbeat_interval:

@@ -37,16 +37,6 @@ class ConnectionFailed(DirectorError):
     """The server (or the local control socket) could not be reached."""
 
 
-class NotPermitted(DirectorError):
-    """The peer's role does not allow this request."""
-
-
-class EnrollmentPending(DirectorError):
-    """The node asked to join and now waits for an operator."""
-
-    exit_code = 3
-
-
 class DSLError(DirectorError):
     """A job line or orchestration file is invalid; carries file:line."""
 
@@ -66,9 +56,3 @@ class DSLError(DirectorError):
 
 class TransferError(DirectorError):
     """A file transfer failed (missing source, corrupt chunk, unsafe destination)."""
-
-
-class JobFailed(DirectorError):
-    """At least one targeted node did not succeed (used for exit status 2)."""
-
-    exit_code = 2

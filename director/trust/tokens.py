@@ -43,8 +43,6 @@ __all__ = [
     "JoinToken",
     "TokenRecord",
     "new_token",
-    "new_record",
-    "consume",
     "hash_secret",
     "check",
     "parse_ttl",
@@ -140,24 +138,6 @@ class TokenRecord:
     expires: float
     uses_left: int
     revoked: bool = False
-
-
-def new_record(token: JoinToken, *, now: float, ttl: float, uses: int = 1) -> TokenRecord:
-    """The server-side record for a freshly created token."""
-    if uses < 1:
-        raise TokenError(f"a token must allow at least one use, got {uses}")
-    return TokenRecord(
-        token_id=token.token_id,
-        secret_hash=hash_secret(token.secret),
-        created=now,
-        expires=now + ttl,
-        uses_left=uses,
-    )
-
-
-def consume(record: TokenRecord) -> TokenRecord:
-    """The record after one successful enrollment."""
-    return dataclasses.replace(record, uses_left=max(record.uses_left - 1, 0))
 
 
 def check(record: TokenRecord | None, token: JoinToken, now: float) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ class Decision:
     reason: str
 
 
-def decide(state: str | None, *, domain: str, pending_count: int, max_pending: int) -> Decision:
+def decide(state: str | None, *, domain: str) -> Decision:
     """The ZAP policy for one handshake, from the key's current state."""
     if domain != ZAP_DOMAIN:
         return Decision(False, None, "wrong ZAP domain")
@@ -62,15 +61,17 @@ def role_of(state: str | None) -> Role | None:
 class ZapGate:
     """Starts pyzmq's ZAP thread with ``decide`` as the CURVE policy.
 
-    ``lookup(z85_key) -> state`` and ``counts() -> (pending, max_pending)``
-    must be safe to call from the ZAP thread (plain dict reads are).
+    ``lookup(z85_key) -> state`` must be safe to call from the ZAP thread (plain
+    dict reads are).  ``counts`` is accepted and ignored: the policy does not
+    depend on the pending queue (see ``decide``); drop it once no caller passes it.
     """
 
     def __init__(self, context, lookup: Callable[[str], str | None],
-                 counts: Callable[[], tuple[int, int]]):
+                 counts: object = None):
+        import threading  # here, not at the top: the pure policy above needs no threads
+
         self._context = context
         self._lookup = lookup
-        self._counts = counts
         self._auth = None
         self.denied = 0
         self._lock = threading.Lock()
@@ -78,9 +79,7 @@ class ZapGate:
     # pyzmq credentials-provider interface
     def callback(self, domain: str, key: bytes | str) -> bool:
         z85 = key.decode("ascii") if isinstance(key, bytes) else key
-        pending, max_pending = self._counts()
-        d = decide(self._lookup(z85), domain=domain, pending_count=pending,
-                   max_pending=max_pending)
+        d = decide(self._lookup(z85), domain=domain)
         if not d.allowed:
             with self._lock:
                 self.denied += 1

@@ -45,7 +45,7 @@ def test_defaults(nosys: str) -> None:
     assert s.home == default_home()
     assert (s.port, s.bind, s.mode, s.log_level) == (5555, "tcp://0.0.0.0:5555", "client", "info")
     assert (s.heartbeat_interval, s.node_expiry, s.chunk_size) == (5.0, 30.0, 1048576)
-    assert (s.max_pending, s.job_timeout, s.enroll_token, s.server_address) == (100, 600.0, "", "")
+    assert (s.max_pending, s.enroll_token, s.server_address) == (100, "", "")
     assert s.name and "." not in s.name
     assert set(eff.sources.values()) == {"default"}
     assert eff.config_file is None
@@ -180,7 +180,7 @@ def test_cli_type_error_names_the_option(nosys: str) -> None:
         ({"port": 0}, "option --port must be between 1 and 65535"),
         ({"port": 70000}, "got 70000"),
         ({"heartbeat_interval": 0}, "positive"),
-        ({"job_timeout": -1.0}, "positive"),
+        ({"node_expiry": -1.0}, "positive"),
         ({"chunk_size": 100}, "between 4096"),
         ({"chunk_size": 2**27}, "between 4096"),
         ({"mode": "proxy"}, "'server' or 'client'"),
