@@ -10,7 +10,10 @@ import os
 
 import pytest
 
-from director.protocol.frames import VERSION, decode, make
+from director.jobs.dsl import parse_line
+from director.protocol import messages as M
+from director.protocol.frames import VERSION
+from director.protocol.messages import decode, encode
 from director.trust import keystore
 
 pytestmark = pytest.mark.integration
@@ -32,10 +35,10 @@ def test_unknown_key_gets_no_reply_and_is_never_listed(mesh):
     mesh.server()
     mesh.add_node("real")
     peer = mesh.raw_peer()  # fresh keypair, right server key
-    peer.send(make("HELLO", name="intruder", version="0.1.0"))
-    peer.send(make("HEARTBEAT", running=0))
-    peer.send(make("ENROLL_STATUS"))
-    peer.send(make("RESULT", job_id="j1", status="success"))
+    peer.send(encode(M.Hello("intruder", "0.1.0")))
+    peer.send(encode(M.Heartbeat(0)))
+    peer.send(encode(M.EnrollStatus()))
+    peer.send(encode(M.Result("0123abcd", "success")))
     assert peer.recv_all(1.5) == []
     assert "intruder" not in json.dumps(mesh.nodes())
     keys = mesh.keys()
@@ -64,17 +67,30 @@ def test_garbage_from_accepted_key_does_not_stop_the_server(mesh):
         [VERSION, b"HELLO", b'{"name": "x", "version": "' + b"v" * 100000 + b'"}'],
         [VERSION, b"HEARTBEAT", b"\xff\xfe\xfd"],
         [VERSION, b"CTL_REPLY", b'{"ok": true}'],
+        # the values that once stopped the server (issue 9)
+        [VERSION, b"RESULT", b'{"job_id": "0123abcd", "status": "success", "rc": 18446744073709551616}'],
+        [VERSION, b"RESULT", b'{"job_id": "0123abcd", "status": "success", "stdout": "a\\ud800b"}'],
+        [VERSION, b"RESULT", b'{"job_id": "0123abcd", "status": "success", "exec_time": 1e400}'],
+        [VERSION, b"RESULT", b'{"job_id": "0123abcd", "status": "success", "exec_time": NaN}'],
+        [VERSION, b"RESULTS", b'{"results": [{"job_id": "0123abcd", "status": "odd"}, 5]}'],
     ]
     for frames in garbage:
         peer.send(frames)
     # server-only message types from a node are refused, not obeyed
-    peer.send(make("JOB", job_id="x", instruction={}, lane="l", seq=1))
-    peer.send(make("CTL", op="keys.revoke", args={"name": "real"}))
+    # (well-formed, so that it is the dispatch table that refuses them)
+    peer.send(encode(M.Job("0123abcd", parse_line("RUN true"), "0123abcd.1", 1)))
+    peer.send(encode(M.Ctl("keys.revoke", {"name": "real"})))
+
+    def not_permitted(frames) -> bool:
+        msg = decode(frames)
+        return isinstance(msg, M.Error) and msg.code == "not_permitted"
+
     replies = [decode(f) for f in peer.recv_until(
-        lambda got: sum(decode(f).type == "ERROR" for f in got) >= 2, 5.0)]
-    refused = [m for m in replies if m.type == "ERROR"]
-    assert len(refused) >= 2, replies
-    assert all(m.get("code") == "not_permitted" for m in refused)
+        lambda got: sum(not_permitted(f) for f in got) >= 2, 5.0)]
+    # garbage gets a bad_message ERROR (or nothing), server-only types not_permitted
+    assert sum(isinstance(m, M.Error) and m.code == "not_permitted" for m in replies) >= 2, replies
+    assert all(isinstance(m, M.Error) and m.code in ("not_permitted", "bad_message")
+               for m in replies), replies
 
     assert _health(mesh)["role"] == "server"
     assert other.alive()
@@ -82,10 +98,11 @@ def test_garbage_from_accepted_key_does_not_stop_the_server(mesh):
     assert mesh.key("real")["state"] == "accepted"
 
     # the accepted key still speaks the protocol afterwards
-    peer.send(make("HEARTBEAT", running=0))
-    peer.send(make("HELLO", name="raw", version="9.9.9-raw"))
+    peer.send(encode(M.Heartbeat(0)))
+    peer.send(encode(M.Hello("raw", "9.9.9-raw")))
+
     def accepted(m) -> bool:
-        return m.type == "ENROLLED" and m.get("state") == "accepted" and m.get("name") == "raw"
+        return isinstance(m, M.Enrolled) and (m.state, m.name) == ("accepted", "raw")
 
     msgs = [decode(f) for f in peer.recv_until(
         lambda got: any(accepted(decode(f)) for f in got), 5.0)]
@@ -102,21 +119,20 @@ def test_pending_key_may_only_ask_about_its_enrollment(mesh):
     cp = mesh.enroll("waiting", server_key=mesh.server_key())
     assert cp.returncode == 3, cp.stderr
     peer = mesh.raw_peer(pair=keystore.load(cp.home))
-    peer.send(make("HELLO", name="waiting", version="0.1.0"))
+    peer.send(encode(M.Hello("waiting", "0.1.0")))
     reply = peer.recv(5.0)
     assert reply is not None, "a pending key must be told it is not permitted"
     msg = decode(reply)
-    assert msg.type == "ERROR" and msg.get("code") == "not_permitted"
+    assert isinstance(msg, M.Error) and msg.code == "not_permitted"
 
-    for frames in (make("HEARTBEAT"), make("RESULT", job_id="j", status="success"),
-                   make("CHUNK_REQ", job_id="j", chunks=[])):
-        peer.send(frames)
+    for sent in (M.Heartbeat(), M.Result("0123abcd", "success"), M.ChunkReq("0123abcd", ())):
+        peer.send(encode(sent))
         msg = _next(peer)
-        assert msg.type == "ERROR" and msg.get("code") == "not_permitted"
+        assert isinstance(msg, M.Error) and msg.code == "not_permitted", sent
 
-    peer.send(make("ENROLL_STATUS"))
+    peer.send(encode(M.EnrollStatus()))
     msg = _next(peer)
-    assert msg.type == "ENROLLED" and msg.get("state") == "pending"
+    assert isinstance(msg, M.Enrolled) and msg.state == "pending"
     assert mesh.node("waiting") is None
     assert mesh.key("waiting")["state"] == "pending"
     assert _health(mesh)["nodes_online"] == 0
@@ -127,10 +143,10 @@ def test_stranger_enroll_with_spoofed_name_of_accepted_node_is_refused(mesh):
     holder = mesh.add_node("web1")
     fp = mesh.key("web1")["fingerprint"]
     peer = mesh.raw_peer()
-    peer.send(make("ENROLL", name="web1", version="0.1.0"))
+    peer.send(encode(M.Enroll("web1", version="0.1.0")))
     msg = _next(peer)
-    assert msg.type == "ENROLLED" and msg.get("state") == "refused"
-    assert "already" in msg.get("reason", "")
+    assert isinstance(msg, M.Enrolled) and msg.state == "refused"
+    assert "already" in msg.reason
     assert [(k["name"], k["fingerprint"]) for k in mesh.keys()] == [("web1", fp)]
     assert holder.alive()
 
@@ -140,17 +156,17 @@ def test_revocation_applies_to_the_next_message_on_a_live_connection(mesh):
     cp = mesh.enroll("live")
     assert cp.returncode == 0, cp.stderr
     peer = mesh.raw_peer(pair=keystore.load(cp.home))
-    peer.send(make("HELLO", name="live", version="0.1.0"))
-    assert _next(peer).type == "ENROLLED"
+    peer.send(encode(M.Hello("live", "0.1.0")))
+    assert isinstance(_next(peer), M.Enrolled)
     assert mesh.cli("keys", "revoke", "live").returncode == 0
     # the server tells the open connection at once ...
     msg = _next(peer)
-    assert msg.type == "REVOKED" and "revoked" in msg.get("reason")
+    assert isinstance(msg, M.Revoked) and "revoked" in msg.reason
     # ... and every later message on it is answered with REVOKED, never obeyed
-    peer.send(make("HELLO", name="live", version="6.6.6"))
-    peer.send(make("HEARTBEAT", running=0))
+    peer.send(encode(M.Hello("live", "6.6.6")))
+    peer.send(encode(M.Heartbeat(0)))
     msgs = [decode(f) for f in peer.recv_all(1.0)]
-    assert msgs and all(m.type == "REVOKED" for m in msgs), msgs
+    assert msgs and all(isinstance(m, M.Revoked) for m in msgs), msgs
     assert mesh.node("live") is None
     assert _health(mesh)["nodes_online"] == 0
 
@@ -169,8 +185,8 @@ def test_peers_without_curve_get_nothing(mesh):
                 sock.plain_username = b"admin"
                 sock.plain_password = b"admin"
             sock.connect(mesh.bind)
-            sock.send_multipart(make("HELLO", name="real", version="0.1.0"), flags=zmq.NOBLOCK)
-            sock.send_multipart(make("ENROLL", name="sneaky"), flags=zmq.NOBLOCK)
+            sock.send_multipart(encode(M.Hello("real", "0.1.0")), flags=zmq.NOBLOCK)
+            sock.send_multipart(encode(M.Enroll("sneaky")), flags=zmq.NOBLOCK)
             assert sock.poll(1000) == 0, f"{mechanism} peer got an answer"
             sock.close(0)
     finally:

@@ -25,7 +25,7 @@ import pytest
 import zmq.utils.z85
 from conftest import Mesh
 
-from director.protocol.frames import decode, make
+from director.protocol.messages import Chunk, ChunkReq, decode, encode
 from director.trust import keystore
 
 CHUNK = 65536
@@ -424,17 +424,17 @@ def test_node_cannot_fetch_chunks_of_another_nodes_job(env):
                    timeout=5, what="COPY running on b")
 
         # a (an accepted node, with its own real key) asks for b's chunks: nothing.
-        as_a.send(make("CHUNK_REQ", job_id=job, chunks=[[0, 0], [0, 1]]))
-        as_a.send(make("CHUNK_REQ", job_id=f"never-{tag}", chunks=[[0, 0]]))
+        as_a.send(encode(ChunkReq(job, ((0, 0), (0, 1)))))
+        as_a.send(encode(ChunkReq(os.urandom(8).hex(), ((0, 0),))))  # a job never issued
         # b's key may fetch them (proves the refusal above is not vacuous).
-        as_b.send(make("CHUNK_REQ", job_id=job, chunks=[[0, 1]]))
+        as_b.send(encode(ChunkReq(job, ((0, 1),))))
         got_b = _chunk_replies(as_b, 1.0)
         got_a = _chunk_replies(as_a, 0.2)
     finally:
         b.signal(signal.SIGCONT)
-    assert [g.type for g in got_a] == [], got_a
-    assert [g.type for g in got_b] == ["CHUNK"], got_b
-    assert got_b[0].payload[0] == data[CHUNK:2 * CHUNK]
+    assert got_a == [], got_a
+    assert [type(g) for g in got_b] == [Chunk], got_b
+    assert got_b[0] == Chunk(job, 0, 1, data[CHUNK:2 * CHUNK])
 
     m.wait_for(lambda: m.json("job", job)["status"] == "success", timeout=15,
                what="b's COPY finishing after SIGCONT")
@@ -442,8 +442,8 @@ def test_node_cannot_fetch_chunks_of_another_nodes_job(env):
     assert not (env.dest["a"] / tag).exists()
 
     # Once finished, the job's chunks are served to nobody (not even b).
-    as_b.send(make("CHUNK_REQ", job_id=job, chunks=[[0, 0]]))
-    as_a.send(make("CHUNK_REQ", job_id=job, chunks=[[0, 0]]))
+    as_b.send(encode(ChunkReq(job, ((0, 0),))))
+    as_a.send(encode(ChunkReq(job, ((0, 0),))))
     assert _chunk_replies(as_b, 1.0) == [] and _chunk_replies(as_a, 0.1) == []
     assert m.cli("health").returncode == 0
     doc = copy(env, f"COPY {src} ${{D}}/{tag}/again/", "a")  # the server still serves
