@@ -56,3 +56,7 @@ class DSLError(DirectorError):
 
 class TransferError(DirectorError):
     """A file transfer failed (missing source, corrupt chunk, unsafe destination)."""
+
+
+class StorageError(DirectorError):
+    """The server's database refused a read or write (full disk, lock, I/O error)."""

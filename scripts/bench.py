@@ -624,6 +624,7 @@ def bench_jobs(sec: Section, quick: bool) -> None:
 def bench_latency(sec: Section, quick: bool) -> None:
     from director.jobs.dsl import parse_line
     from director.net.control import ControlClient, result_of
+    from director.protocol.messages import CtlEvent, CtlReply
 
     n_cli, n_mesh, n_small = (15, 100, 5) if quick else (30, 200, 10)
     sec.title = "Latency: single-node round trip of `RUN true` (issue 3)"
@@ -668,9 +669,10 @@ def bench_latency(sec: Section, quick: bool) -> None:
                 t1 = time.perf_counter()
                 docs, t_sub = None, None
                 for msg in c.stream("jobs.submit", payload, timeout=30):
-                    if msg.type == "CTL_REPLY":
+                    if isinstance(msg, CtlReply):
                         docs = result_of(msg)
-                    elif msg.get("event") == "submitted" and t_sub is None:
+                    elif isinstance(msg, CtlEvent) and msg.event == "submitted" \
+                            and t_sub is None:
                         t_sub = time.perf_counter()
                 t2 = time.perf_counter()
                 pr = subprocess.Popen(["/bin/sh", "-c", "true"], cwd="/tmp", env=env,

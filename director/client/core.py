@@ -161,7 +161,9 @@ class AgentCore:
         if cls is M.Jobs:
             for job in msg.items:
                 self._job(job, now)
-            if msg.problems:
+            for job_id, problem in msg.refused:  # its id read: answered as failed
+                self._malformed_job(job_id, problem, now)
+            if len(msg.problems) > len(msg.refused):
                 log.warning("%d malformed job(s) from the server (dropped): %s",
                             len(msg.problems), msg.problems[0])
         elif cls is M.Job:
@@ -218,7 +220,7 @@ class AgentCore:
         if lane not in self.active and lane not in self.waiting:
             self._advance(lane)
 
-    def _malformed_job(self, job_id: str, exc: ProtocolError, now: float) -> None:
+    def _malformed_job(self, job_id: str, exc: ProtocolError | str, now: float) -> None:
         log.warning("malformed job %s from the server: %s", job_id, exc)
         if job_id in self.known:
             return

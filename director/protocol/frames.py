@@ -58,10 +58,11 @@ class LoneSurrogate:
     """Stands in for a batch item holding a lone surrogate, so the batch's other
     items survive and this one is reported (``field``: where it was found)."""
 
-    __slots__ = ("field",)
+    __slots__ = ("field", "job_id")
 
-    def __init__(self, field: str):
+    def __init__(self, field: str, job_id: str | None = None):
         self.field = field
+        self.job_id = job_id
 
     def problem(self, item_type: str) -> str:
         return f"{item_type}: field {self.field!r} is not valid UTF-8 (lone surrogate)"
@@ -130,13 +131,28 @@ def _refuse_lone_surrogates(mtype: str, body: dict) -> None:
             if item.__class__ is dict:
                 bad = _first_lone_surrogate(item)
                 if bad is not None:
-                    items[i] = LoneSurrogate(bad)
+                    items[i] = LoneSurrogate(bad, _readable_id(item, bad))
             elif _lone_surrogate(item):
                 items[i] = LoneSurrogate("(item)")
     bad = _first_lone_surrogate({k: v for k, v in body.items() if k != items_key or
                                  items.__class__ is not list})
     if bad is not None:
-        raise ProtocolError(f"{mtype}: field {bad!r} is not valid UTF-8 (lone surrogate)")
+        exc = ProtocolError(f"{mtype}: field {bad!r} is not valid UTF-8 (lone surrogate)")
+        job_id = _readable_id(body, bad) if mtype == "JOB" else None
+        if job_id is not None:  # a JOB the node can still answer as failed
+            exc.job_id = job_id  # type: ignore[attr-defined]
+        raise exc
+
+
+_JOB_ID = re.compile(r"[0-9a-f]{8,24}")
+
+
+def _readable_id(obj: dict, bad: str) -> str | None:
+    """The object's job id when it is well formed and not where the problem is."""
+    job_id = obj.get("job_id")
+    if bad != "job_id" and job_id.__class__ is str and _JOB_ID.fullmatch(job_id):
+        return job_id
+    return None
 
 
 def join(mtype: str, body: dict | bytes, payload: tuple[bytes, ...] = ()) -> list[bytes]:

@@ -178,6 +178,7 @@ class Batch(Msg):
 
     items: tuple = ()
     problems: tuple[str, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()   # (job id, problem) where the id read
     ITEM: ClassVar[type[Msg]] = Msg
     KEY: ClassVar[str] = ""
 
@@ -187,17 +188,23 @@ class Batch(Msg):
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Batch:
         raw = F.array(cls.TYPE, b, cls.KEY, MAX_BATCH)
-        good, bad = [], []
+        good, bad, refused = [], [], []
         for item in raw:
             try:
                 if item.__class__ is LoneSurrogate:
-                    raise ProtocolError(item.problem(cls.ITEM.TYPE))
+                    exc = ProtocolError(item.problem(cls.ITEM.TYPE))
+                    if item.job_id is not None and cls.ITEM is Job:
+                        exc.job_id = item.job_id  # type: ignore[attr-defined]
+                    raise exc
                 if item.__class__ is not dict:
                     raise ProtocolError(f"{cls.ITEM.TYPE}: an item must be an object")
                 good.append(cls.ITEM.decode_body(item, ()))
             except ProtocolError as exc:
                 bad.append(str(exc))
-        return cls(tuple(good), tuple(bad))
+                job_id = getattr(exc, "job_id", None)
+                if job_id is not None:  # a JOB that can still be answered as failed
+                    refused.append((job_id, str(exc)))
+        return cls(tuple(good), tuple(bad), tuple(refused))
 
 
 @dataclass(frozen=True)

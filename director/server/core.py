@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from director.errors import DirectorError, ProtocolError
+from director.errors import DirectorError, ProtocolError, StorageError
 from director.protocol import messages as m
 from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Send, Tick,
                                     Undelivered)
@@ -25,7 +25,6 @@ from director.server.jobs import DEFERRED, JobBook
 from director.server.ops import OPS
 from director.server.peers import Peers
 from director.server.registry import KeyTable, Registry
-from director.server.store import StorageError
 from director.trust.zap import Role, role_of
 
 log = logging.getLogger("director.server")

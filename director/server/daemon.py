@@ -52,9 +52,7 @@ class Server:
         self._stop = False
         self._owns_control = False  # never remove another live server's socket
         self.ctx = zmq.Context(io_threads=2)  # CURVE encryption of chunk fan-out runs here
-        keys = self.core.keys
-        self.gate = ZapGate(self.ctx, keys.state,
-                            lambda: (keys.pending_count(), settings.max_pending))
+        self.gate = ZapGate(self.ctx, self.core.keys.state)
         self.gate.start()  # before any CURVE socket exists: fail closed
         try:
             self.control = control.bind(self.ctx, self.home)

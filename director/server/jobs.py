@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any, Callable
 
-from director.errors import DirectorError, ProtocolError
+from director.errors import DirectorError, ProtocolError, StorageError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction
 from director.protocol.frames import MAX_BATCH, batch, dumps
@@ -26,7 +26,6 @@ from director.server import submission
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
 from director.server.peers import Peers
 from director.server.scheduler import Scheduler, Task
-from director.server.store import StorageError
 from director.server.waiters import Waiter
 
 log = logging.getLogger("director.jobs")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+
 from typing import Any
 
 
 OPEN = ("queued", "running")
 
 
-def result_doc(r: sqlite3.Row) -> dict[str, Any]:
+def result_doc(r: Any) -> dict[str, Any]:
     return {
         "status": r["status"], "rc": r["rc"], "stdout": r["stdout"], "stderr": r["stderr"],
         "cached": bool(r["cached"]), "exec_time": r["exec_time"],
@@ -34,7 +34,7 @@ def overall(statuses: list[str]) -> str:
     return "failed"
 
 
-def job_doc(row: sqlite3.Row, results: list[sqlite3.Row]) -> dict[str, Any]:
+def job_doc(row: Any, results: list[Any]) -> dict[str, Any]:
     statuses = [r["status"] for r in results]
     counts: dict[str, int] = {}
     for s in statuses:

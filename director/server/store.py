@@ -12,13 +12,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
-from director.errors import DirectorError
+from director.errors import StorageError
 from director.server.jobstore import JobStore
 from director.server.state import StateDB
-
-
-class StorageError(DirectorError):
-    """The server's database refused a read or write (full disk, lock, I/O error)."""
 
 
 class SqlStore:

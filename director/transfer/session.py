@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from director.errors import ProtocolError
-from director.transfer.chunking import digest_of
+from director.transfer.manifest import digest_of
 
 Key = tuple[int, int]
 

@@ -11,7 +11,6 @@ Format: ``dj1.<server key, base64url>.<token id, 8 x base32>.<secret, base64url>
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import math

@@ -66,8 +66,7 @@ class ZapGate:
     depend on the pending queue (see ``decide``); drop it once no caller passes it.
     """
 
-    def __init__(self, context, lookup: Callable[[str], str | None],
-                 counts: object = None):
+    def __init__(self, context, lookup: Callable[[str], str | None]):
         import threading  # here, not at the top: the pure policy above needs no threads
 
         self._context = context

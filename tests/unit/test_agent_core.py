@@ -217,6 +217,20 @@ def test_jobs_batch_runs_the_good_items_and_drops_the_bad():
     assert started(acts) == [jid(1), jid(2)]
 
 
+def test_a_batched_job_whose_instruction_does_not_decode_is_answered_failed():
+    c = accepted()
+    bad_instr = {"job_id": jid(3), "instruction": {"verb": "NOPE"}, "lane": "aaaaaaaa.0",
+                 "seq": 3}
+    surrogate = [b"D1", b"JOBS", b'{"jobs":[{"job_id":"%s","instruction":{"verb":"RUN",'
+                 b'"command":"a\\ud800"},"lane":"aaaaaaaa.1","seq":4}]}' % jid(4).encode()]
+    acts = c.frames(raw("JOBS", {"jobs": [job(1).body(), bad_instr]}), 0.0)
+    acts += c.frames(surrogate, 0.0) + c.tick(1.0)
+    assert started(acts) == [jid(1)]
+    failed = {r.job_id: r for r in results(acts) if r.status == "failed"}
+    assert set(failed) == {jid(3), jid(4)}
+    assert "malformed job" in failed[jid(4)].error and "surrogate" in failed[jid(4)].error
+
+
 # -- job intake -----------------------------------------------------------------------
 def test_one_job_starts_runs_and_reports_once():
     c = accepted()

@@ -81,14 +81,15 @@ def test_job_doc_fields_match_the_contract(store):
 
 def test_list_op_newest_first_without_results(store):
     store.insert([_job("old", 1.0), _job("new", 2.0)], [("old", "KA", "a", "queued")])
-    rows = list_op(store, {"limit": 10})
+    rows = list_op(store, {"limit": 10}, 10.0)
     assert [r["id"] for r in rows] == ["new", "old"]
-    assert all("results" not in r and "age" in r for r in rows)
+    assert all("results" not in r for r in rows)
+    assert [r["age"] for r in rows] == [8.0, 9.0]  # from the core's clock, not the wall
     assert rows[1]["status"] == "queued" and rows[0]["status"] == "success"  # no targets
-    assert [r["id"] for r in list_op(store, {"limit": 1})] == ["new"]
+    assert [r["id"] for r in list_op(store, {"limit": 1}, 10.0)] == ["new"]
     # A bad limit falls back to the default rather than failing.
-    assert len(list_op(store, {"limit": "x"})) == 2
-    assert len(list_op(store, {"limit": True})) == 2
+    assert len(list_op(store, {"limit": "x"}, 10.0)) == 2
+    assert len(list_op(store, {"limit": True}, 10.0)) == 2
 
 
 def test_job_last_and_prefix(store):

@@ -63,9 +63,3 @@ def test_gate_callback_uses_current_state_and_counts_refusals() -> None:
     assert gate.callback(ZAP_DOMAIN, "A" * 40) is False
     assert gate.denied == 2
     assert not gate.is_alive()
-
-
-def test_gate_still_accepts_the_old_counts_argument() -> None:
-    # daemon.py passes counts today; it is ignored until that call is updated
-    gate = ZapGate(None, {}.get, lambda: (0, 10))
-    assert gate.callback(ZAP_DOMAIN, "C" * 40) is True
