@@ -624,7 +624,7 @@ def bench_jobs(sec: Section, quick: bool) -> None:
 def bench_latency(sec: Section, quick: bool) -> None:
     from director.jobs.dsl import parse_line
     from director.net.control import ControlClient, result_of
-    from director.protocol.messages import CtlEvent, CtlReply
+    from director.protocol.control import CtlEvent, CtlReply
 
     n_cli, n_mesh, n_small = (15, 100, 5) if quick else (30, 200, 10)
     sec.title = "Latency: single-node round trip of `RUN true` (issue 3)"

@@ -22,7 +22,7 @@ WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exi
 
 def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
     from director.net.control import ControlClient, result_of
-    from director.protocol.messages import CtlEvent
+    from director.protocol.control import CtlEvent
 
     payload = {"steps": [{"targets": list(s.targets), "async": s.async_, "name": s.name,
                           "jobs": [j.to_dict() for j in s.jobs]} for s in steps],

@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 
 from director.errors import ConfigError, ConnectionFailed, DirectorError, ProtocolError
-from director.protocol.messages import Ctl, CtlEvent, CtlReply, decode, encode
+from director.protocol.control import Ctl, CtlEvent, CtlReply, decode, encode
 from director.trust.keystore import ensure_private_dir
 
 MAX_IPC_PATH = 100

@@ -15,35 +15,20 @@ from typing import Any, ClassVar
 from director.errors import ProtocolError
 from director.jobs.dsl import Instruction
 from director.protocol import fields as F
-from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, join, split
+from director.protocol.base import Msg, checked, encode
+from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
+from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
 from director.transfer.manifest import Manifest
 
 RESULT_STATUSES = frozenset({"success", "failed", "timeout", "cancelled"})
 ENROLL_STATES = frozenset({"accepted", "pending", "refused", "rejected", "revoked"})
 ERROR_CODES = frozenset({"not_permitted", "bad_message", "internal"})
 MAX_OUTPUT = 2 * 1024 * 1024      # characters of stdout / stderr a node may report
-MAX_TEXT = 64 * 1024              # an error or reason
 MAX_NAME = 253
 MAX_VERSION = 64
 MAX_TOKEN = 4096
 MAX_CHUNK_REQ = 64                # chunks asked for in one CHUNK_REQ
 MAX_INDEX = 2**31 - 1             # file and chunk indexes
-
-
-class Msg:
-    """Base: TYPE names the message on the wire; ``body()`` is its JSON object."""
-
-    TYPE: ClassVar[str] = ""
-
-    def body(self) -> dict[str, Any]:
-        return {}
-
-    def payload(self) -> tuple[bytes, ...]:
-        return ()
-
-    @classmethod
-    def decode_body(cls, body: dict, payload: tuple[bytes, ...]) -> Msg:
-        return cls()
 
 
 # -- node -> server ----------------------------------------------------------------
@@ -380,81 +365,6 @@ class Error(Msg):
         return cls(F.choice(t, b, "code", ERROR_CODES), F.text(t, b, "message", MAX_TEXT))
 
 
-# -- operator CLI <-> local control socket -----------------------------------------
-@dataclass(frozen=True)
-class Ctl(Msg):
-    """An operator request; ``args`` is checked by the operation it names."""
-
-    TYPE: ClassVar[str] = "CTL"
-    op: str
-    args: dict
-
-    def body(self) -> dict[str, Any]:
-        return {"op": self.op, "args": self.args}
-
-    @classmethod
-    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Ctl:
-        t = cls.TYPE
-        return cls(F.text(t, b, "op", 64, ident=True), F.mapping(t, b, "args"))
-
-
-@dataclass(frozen=True)
-class CtlReply(Msg):
-    """The answer to a Ctl.  With ``result_json`` the result is payload[0], JSON
-    encoded already, passed through by the CLI as is."""
-
-    TYPE: ClassVar[str] = "CTL_REPLY"
-    ok: bool
-    result: Any = None
-    error: str = ""
-    code: int | None = None
-    result_json: bool = False
-    failed: int | None = None
-    data: bytes = b""
-
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ok": self.ok}
-        if self.result is not None:
-            out["result"] = self.result
-        if self.error != "":  # None and other non-strings go out, to be refused
-            out["error"] = self.error
-        for key in ("code", "failed"):  # 0 failed is news: kept
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        if self.result_json is not False:
-            out["result_json"] = self.result_json
-        return out
-
-    def payload(self) -> tuple[bytes, ...]:
-        return (self.data,) if self.result_json else ()
-
-    @classmethod
-    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> CtlReply:
-        t = cls.TYPE
-        result_json = F.flag(t, b, "result_json")
-        if result_json and len(payload) != 1:
-            raise ProtocolError(f"{t}: result_json needs one payload frame")
-        return cls(F.flag(t, b, "ok"), b.get("result"), F.text(t, b, "error", MAX_TEXT, default=""),
-                   F.integer(t, b, "code", 0, 255, null=True), result_json,
-                   F.integer(t, b, "failed", 0, F.MAX_COUNT, null=True),
-                   payload[0] if result_json else b"")
-
-
-@dataclass(frozen=True)
-class CtlEvent(Msg):
-    TYPE: ClassVar[str] = "CTL_EVENT"
-    event: str
-    data: Any = None
-
-    def body(self) -> dict[str, Any]:
-        return {"event": self.event, "data": self.data}
-
-    @classmethod
-    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> CtlEvent:
-        return cls(F.text(cls.TYPE, b, "event", 64, ident=True), b.get("data"))
-
-
 TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
     Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
     Chunk, ChunkErr, Revoked, Error, Ctl, CtlReply, CtlEvent)}
@@ -466,28 +376,9 @@ def decode(frames: Any) -> Msg:
     return TYPES[mtype].decode_body(body, payload)
 
 
-def _checked(msg: Msg) -> tuple[dict[str, Any], tuple[bytes, ...]]:
-    """``msg``'s body and payload, after the same checks the receiver applies: a
-    message the other side would refuse is refused here, naming the field."""
-    body, payload = msg.body(), msg.payload()
-    try:
-        again = msg.__class__.decode_body(body, payload)
-    except ProtocolError as exc:
-        raise ProtocolError(f"refusing to send {exc}") from None
-    if isinstance(again, Batch) and again.problems:
-        raise ProtocolError(f"refusing to send {msg.TYPE}: {again.problems[0]}")
-    return body, payload
-
-
-def encode(msg: Msg) -> list[bytes]:
-    """The frames of ``msg``; refuses what the other side would refuse to decode."""
-    body, payload = _checked(msg)
-    return join(msg.TYPE, body, payload)
-
-
 def encode_body(msg: Msg) -> bytes:
     """Just the checked JSON body (for batching with ``frames.batch``)."""
-    body, _ = _checked(msg)
+    body, _ = checked(msg)
     try:
         return dumps(body).encode("utf-8")
     except (ValueError, TypeError, UnicodeEncodeError) as exc:
