@@ -29,6 +29,7 @@ MAX_VERSION = 64
 MAX_TOKEN = 4096
 MAX_CHUNK_REQ = 64                # chunks asked for in one CHUNK_REQ
 MAX_INDEX = 2**31 - 1             # file and chunk indexes
+MAX_ACK = 4096                    # job ids acknowledged in one ACK
 
 
 # -- node -> server ----------------------------------------------------------------
@@ -338,6 +339,25 @@ class ChunkErr(Msg):
 
 
 @dataclass(frozen=True)
+class Ack(Msg):
+    """The server committed these results of the node's: it may forget them (its
+    outbox keeps every result until then, and resends it after a reconnect)."""
+
+    TYPE: ClassVar[str] = "ACK"
+    job_ids: tuple[str, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"job_ids": list(self.job_ids)}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Ack:
+        ids = F.array(cls.TYPE, b, "job_ids", MAX_ACK)
+        if not all(i.__class__ is str and F.JOB_ID_RE.fullmatch(i) for i in ids):
+            raise F.fail(cls.TYPE, "job_ids", "must hold job ids")
+        return cls(tuple(ids))
+
+
+@dataclass(frozen=True)
 class Revoked(Msg):
     TYPE: ClassVar[str] = "REVOKED"
     reason: str
@@ -367,7 +387,7 @@ class Error(Msg):
 
 TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
     Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
-    Chunk, ChunkErr, Revoked, Error, Ctl, CtlReply, CtlEvent)}
+    Chunk, ChunkErr, Ack, Revoked, Error, Ctl, CtlReply, CtlEvent)}
 
 
 def decode(frames: Any) -> Msg:

@@ -62,6 +62,8 @@ VALID: list[M.Msg] = [
     M.Chunk(JOB_ID, M.MAX_INDEX, 0, b""),
     M.ChunkErr(JOB_ID, -1, -1, "request refused"),
     M.ChunkErr(JOB_ID, 2, 5, "gone"),
+    M.Ack((JOB_ID, "f" * 24)),
+    M.Ack(()),
     M.Revoked("this node's key is revoked"),
     M.Error("not_permitted", "no"),
     M.Ctl("health", {}),
@@ -161,6 +163,7 @@ FIELDS: dict[type[M.Msg], tuple[M.Msg, dict[str, tuple[str, dict]]]] = {
     M.ChunkErr: (M.ChunkErr(JOB_ID, 1, 2, "e"), {
         "job_id": ("job_id", {"req": True}), "file": integer(-1, M.MAX_INDEX, req=True),
         "chunk": integer(-1, M.MAX_INDEX, req=True), "error": text(M.MAX_TEXT, req=True)}),
+    M.Ack: (M.Ack((JOB_ID,)), {}),
     M.Revoked: (M.Revoked("r"), {"reason": text(M.MAX_TEXT, req=True)}),
     M.Error: (M.Error("internal", "m"), {
         "code": ("choice", {"allowed": M.ERROR_CODES, "req": True}),
@@ -452,3 +455,9 @@ def test_arbitrary_batch_items_raise_only_protocol_error(mtype, items):
     key = frames.BATCHES[mtype][0]
     _decode_or_protocol_error([frames.VERSION, mtype.encode(),
                                json.dumps({key: items}).encode()])
+
+
+@pytest.mark.parametrize("ids", [["j1"], [5], ["A" * 8], ["0" * 8] * (M.MAX_ACK + 1), "x"])
+def test_ack_holds_only_job_ids_and_is_bounded(ids):
+    with pytest.raises(ProtocolError, match="ACK: field 'job_ids'"):
+        M.decode(frames.join("ACK", {"job_ids": ids}))
