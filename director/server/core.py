@@ -148,14 +148,13 @@ class ServerCore:
     def _hello(self, key: str, route: bytes, msg: m.Hello, now: float) -> None:
         peer = self.peers.by_key[key]
         peer.version = msg.version[:32]
-        if peer.boot and msg.boot != peer.boot:  # the agent restarted: what it ran is gone
-            self.jobs.node_restarted(key, now)
-        elif peer.boot:  # the same agent reconnected: jobs sent on the dropped connection
-            self.jobs.resend_inflight(key)  # may be gone; it answers repeats from memory
         peer.boot = msg.boot
         peer.hello = True
         self.peers.dirty[key] = (peer.last_seen, peer.address, peer.version)
         self.out.append(Send(route, m.encode(m.Enrolled("accepted", self.keys.name(key) or ""))))
+        # after a reconnect, an agent or a server restart alike: the node's journal says
+        # what became of each job in flight there (never run twice)
+        self.jobs.resend_inflight(key)
         self.jobs.node_ready(key)
 
     def _result(self, key: str, route: bytes, msg: m.Result, now: float) -> None:

@@ -17,11 +17,14 @@ import json
 import logging
 from typing import Any, Callable
 
+from cachetools import LRUCache
+
 from director.errors import DirectorError, ProtocolError, StorageError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction
 from director.protocol.frames import MAX_BATCH, batch, dumps
-from director.protocol.messages import ChunkErr, ChunkReq, CtlEvent, CtlReply, Result, encode, job_body
+from director.protocol.messages import (MAX_ACK, Ack, ChunkErr, ChunkReq, CtlEvent, CtlReply,
+                                       Result, encode, job_body)
 from director.server import submission
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
 from director.server.peers import Peers
@@ -58,6 +61,8 @@ class JobBook:
         self.building: dict[int, tuple[bytes, dict]] = {}     # ticket -> (rid, args)
         self.tickets = 0
         self.storage_error: str | None = None
+        self.to_ack: dict[str, list[str]] = {}     # node key -> job ids to ack once committed
+        self.finals: LRUCache = LRUCache(maxsize=100_000)  # (job id, node) -> final status
         self._reload(now)
 
     # -- replies to operators -------------------------------------------------------
@@ -183,34 +188,49 @@ class JobBook:
             self._final(task, {"status": "lost", "error": "the node went away"}, now)
 
     def resend_inflight(self, key: str) -> None:
+        """On every HELLO: the node's journal answers each one (its result again,
+        still running, or lost), and runs those it never received."""
         self._send_jobs(key, self.sched.inflight(key), None)
-
-    def node_restarted(self, key: str, now: float) -> None:
-        for task in self.sched.fail_inflight(key, "lost"):
-            self._final(task, {"status": "lost",
-                               "error": "the node restarted while running it"}, now)
-            for t in self.sched.cancel_lane(key, task.lane):
-                self._final(t, {"status": "cancelled", "error": "an earlier job was lost"}, now)
-        self.to_pump.add(key)
 
     # -- results --------------------------------------------------------------------
     def on_result(self, key: str, msg: Result, now: float) -> None:
         task = self.sched.complete(key, msg.job_id, msg.status)
-        if task is None:  # not sent to this key, or already answered: refuse
-            log.warning("refused result for job %s from %s (not in flight there)",
-                        msg.job_id, self.name_of(key))
+        if task is None:
+            self._late_result(key, msg, now)
             return
-        self._final(task, {
-            "status": msg.status, "rc": msg.rc, "stdout": _cap(msg.stdout),
-            "stderr": _cap(msg.stderr), "cached": int(msg.cached),
-            "exec_time": msg.exec_time, "error": _cap(msg.error, 4096),
-            "roundtrip_time": now - task.sent_at if task.sent_at else None,
-            "transfer": dumps(msg.transfer.to_dict()) if msg.transfer is not None else None,
-        }, now)
+        self.to_ack.setdefault(key, []).append(msg.job_id)
+        self._final(task, self._result_fields(msg, now - task.sent_at if task.sent_at
+                                              else None), now)
         if msg.status != "success":
             for t in self.sched.cancel_lane(key, task.lane):
                 self._final(t, {"status": "cancelled", "error": "an earlier job failed"}, now)
         self.to_pump.add(key)
+
+    def _late_result(self, key: str, msg: Result, now: float) -> None:
+        """A result for a task not in flight: a resend of one already stored is acked
+        again (idempotent); a real result for a task that ended ``lost`` replaces it
+        (the node proves it ran); one for a task never sent to this key is refused."""
+        status = self.finals.get((msg.job_id, key))
+        if status is None:
+            status = self.store.result_status(msg.job_id, key)
+        if status is None or status in ("queued", "running"):
+            log.warning("refused result for job %s from %s (not in flight there)",
+                        msg.job_id, self.name_of(key))
+            return
+        if status == "lost" and msg.status != "lost":
+            row = self.dirty.setdefault((msg.job_id, key), _blank(Task(msg.job_id, key, "", 0, 0)))
+            row.update(self._result_fields(msg, None), finished=now)
+            self.finals[(msg.job_id, key)] = msg.status
+        self.to_ack.setdefault(key, []).append(msg.job_id)
+
+    def _result_fields(self, msg: Result, roundtrip: float | None) -> dict[str, Any]:
+        return {
+            "status": msg.status, "rc": msg.rc, "stdout": _cap(msg.stdout),
+            "stderr": _cap(msg.stderr), "cached": int(msg.cached),
+            "exec_time": msg.exec_time, "error": _cap(msg.error, 4096),
+            "roundtrip_time": roundtrip,
+            "transfer": dumps(msg.transfer.to_dict()) if msg.transfer is not None else None,
+        }
 
     def _mark(self, task: Task, fields: dict[str, Any]) -> None:
         row = self.dirty.setdefault((task.job_id, task.node), _blank(task))
@@ -219,6 +239,7 @@ class JobBook:
     def _final(self, task: Task, fields: dict[str, Any], now: float) -> None:
         fields.setdefault("finished", now)
         self._mark(task, fields)
+        self.finals[(task.job_id, task.node)] = fields["status"]
         orch = self.orch_of.get(task.job_id, "")
         left = self.open.get(task.job_id, 1) - 1
         if left <= 0:  # every node answered: the encoded job is no longer needed
@@ -252,8 +273,10 @@ class JobBook:
         self._progress(now, force=True)
 
     def flush(self) -> bool:
-        """Write changed result rows; on a storage failure keep them for the next try."""
+        """Write changed result rows, then ack them; on a storage failure keep both
+        for the next try."""
         if not self.dirty:
+            self._send_acks()  # repeats of results committed before
             return True
         try:
             self.store.update_results(list(self.dirty.values()))
@@ -264,7 +287,18 @@ class JobBook:
         if self.storage_error is not None:
             log.warning("server storage works again; results written")
             self.storage_error = None
+        self._send_acks()
         return True
+
+    def _send_acks(self) -> None:
+        """Acknowledge results now committed, so their nodes may forget them."""
+        acks, self.to_ack = self.to_ack, {}
+        for key, ids in acks.items():
+            route = self.peers.route(key)
+            if route is None:
+                continue  # gone: it resends after reconnecting, and is acked then
+            for i in range(0, len(ids), MAX_ACK):
+                self.out.append(Send(route, encode(Ack(tuple(ids[i:i + MAX_ACK]))), key))
 
     def _storage_failed(self, exc: StorageError) -> None:
         if self.storage_error is None:  # logged once per outage

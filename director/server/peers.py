@@ -1,16 +1,17 @@
 """Connected keys: where to reach each one and whether it counts as online.
 
 Pure bookkeeping (time comes in as ``now``).  A node's agent has one main
-connection (HELLO, heartbeats) and side connections with the same key (COPY
-pulls); jobs go to the route of the main one, so only the message types in
-``ROUTE_FROM`` move a peer's route.
+connection (HELLO, heartbeats, results) and side connections with the same key
+(COPY pulls); jobs go to the route of the main one, so only the message types in
+``ROUTE_FROM`` move a peer's route -- at once, HELLO or not: results a
+reconnecting node sends before its HELLO already prove its new route.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROUTE_FROM = frozenset({"HELLO", "HEARTBEAT", "ENROLL", "ENROLL_STATUS"})
+ROUTE_FROM = frozenset({"HELLO", "HEARTBEAT", "ENROLL", "ENROLL_STATUS", "RESULT", "RESULTS"})
 MAX_PEERS = 200_000     # keys the table holds at once (strangers included)
 
 

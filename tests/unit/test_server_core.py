@@ -162,13 +162,15 @@ def test_a_silent_node_expires_and_its_jobs_end_lost(h):
     assert h.ok("nodes")[0]["state"] == "offline"
 
 
-def test_an_agent_restart_ends_what_it_was_running_as_lost(h):
+def test_a_restarted_agent_is_asked_again_and_its_journal_answers(h):
     key = h.accepted_node("web1")
-    submit(h, "RUN sleep 1000")
-    h.from_node(key, m.Hello("web1", "test", "boot2"), b"route-web1")
+    _, jobs = submit(h, "RUN sleep 1000")
+    again = h.from_node(key, m.Hello("web1", "test", "boot2"), b"route-web1")
+    assert [j.job_id for j in jobs_in(again)] == [jobs[0].job_id]
+    h.from_node(key, result(jobs[0], "lost", rc=None, error="the agent restarted"))
     doc = h.ok("jobs.get", id="last")
     assert doc["results"]["web1"]["status"] == "lost"
-    assert "restarted" in doc["results"]["web1"]["error"]
+    assert doc["results"]["web1"]["error"] == "the agent restarted"
 
 
 def test_the_same_agent_reconnecting_gets_its_jobs_again_on_the_new_route(h):
@@ -215,3 +217,79 @@ def test_storage_full_refuses_submissions_keeps_results_and_recovers(h):
     assert h.ok("jobs.get", id=jobs[0].job_id)["results"]["web1"]["stdout"] == filler
     res, _ = submit(h, "RUN three")
     assert res["tasks"] == 1
+
+
+# -- delivery: acks, idempotent results, routes, restarts ----------------------------
+def acks(actions: list, route: bytes | None = None) -> list[str]:
+    return [i for msg in sent(actions, route) if isinstance(msg, m.Ack) for i in msg.job_ids]
+
+
+def test_results_are_acked_only_after_they_are_committed(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN one")
+    assert acks(h.from_node(key, result(jobs[0]), b"route-web1")) == []
+    assert acks(h.tick(), b"route-web1") == [jobs[0].job_id]
+    assert h.store.result_status(jobs[0].job_id, key) == "success"
+
+
+def test_no_ack_while_storage_fails_and_the_ack_follows_the_write(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN one")
+    conn = h.store.state.conn
+    conn.execute(f"PRAGMA max_page_count={conn.execute('PRAGMA page_count').fetchone()[0]}")
+    h.from_node(key, result(jobs[0], stdout="y" * 300_000))
+    assert acks(h.tick()) == []
+    conn.execute("PRAGMA max_page_count=1073741823")
+    assert acks(h.tick()) == [jobs[0].job_id]
+
+
+def test_a_resent_result_is_acked_again_and_stored_once(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN one")
+    h.from_node(key, result(jobs[0], stdout="first"))
+    h.tick()
+    h.from_node(key, result(jobs[0], stdout="second"))
+    assert acks(h.tick()) == [jobs[0].job_id]
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["stdout"] == "first"
+
+
+def test_a_real_result_replaces_lost_and_a_foreign_one_is_never_acked(h):
+    key = h.accepted_node("web1")
+    other = h.accepted_node("web2")
+    _, jobs = submit(h, "RUN one", targets=["web1"])
+    h.tick(31.0)  # web1 silent past expiry: lost
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "lost"
+    h.from_node(other, m.Hello("web2", "test", "boot1"), b"route-web2")
+    h.from_node(other, result(jobs[0], stdout="forged"), b"route-web2")
+    assert acks(h.tick(), b"route-web2") == []
+    h.from_node(key, m.Hello("web1", "test", "boot1"), b"route-web1")
+    h.from_node(key, result(jobs[0], stdout="it ran"), b"route-web1")
+    assert acks(h.tick(), b"route-web1") == [jobs[0].job_id]
+    doc = h.ok("jobs.get", id="last")
+    assert doc["results"]["web1"]["status"] == "success"
+    assert doc["results"]["web1"]["stdout"] == "it ran"
+
+
+def test_results_on_a_new_route_make_it_current_before_any_hello(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN a", "RUN b", "RUN c")
+    actions = h.from_node(key, result(jobs[0]), b"fresh-route") + h.tick()
+    assert all(a.route == b"fresh-route" for a in actions if hasattr(a, "route"))
+    assert acks(actions, b"fresh-route") == [jobs[0].job_id]
+
+
+def test_after_a_server_restart_running_jobs_are_resent_on_hello(h, tmp_path):
+    from director.server.core import CoreConfig, ServerCore
+
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN sleep 5")
+    h.tick()
+    core2 = ServerCore(h.store, CoreConfig(h.pair.public, h.pair.fingerprint), h.now + 5)
+    core2.from_node(b"after", key, None, m.encode(m.Hello("web1", "test", "boot1")), h.now + 5)
+    core2.after_events(h.now + 5)
+    again = core2.take()
+    assert [j.job_id for j in jobs_in(again)] == [jobs[0].job_id]
+    core2.from_node(b"after", key, None, m.encode(result(jobs[0])), h.now + 6)
+    core2.tick(h.now + 6)
+    assert acks(core2.take(), b"after") == [jobs[0].job_id]
+    assert h.store.result_status(jobs[0].job_id, key) == "success"

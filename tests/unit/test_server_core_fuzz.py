@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from director.protocol import frames as fr
+from director.server.events import Reply
 from director.protocol import messages as m
 from director.trust import keystore
 
@@ -68,6 +69,10 @@ class ServerCoreMachine(RuleBasedStateMachine):
         for a in actions:
             for job_id in getattr(a, "jobs", ()):
                 self.sent.setdefault((job_id, a.key), "")
+            if getattr(a, "key", "") and a.frames[1] == b"ACK":  # acked = committed, final
+                for job_id in m.decode(a.frames).job_ids:
+                    status = self.h.store.result_status(job_id, a.key)
+                    assert status not in (None, "queued", "running"), (job_id, status)
 
     # -- who is there ------------------------------------------------------------------
     @precondition(lambda self: len(self.nodes) < 3)
@@ -154,7 +159,7 @@ class ServerCoreMachine(RuleBasedStateMachine):
     def operator_sends_anything(self, op, args) -> None:
         body = raw_json({"op": op, "args": args})
         self.h.core.request(b"op", fr.join("CTL", body), self.h.now)
-        replies = [m.decode(a.frames) for a in self.h.core.take() if a.rid == b"op"]
+        replies = [m.decode(a.frames) for a in self.h.core.take() if isinstance(a, Reply)]
         assert replies and isinstance(replies[-1], (m.CtlReply, m.CtlEvent))
 
     @rule(seconds=st.sampled_from([0.25, 5.0, 31.0]))
