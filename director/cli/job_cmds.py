@@ -17,10 +17,12 @@ from director.cli import output
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 TARGET = click.option("--target", "-t", "targets", multiple=True,
                       help="Node name or glob (repeatable). Default: every online node.")
+SILENT_AFTER_SUBMIT = 5.0  # seconds without progress that mean the server went away
 WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exit 2 on failure.")
 
 
 def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
+    from director.errors import ConnectionFailed
     from director.net.control import ControlClient, result_of
     from director.protocol.control import CtlEvent
 
@@ -37,7 +39,18 @@ def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
             return
         progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
         docs = None
-        for msg in c.stream("jobs.submit", payload, timeout=15.0):
+        c.send("jobs.submit", payload)
+        while True:
+            try:  # the server sends progress every 0.25 s once the work is submitted
+                msg = c.recv(SILENT_AFTER_SUBMIT if progress.jobs else 15.0)
+            except ConnectionFailed:
+                progress.close()
+                if not progress.jobs:
+                    raise
+                raise ConnectionFailed(
+                    f"the server went away while the jobs ran (they go on once it is back);"
+                    f" follow them with: director job {progress.jobs[-1]}"
+                    f" (all: director jobs)") from None
             if isinstance(msg, CtlEvent):
                 progress.update(msg.event, msg.data if isinstance(msg.data, dict) else {})
                 continue
@@ -48,6 +61,7 @@ def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
                 sys.stdout.flush()
                 raise SystemExit(2 if msg.failed else 0)
             docs = result_of(msg)
+            break
     if as_json:
         output.emit_json(docs)
     else:
@@ -67,10 +81,13 @@ class _Progress:
         self.total = 0
         self.start = time.monotonic()
         self.shown = False
+        self.jobs: list[str] = []   # ids, once submitted
 
     def update(self, event: str, data: dict) -> None:
         if event == "submitted":
             self.total = int(data.get("tasks", 0))
+            jobs = data.get("jobs")
+            self.jobs = [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
         if not self.enabled or event != "progress":
             return
         done = data.get("success", 0)
