@@ -187,6 +187,51 @@ def test_chunks_are_refused_for_jobs_not_in_flight_on_that_node(h):
     assert h.from_node(key, m.ChunkReq("deadbeef", ((0, 0),))) == []
 
 
+def test_copy_waits_for_its_manifest_then_serves_only_its_chunks(h, tmp_path):
+    from coretools import builds
+
+    from director.server.events import ServeChunk
+    from director.transfer.chunking import DigestCache, build_manifest
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_bytes(b"x" * 10_000)
+    web = h.accepted_node("web1")
+    other = h.accepted_node("web2")
+    args = run_steps("COPY site/ /srv/www/", targets=["web1"])
+    args["base"] = str(tmp_path)
+    pending = h.op("jobs.submit", **args)
+    (build,) = builds(pending)
+    assert jobs_in(pending) == []  # nothing is sent before the manifest exists
+    cache = DigestCache()
+    (pos, instr), = build.copies
+    manifest, paths = build_manifest(list(instr.sources), instr.dest, base=tmp_path,
+                                     chunk_size=4096, cache=cache)
+    h.core.jobs.on_manifests(build.ticket, {pos: (manifest, paths, set())}, None, h.now)
+    h.core.after_events(h.now)
+    actions = h.core.take()
+    (job,) = jobs_in(actions)
+    assert job.manifest == manifest and job.hash_extra == manifest.digest()
+    assert [r for r in sent(actions) if isinstance(r, m.CtlReply)] == []
+    served = h.from_node(web, m.ChunkReq(job.job_id, ((0, 0), (0, 2))), b"side")
+    assert [(a.file, a.chunk, a.route) for a in served if isinstance(a, ServeChunk)] == [
+        (0, 0, b"side"), (0, 2, b"side")]
+    assert all(a.path == paths[0] for a in served if isinstance(a, ServeChunk))
+    assert h.from_node(other, m.ChunkReq(job.job_id, ((0, 0),))) == []  # not its job
+    bad = sent(h.from_node(web, m.ChunkReq(job.job_id, ((5, 0),)), b"side"))
+    assert bad == [m.ChunkErr(job.job_id, -1, -1, "bad chunk request")]
+
+
+def test_a_failed_manifest_build_is_the_operators_error(h):
+    from coretools import builds
+
+    h.accepted_node("web1")
+    (build,) = builds(h.op("jobs.submit", **run_steps("COPY nothere /srv/")))
+    h.core.jobs.on_manifests(build.ticket, None, "COPY source 'nothere' not found", h.now)
+    (reply,) = [m.decode(a.frames) for a in h.core.take()]
+    assert not reply.ok and "not found" in reply.error
+    assert h.ok("jobs.list") == []  # nothing was stored
+
+
 # -- operators and containment -------------------------------------------------------
 def test_bad_operator_requests_get_clear_errors(h):
     assert "unknown control operation" in h.op("nope").error
