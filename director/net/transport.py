@@ -81,11 +81,16 @@ class Incoming:
     key: str
     address: str | None
     frames: list
+    fd: int = -1   # the connection's socket, for messages that may move a node's route
 
 
 _NB = int(zmq.NOBLOCK)
 _NB_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _ADDRESSED = (b"HELLO", b"ENROLL")  # only these record where a node connects from
+# the types that may move a node's route (server/peers.py ROUTE_FROM): their connection's
+# fd is read, so the socket monitor's "disconnected (fd)" can drop that route
+_ROUTING = frozenset({b"HELLO", b"HEARTBEAT", b"ENROLL", b"ENROLL_STATUS", b"RESULT",
+                      b"RESULTS"})
 
 
 def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
@@ -108,13 +113,16 @@ def recv_from_node(sock: zmq.Socket, flags: int = 0) -> Incoming:
         key = meta.get("User-Id")
     except zmq.ZMQError:
         key = ""
-    address = None
-    if len(frames) > 2 and frames[2].bytes in _ADDRESSED:
+    address, fd = None, -1
+    mtype = frames[2].bytes if len(frames) > 2 else b""
+    if mtype in _ROUTING:
         try:
-            address = meta.get("Peer-Address")
+            fd = meta.get(zmq.SRCFD)
+            if mtype in _ADDRESSED:
+                address = meta.get("Peer-Address")
         except zmq.ZMQError:
             pass
-    return Incoming(routing_id, key or "", address, [f.buffer for f in frames[1:]])
+    return Incoming(routing_id, key or "", address, [f.buffer for f in frames[1:]], fd)
 
 
 def send_to(sock: zmq.Socket, routing_id: bytes, frames: list[bytes]) -> bool:

@@ -95,7 +95,7 @@ class ServerCore:
 
     # -- nodes -----------------------------------------------------------------------
     def from_node(self, route: bytes, key: str, address: str | None, frames: list,
-                  now: float) -> None:
+                  now: float, fd: int = -1) -> None:
         state = self.keys.state(key) if key else "revoked"
         role = role_of(state)
         if role is None:  # revoked/rejected on a live connection: cut it
@@ -116,9 +116,13 @@ class ServerCore:
             log.info("refused %s from %s (%s)", msg.TYPE, self.who(key), role.value)
             return
         if role is not Role.STRANGER:
-            peer, new = self.peers.seen(key, route, address, msg.TYPE, now, role is Role.NODE)
-            if new and role is Role.NODE:
-                log.info("node %s is online from %s", self.who(key), address)
+            peer, moved = self.peers.seen(key, route, address, msg.TYPE, now,
+                                          role is Role.NODE, fd)
+            if moved and role is Role.NODE:
+                if peer.hello:  # a new connection of a node already serving: go on there
+                    self.jobs.node_ready(key)
+                else:
+                    log.info("node %s is online from %s", self.who(key), address)
         try:
             self._handlers[type(msg)](key, route, msg, now)
         except DirectorError as exc:  # StorageError included
@@ -170,10 +174,15 @@ class ServerCore:
     def _chunk_req(self, key: str, route: bytes, msg: m.ChunkReq, now: float) -> None:
         self.jobs.serve_chunks(key, route, msg)
 
+    def connection_closed(self, fd: int, now: float) -> None:
+        """The socket monitor saw the connection on ``fd`` close."""
+        for key in self.peers.closed(fd):
+            log.info("connection of %s closed; waiting for it to come back", self.who(key))
+
     def cut_off(self, key: str, state: str, now: float) -> None:
         """Tell a connected node it is cut off, forget it, and fail its jobs."""
         peer = self.peers.forget(key)
-        if peer is not None:
+        if peer is not None and peer.route is not None:
             self.out.append(Send(peer.route, m.encode(m.Revoked(f"this node's key is {state}"))))
         self.jobs.node_lost(key, now)
 

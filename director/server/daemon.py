@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from director import __version__
 from director.config import Settings
@@ -65,6 +66,8 @@ class Server:
         except BaseException:
             self.close()
             raise
+        # connections closing (ZMTP heartbeat expiry, resets): their routes are dropped
+        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         endpoint = self.router.last_endpoint.decode()
         self.core.address = lambda: advertised_address(settings, endpoint)  # DNS: when asked
         self.builder = ManifestBuilder(settings.chunk_size)
@@ -77,6 +80,7 @@ class Server:
 
     def run(self) -> None:
         poller = zmq.Poller()
+        poller.register(self.monitor, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.builder.wake_r, zmq.POLLIN)
@@ -85,6 +89,8 @@ class Server:
         while not self._stop:
             timeout = max(0.0, next_tick - time.monotonic())
             events = dict(poller.poll(int(timeout * 1000) + 1))
+            if self.monitor in events:  # first: a closed route is dropped before new traffic
+                self._on_monitor()
             if self.router in events:
                 self._drain(self.router, self._on_node)
             if self.control in events:
@@ -110,6 +116,12 @@ class Server:
                 log.error("while writing state on the way out: %s", exc)
         if hasattr(self, "builder"):
             self.builder.close()
+        if getattr(self, "monitor", None) is not None:
+            try:
+                self.router.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self.monitor.close(0)
         for name in ("router", "control"):
             sock = getattr(self, name, None)
             if sock is not None:
@@ -131,10 +143,21 @@ class Server:
             except zmq.Again:
                 return
 
+    def _on_monitor(self) -> None:
+        for _ in range(BATCH):
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                fd = int(event["value"])
+                self._step(lambda now: self.core.connection_closed(fd, now))
+
     def _on_node(self, sock: zmq.Socket) -> None:
         inc = transport.recv_from_node(sock, zmq.NOBLOCK)
         try:  # the hot path: _step without its closure
-            self.core.from_node(inc.routing_id, inc.key, inc.address, inc.frames, time.time())
+            self.core.from_node(inc.routing_id, inc.key, inc.address, inc.frames, time.time(),
+                                inc.fd)
         except Exception as exc:  # noqa: BLE001 - the core contains its own; this is a bug
             log.error("internal error (the server goes on): %s: %s", type(exc).__name__, exc)
         if self.core.out:

@@ -38,6 +38,10 @@ PROGRESS_EVERY = 0.2
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
 MAX_BUILDING = 64          # submissions waiting for their manifests at once
 DEFERRED = object()        # an operation returns this when it will reply later
+NODE_WENT_AWAY = "the node went away"
+NO_ANSWER = "no answer from the node"
+SERVER_RESTARTED = "the server restarted during the transfer"
+SERVER_LOST = frozenset({NODE_WENT_AWAY, NO_ANSWER, SERVER_RESTARTED})  # not the node's word
 
 
 class JobBook:
@@ -62,7 +66,9 @@ class JobBook:
         self.tickets = 0
         self.storage_error: str | None = None
         self.to_ack: dict[str, list[str]] = {}     # node key -> job ids to ack once committed
-        self.finals: LRUCache = LRUCache(maxsize=100_000)  # (job id, node) -> final status
+        # (job id, node) -> True when the server ended it ``lost`` (a node's word may
+        # still replace that), False when it is final for good
+        self.finals: LRUCache = LRUCache(maxsize=100_000)
         self._reload(now)
 
     # -- replies to operators -------------------------------------------------------
@@ -137,7 +143,7 @@ class JobBook:
     # -- dispatch -------------------------------------------------------------------
     def pump(self, now: float) -> None:
         for node in self.to_pump:
-            if self.peers.online(node, now):
+            if self.peers.online(node, now) and self.peers.route(node) is not None:
                 tasks = self.sched.take(node, now)
                 if tasks:
                     self._send_jobs(node, tasks, now)
@@ -164,15 +170,19 @@ class JobBook:
             if now is not None:
                 for task, _ in group:
                     self._mark(task, {"status": "running", "sent": now})
-                if route is None:
+                if route is None:  # pump() checks first: only a bug gets here
                     self.undelivered(node, ids, now)
 
     def undelivered(self, node: str, job_ids: tuple[str, ...], now: float) -> None:
-        """A send of these (newly sent) jobs failed: the node cannot get them."""
-        for job_id in job_ids:
-            task = self.sched.complete(node, job_id, "lost")
-            if task is not None:
-                self._final(task, {"status": "lost", "error": "could not reach the node"}, now)
+        """A send of these (newly sent) jobs failed: its connection is gone.  They go
+        back to the queue, unsent, until the node speaks on a new connection (or
+        stays away past its expiry: then they end ``lost``); never lost while the
+        server can still deliver them."""
+        peer = self.peers.get(node)
+        if peer is not None:
+            peer.route, peer.fd = None, -1
+        for task in self.sched.unsend(node, job_ids):
+            self._mark(task, {"status": "queued", "sent": None})
 
     def after_events(self, now: float) -> None:
         if self.to_pump:
@@ -185,7 +195,7 @@ class JobBook:
 
     def node_lost(self, key: str, now: float) -> None:
         for task in self.sched.drop_node(key, "lost"):
-            self._final(task, {"status": "lost", "error": "the node went away"}, now)
+            self._final(task, {"status": "lost", "error": NODE_WENT_AWAY}, now)
 
     def resend_inflight(self, key: str) -> None:
         """On every HELLO: the node's journal answers each one (its result again,
@@ -200,7 +210,7 @@ class JobBook:
             return
         self.to_ack.setdefault(key, []).append(msg.job_id)
         self._final(task, self._result_fields(msg, now - task.sent_at if task.sent_at
-                                              else None), now)
+                                              else None), now, by_node=True)
         if msg.status != "success":
             for t in self.sched.cancel_lane(key, task.lane):
                 self._final(t, {"status": "cancelled", "error": "an earlier job failed"}, now)
@@ -208,19 +218,21 @@ class JobBook:
 
     def _late_result(self, key: str, msg: Result, now: float) -> None:
         """A result for a task not in flight: a resend of one already stored is acked
-        again (idempotent); a real result for a task that ended ``lost`` replaces it
-        (the node proves it ran); one for a task never sent to this key is refused."""
-        status = self.finals.get((msg.job_id, key))
-        if status is None:
-            status = self.store.result_status(msg.job_id, key)
-        if status is None or status in ("queued", "running"):
-            log.warning("refused result for job %s from %s (not in flight there)",
-                        msg.job_id, self.name_of(key))
-            return
-        if status == "lost" and msg.status != "lost":
+        again (idempotent); the node's first word on a task the *server* ended
+        ``lost`` (it went silent) replaces that, once; one for a task never sent to
+        this key is refused."""
+        replaceable = self.finals.get((msg.job_id, key))
+        if replaceable is None:
+            status, error = self.store.result_status(msg.job_id, key) or (None, "")
+            if status is None or status in ("queued", "running"):
+                log.warning("refused result for job %s from %s (not in flight there)",
+                            msg.job_id, self.name_of(key))
+                return
+            replaceable = status == "lost" and error in SERVER_LOST
+        if replaceable:
             row = self.dirty.setdefault((msg.job_id, key), _blank(Task(msg.job_id, key, "", 0, 0)))
             row.update(self._result_fields(msg, None), finished=now)
-            self.finals[(msg.job_id, key)] = msg.status
+        self.finals[(msg.job_id, key)] = False
         self.to_ack.setdefault(key, []).append(msg.job_id)
 
     def _result_fields(self, msg: Result, roundtrip: float | None) -> dict[str, Any]:
@@ -236,10 +248,11 @@ class JobBook:
         row = self.dirty.setdefault((task.job_id, task.node), _blank(task))
         row.update(fields)
 
-    def _final(self, task: Task, fields: dict[str, Any], now: float) -> None:
+    def _final(self, task: Task, fields: dict[str, Any], now: float,
+               by_node: bool = False) -> None:
         fields.setdefault("finished", now)
         self._mark(task, fields)
-        self.finals[(task.job_id, task.node)] = fields["status"]
+        self.finals[(task.job_id, task.node)] = fields["status"] == "lost" and not by_node
         orch = self.orch_of.get(task.job_id, "")
         left = self.open.get(task.job_id, 1) - 1
         if left <= 0:  # every node answered: the encoded job is no longer needed
@@ -269,7 +282,7 @@ class JobBook:
                     and now - since > self.node_expiry):
                 self.node_lost(node, now)
         for task in self.sched.overdue(now, GRACE):
-            self._final(task, {"status": "lost", "error": "no answer from the node"}, now)
+            self._final(task, {"status": "lost", "error": NO_ANSWER}, now)
         self._progress(now, force=True)
 
     def flush(self) -> bool:
@@ -316,7 +329,7 @@ class JobBook:
             if instr is None or verbs.spec(instr.verb).transfers:  # its manifest died with
                 lost.append({**_blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
                              "status": "lost", "finished": now,  # the old process
-                             "error": "the server restarted during the transfer"})
+                             "error": SERVER_RESTARTED})
                 continue
             self.bodies[r["job_id"]] = job_body(r["job_id"], r["instruction"], r["lane"],
                                                 r["seq"])

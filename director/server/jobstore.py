@@ -97,10 +97,11 @@ class JobStore:
                 row = rows[0]
         return row
 
-    def result_status(self, job_id: str, node: str) -> str | None:
-        row = self.conn.execute("SELECT status FROM results WHERE job_id=? AND node=?",
+    def result_status(self, job_id: str, node: str) -> tuple[str, str] | None:
+        """(status, error) of one task, or None if there is no such task."""
+        row = self.conn.execute("SELECT status, error FROM results WHERE job_id=? AND node=?",
                                 (job_id, node)).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
 
     def jobs_by_ids(self, job_ids: list[str]) -> dict[str, sqlite3.Row]:
         out: dict[str, sqlite3.Row] = {}

@@ -20,12 +20,13 @@ class Peer:
     """What the server knows about a connected key."""
 
     key: str
-    route: bytes
+    route: bytes | None  # None: its connection closed; nothing is sent until it speaks
     last_seen: float
     address: str | None = None
     version: str | None = None
     boot: str | None = None
     hello: bool = False  # an agent said HELLO (an enroll-only connection is not online)
+    fd: int = -1         # the server-side socket of ``route`` (to notice it closing)
 
 
 class Peers:
@@ -46,22 +47,32 @@ class Peers:
         return peer.route if peer is not None else None
 
     def seen(self, key: str, route: bytes, address: str | None, mtype: str, now: float,
-             node: bool) -> tuple[Peer, bool]:
-        """Record traffic from ``key``; returns (peer, whether it is new)."""
+             node: bool, fd: int = -1) -> tuple[Peer, bool]:
+        """Record traffic from ``key``; returns (peer, whether its route is new: a
+        new peer, or one that moved or came back after its connection closed)."""
         peer = self.by_key.get(key)
-        new = peer is None
+        moved = peer is None
         if peer is None:
             if len(self.by_key) >= MAX_PEERS:
                 self._evict(now)
-            peer = self.by_key[key] = Peer(key, route, now, address)
-        if mtype in ROUTE_FROM:
-            peer.route = route
+            peer = self.by_key[key] = Peer(key, route, now, address, fd=fd)
+        elif mtype in ROUTE_FROM and (peer.route != route or fd != peer.fd):
+            peer.route, peer.fd, moved = route, fd, True
         peer.last_seen = now
         if address:
             peer.address = address
         if node:
             self.dirty[key] = (now, peer.address, peer.version)
-        return peer, new
+        return peer, moved
+
+    def closed(self, fd: int) -> list[str]:
+        """The connection on ``fd`` closed: keys whose route it was lose that route
+        (a later connection presenting the same routing id gets nothing of theirs)."""
+        gone = [p.key for p in self.by_key.values() if p.fd == fd and p.route is not None]
+        for key in gone:
+            peer = self.by_key[key]
+            peer.route, peer.fd = None, -1
+        return gone
 
     def forget(self, key: str) -> Peer | None:
         return self.by_key.pop(key, None)

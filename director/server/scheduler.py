@@ -79,6 +79,17 @@ class Scheduler:
         task.status = status
         return task
 
+    def unsend(self, node: str, job_ids: tuple[str, ...]) -> list[Task]:
+        """Tasks taken for ``node`` that never left: back to the front of their lanes,
+        in order, queued again (the node never had them, so nothing is lost)."""
+        q = self._nodes.get(node)
+        back = sorted((t for t in (q.inflight.pop(j, None) for j in job_ids) if t is not None),
+                      key=lambda t: t.seq, reverse=True) if q else []
+        for t in back:
+            t.status, t.sent_at = "queued", None
+            q.lanes.setdefault(t.lane, deque()).appendleft(t)
+        return back
+
     def cancel_lane(self, node: str, lane: str) -> list[Task]:
         """Cancel the not-yet-sent rest of ``lane`` on ``node`` (after a failure)."""
         q = self._nodes.get(node)

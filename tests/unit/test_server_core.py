@@ -107,7 +107,7 @@ def test_result_only_from_the_node_it_was_sent_to_and_only_once(h):
     b'{"job_id":"%s","status":"success","stdout":"a\\ud800b"}',
     b'{"job_id":"%s","status":"success","exec_time":Infinity}',
     b'{"job_id":"%s","status":"success","exec_time":NaN}',
-    b'{"job_id":"%s","status":"lost"}',
+    b'{"job_id":"%s","status":"gone"}',
     b'{"job_id":"%s","status":"success","transfer":{"files":-1}}',
 ])
 def test_hostile_result_is_refused_with_an_error_and_the_job_stays_in_flight(h, body):
@@ -274,7 +274,7 @@ def test_results_are_acked_only_after_they_are_committed(h):
     _, jobs = submit(h, "RUN one")
     assert acks(h.from_node(key, result(jobs[0]), b"route-web1")) == []
     assert acks(h.tick(), b"route-web1") == [jobs[0].job_id]
-    assert h.store.result_status(jobs[0].job_id, key) == "success"
+    assert h.store.result_status(jobs[0].job_id, key)[0] == "success"
 
 
 def test_no_ack_while_storage_fails_and_the_ack_follows_the_write(h):
@@ -337,4 +337,30 @@ def test_after_a_server_restart_running_jobs_are_resent_on_hello(h, tmp_path):
     core2.from_node(b"after", key, None, m.encode(result(jobs[0])), h.now + 6)
     core2.tick(h.now + 6)
     assert acks(core2.take(), b"after") == [jobs[0].job_id]
-    assert h.store.result_status(jobs[0].job_id, key) == "success"
+    assert h.store.result_status(jobs[0].job_id, key)[0] == "success"
+
+
+def test_a_closed_connection_loses_its_route_and_a_stranger_reusing_it_gets_nothing(h):
+    key = h.accepted_node("web1")
+    h.core.from_node(b"route-web1", key, None, m.encode(m.Heartbeat(0)), h.now, fd=41)
+    h.core.take()
+    h.core.connection_closed(41, h.now)
+    res, _ = submit(h, "RUN secret")
+    assert jobs_in(h.pending) == []  # queued: no live route for web1
+    stranger = keystore.generate().public_z85
+    assert h.from_node(stranger, m.Enroll("x"), b"route-web1") != []  # pending reply only
+    assert jobs_in(h.tick()) == []
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "queued"
+    back = h.from_node(key, m.Heartbeat(0), b"route-web1b")  # web1 speaks again
+    assert [(j.job_id, a.route) for a in back for j in jobs_in([a])] == [
+        (res["jobs"][0], b"route-web1b")]
+
+
+def test_a_failed_send_puts_the_jobs_back_unsent_never_lost(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN a", "RUN b")
+    h.core.jobs.undelivered(key, tuple(j.job_id for j in jobs), h.now)
+    doc = [h.ok("jobs.get", id=j.job_id)["results"]["web1"]["status"] for j in jobs]
+    assert doc == ["queued", "queued"]
+    again = h.from_node(key, m.Heartbeat(0), b"route-web1c")
+    assert [j.job_id for j in jobs_in(again)] == [j.job_id for j in jobs]

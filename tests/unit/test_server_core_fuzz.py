@@ -71,8 +71,8 @@ class ServerCoreMachine(RuleBasedStateMachine):
                 self.sent.setdefault((job_id, a.key), "")
             if getattr(a, "key", "") and a.frames[1] == b"ACK":  # acked = committed, final
                 for job_id in m.decode(a.frames).job_ids:
-                    status = self.h.store.result_status(job_id, a.key)
-                    assert status not in (None, "queued", "running"), (job_id, status)
+                    row = self.h.store.result_status(job_id, a.key)
+                    assert row is not None and row[0] not in ("queued", "running"), row
 
     # -- who is there ------------------------------------------------------------------
     @precondition(lambda self: len(self.nodes) < 3)
@@ -161,6 +161,22 @@ class ServerCoreMachine(RuleBasedStateMachine):
         self.h.core.request(b"op", fr.join("CTL", body), self.h.now)
         replies = [m.decode(a.frames) for a in self.h.core.take() if isinstance(a, Reply)]
         assert replies and isinstance(replies[-1], (m.CtlReply, m.CtlEvent))
+
+    @precondition(lambda self: self.nodes)
+    @rule(data=st.data(), fd=st.integers(0, 3))
+    def connection_comes_and_goes(self, data, fd) -> None:
+        """A node speaks on a connection (fd), which may then close; or a send fails."""
+        name = data.draw(st.sampled_from(sorted(self.nodes)))
+        key = self.nodes[name]
+        self.h.core.from_node(f"fd{fd}".encode(), key, None, m.encode(m.Heartbeat(0)),
+                              self.h.now, fd=fd)
+        if data.draw(st.booleans()):
+            self.h.core.connection_closed(fd, self.h.now)
+        else:
+            ids = tuple(j for (j, k) in self.sent if k == key)[:3]
+            self.h.core.jobs.undelivered(key, ids, self.h.now)
+        self.h.core.after_events(self.h.now)
+        self._note(self.h.core.take())
 
     @rule(seconds=st.sampled_from([0.25, 5.0, 31.0]))
     def time_passes(self, seconds) -> None:
