@@ -46,6 +46,7 @@ class Instruction:
     verb: str
     options: Options = field(default_factory=Options)
     command: str = ""
+    argv: tuple[str, ...] = ()     # RUN's exec form: run without a shell
     stdout_arg: str | None = None
     sources: tuple[str, ...] = ()
     dest: str = ""
@@ -59,8 +60,11 @@ class Instruction:
     text: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """A flat JSON-safe dict (str/float/bool/list/None, plus int ``line``) for the wire."""
-        return {
+        """A flat JSON-safe dict (str/float/bool/list/None, plus int ``line``) for the wire.
+
+        ``argv`` is only present when set, so shell-form jobs look as they always did.
+        """
+        out: dict[str, Any] = {
             "verb": self.verb, "timeout": float(self.options.timeout),
             "skip_cache": self.options.skip_cache, "run_once": self.options.run_once,
             "command": self.command, "stdout_arg": self.stdout_arg, "sources": list(self.sources),
@@ -68,6 +72,9 @@ class Instruction:
             "value": self.value, "path": self.path, "line": self.line, "source": self.source,
             "text": self.text,
         }
+        if self.argv:
+            out["argv"] = list(self.argv)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Instruction:
@@ -198,7 +205,7 @@ def _parse_options(verb: Verb, rest: str) -> tuple[dict[str, str], str]:
         values[name] = opt.check(value)
 
 
-_DEFAULTS = Instruction(verb="").to_dict()  # every field at its default
+_DEFAULTS = {**Instruction(verb="").to_dict(), "argv": []}  # every field at its default
 _OPTIONAL_STR = ("stdout_arg", "chmod", "chown", "source")
 _STRING_FIELDS = ("verb", "command", "dest", "name", "value", "path", "text") + _OPTIONAL_STR
 
@@ -217,6 +224,11 @@ def _decode(data: Any) -> Instruction:
     if not isinstance(sources, (list, tuple)) or not all(isinstance(s, str) for s in sources):
         raise Invalid("'sources' must be a list of strings")
     d["sources"] = strings = list(sources)
+    argv = d["argv"]
+    if not isinstance(argv, (list, tuple)) or not all(isinstance(a, str) for a in argv):
+        raise Invalid("'argv' must be a list of strings")
+    d["argv"] = list(argv)
+    strings = strings + d["argv"]
     for key in ("skip_cache", "run_once"):
         if not isinstance(d[key], bool):
             raise Invalid(f"{key!r} must be a boolean")
@@ -249,7 +261,7 @@ def _decode(data: Any) -> Instruction:
             opt.check(d[opt.field])
     return Instruction(
         verb=verb.name, options=Options(float(timeout), d["skip_cache"], d["run_once"]),
-        command=d["command"], stdout_arg=d["stdout_arg"], sources=tuple(d["sources"]),
+        command=d["command"], argv=tuple(d["argv"]), stdout_arg=d["stdout_arg"], sources=tuple(d["sources"]),
         dest=d["dest"], chmod=d["chmod"], chown=d["chown"], name=d["name"], value=d["value"],
         path=d["path"], line=d["line"], source=d["source"], text=d["text"],
     )

@@ -15,7 +15,7 @@ from typing import Callable
 from director.errors import DirectorError
 from director.jobs.dsl import Instruction
 from director.jobs.nodestate import JobCache, NodeState
-from director.jobs.plan import job_hash, resolve
+from director.jobs.plan import job_hash, resolve, uses_node_values
 from director.jobs.shell import OUTPUT_CAP, Ran, kill_running, run_shell
 from director.jobs.steps import CachedResult, Node, Outcome, Pending
 from director.jobs.verbs import TABLE
@@ -24,7 +24,7 @@ __all__ = ["OUTPUT_CAP", "TRUNCATED", "Outcome", "Pending", "Ran", "begin", "con
            "execute", "kill_running", "run_shell", "spawn_failed"]
 TRUNCATED = "\n[... output truncated at 1 MiB]"
 
-Runner = Callable[[str, str, "dict | None", float], Ran]
+Runner = Callable[["str | tuple[str, ...]", str, "dict | None", float], Ran]
 Copier = Callable[[Instruction, str], Outcome]
 
 
@@ -53,18 +53,20 @@ def begin(instr: Instruction, state: NodeState, cache: JobCache, *, hash_extra: 
     """Everything up to the process: the verb's step either finishes the job (an
     ``Outcome``) or returns the RUN to spawn as ``Pending`` so an event loop can run it."""
     start = time.perf_counter()
-    args, env, workdir = state.snapshot()
+    args, node_args, env, workdir = state.sourced()
     try:
-        res = resolve(instr, args)
+        res = resolve(instr, args, node_args)
     except DirectorError as exc:
         return Outcome("failed", error=str(exc))
     return TABLE[res.verb].execute(res, Node(
         state, cache, env, workdir, start,
-        lambda: job_hash(res, env=env, workdir=workdir, extra=hash_extra), copier))
+        lambda: job_hash(res, env=env, workdir=workdir, extra=hash_extra), copier,
+        uses_node_values(instr, node_args)))
 
 
 def spawn_failed(step: Pending, exc: OSError) -> Outcome:
-    return Outcome("failed", error=f"cannot run /bin/sh: {exc.strerror}",
+    prog = "/bin/sh" if isinstance(step.command, str) else repr(step.command[0])
+    return Outcome("failed", error=f"cannot run {prog}: {exc.strerror}",
                    exec_time=time.perf_counter() - step.started)
 
 
@@ -79,5 +81,5 @@ def conclude(step: Pending, ran: Ran, state: NodeState, cache: JobCache) -> Outc
         return Outcome("failed", rc=ran.rc, stdout=out, stderr=err, exec_time=elapsed)
     cache.put(step.hash, CachedResult(0, out, err))
     if step.stdout_arg:
-        state.update(arg=(step.stdout_arg, out.strip()))
+        state.update(node_arg=(step.stdout_arg, out.strip()))
     return Outcome("success", rc=0, stdout=out, stderr=err, exec_time=elapsed)

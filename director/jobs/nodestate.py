@@ -20,38 +20,61 @@ __all__ = ["CachedResult", "JobCache", "NodeState"]
 
 
 class NodeState:
-    """ARG values, ENV values and the WORKDIR, persisted atomically on change."""
+    """ARG values, ENV values and the WORKDIR, persisted atomically on change.
+
+    ARG values are kept in two sets: ``args`` the operator wrote (``ARG NAME=VALUE``) and
+    ``node_args`` that came from a node (``--stdout-arg``; an ARG built from one), which
+    are data: ``plan.resolve`` quotes them for the shell.  A name is in one set at a time:
+    setting it in one removes it from the other.
+    """
 
     def __init__(self, home: Path):
         self.path = home / "state.json"
         self.default_workdir = str(home / "work")
         self.lock = threading.Lock()
         self.args: dict[str, str] = {}
+        self.node_args: dict[str, str] = {}
         self.env: dict[str, str] = {}
         self.workdir = self.default_workdir
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
                 self.args = {str(k): str(v) for k, v in data.get("args", {}).items()}
+                self.node_args = {str(k): str(v)
+                                  for k, v in data.get("node_args", {}).items()}
+                for name in self.node_args:
+                    self.args.pop(name, None)
                 self.env = {str(k): str(v) for k, v in data.get("env", {}).items()}
                 self.workdir = str(data.get("workdir") or self.default_workdir)
             except (OSError, ValueError, AttributeError):
                 pass  # a damaged state file starts clean rather than stopping the node
 
     def snapshot(self) -> tuple[dict[str, str], dict[str, str], str]:
+        """Every ARG value (both sets together), ENV and WORKDIR."""
         with self.lock:
-            return dict(self.args), dict(self.env), self.workdir
+            return {**self.args, **self.node_args}, dict(self.env), self.workdir
+
+    def sourced(self) -> tuple[dict[str, str], dict[str, str], dict[str, str], str]:
+        """The operator's ARG values, the node's, ENV and WORKDIR, read together."""
+        with self.lock:
+            return dict(self.args), dict(self.node_args), dict(self.env), self.workdir
 
     def update(self, *, arg: tuple[str, str] | None = None, env: tuple[str, str] | None = None,
-               workdir: str | None = None) -> None:
+               workdir: str | None = None, node_arg: tuple[str, str] | None = None) -> None:
+        """Set an operator ARG (``arg``), a node-sourced one (``node_arg``), ENV, WORKDIR."""
         with self.lock:
             if arg:
                 self.args[arg[0]] = arg[1]
+                self.node_args.pop(arg[0], None)
+            if node_arg:
+                self.node_args[node_arg[0]] = node_arg[1]
+                self.args.pop(node_arg[0], None)
             if env:
                 self.env[env[0]] = env[1]
             if workdir:
                 self.workdir = workdir
-            data = {"args": self.args, "env": self.env, "workdir": self.workdir}
+            data = {"args": self.args, "node_args": self.node_args, "env": self.env,
+                    "workdir": self.workdir}
             write_private_file(self.path, json.dumps(data).encode())
 
 

@@ -1,4 +1,5 @@
-"""``/bin/sh -c`` for RUN: its own process group, capped output, a hard timeout.
+"""``/bin/sh -c`` (or argv, RUN's exec form) for RUN: its own process group, capped
+output, a hard timeout.
 
 A :class:`ShellProcess` never blocks: its pipes and a pidfd are watched by the
 caller's event loop (the node agent runs every job process from its one loop,
@@ -13,6 +14,7 @@ import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 OUTPUT_CAP = 1024 * 1024
@@ -46,6 +48,8 @@ def _killpg(pgid: int) -> None:
 class ShellProcess:
     """One running ``/bin/sh -c COMMAND``; feed it readiness events until ``done``.
 
+    ``command`` as a tuple or list is an argv run directly, with no shell at all.
+
     At first only the exit (a pidfd) is watched: a short job then costs one
     wake-up, which drains its pipes and reaps it together.  Its pipes are watched
     too once it has run ``PIPE_GRACE`` (or exited with a pipe still held open), so
@@ -56,8 +60,10 @@ class ShellProcess:
     Callers watch ``fds()`` after every call: the set changes as the job goes.
     """
 
-    def __init__(self, command: str, cwd: str, env: dict | None, timeout: float):
-        self.proc = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env,
+    def __init__(self, command: str | Sequence[str], cwd: str, env: dict | None,
+                 timeout: float):
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
         RUNNING.add(self.proc.pid)
@@ -157,7 +163,7 @@ class ShellProcess:
         _killpg(self.proc.pid)
 
 
-def run_shell(command: str, cwd: str, env: dict | None, timeout: float) -> Ran:
+def run_shell(command: str | Sequence[str], cwd: str, env: dict | None, timeout: float) -> Ran:
     """Run to the end, blocking: a ShellProcess driven by a private selector."""
     proc = ShellProcess(command, cwd, env, timeout)
     watched: set[int] = set()

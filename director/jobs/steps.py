@@ -37,7 +37,7 @@ class Outcome:
 class Pending:
     """A RUN that passed every check and now needs its process (see ``executor.conclude``)."""
 
-    command: str
+    command: str | tuple[str, ...]  # /bin/sh -c text, or argv (exec form: no shell)
     workdir: str
     env: dict | None
     timeout: float
@@ -64,13 +64,18 @@ class Node:
     started: float
     job_hash: Callable[[], str]   # the job's content hash, computed only by steps that need it
     copier: Callable[[Any, str], Outcome] | None
+    from_node: bool = False       # the job's resolved fields hold a value from a node
 
     def done(self) -> Outcome:
         return Outcome("success", rc=0, exec_time=time.perf_counter() - self.started)
 
 
 def set_arg(res: Any, node: Node) -> Outcome:
-    node.state.update(arg=(res.name, res.value))
+    # An ARG built from a node's value is a node value too: it stays data.
+    if node.from_node:
+        node.state.update(node_arg=(res.name, res.value))
+    else:
+        node.state.update(arg=(res.name, res.value))
     return node.done()
 
 
@@ -98,7 +103,7 @@ def run_command(res: Any, node: Node) -> Outcome | Pending:
         hit = node.cache.get(h)
         if hit is not None:
             if res.stdout_arg:
-                node.state.update(arg=(res.stdout_arg, hit.stdout.strip()))
+                node.state.update(node_arg=(res.stdout_arg, hit.stdout.strip()))
             return Outcome("success", rc=hit.rc, stdout=hit.stdout, stderr=hit.stderr,
                            cached=True, exec_time=time.perf_counter() - node.started)
     workdir = node.workdir
@@ -110,7 +115,7 @@ def run_command(res: Any, node: Node) -> Outcome | Pending:
                        exec_time=time.perf_counter() - node.started)
     # No ENV set: inherit ours (env=None); building an env makes subprocess encode
     # every variable on each spawn, a third of the agent's CPU per trivial job.
-    return Pending(res.command, workdir, _env_bytes(node.env) if node.env else None,
+    return Pending(res.argv or res.command, workdir, _env_bytes(node.env) if node.env else None,
                    res.options.timeout, h, res.stdout_arg, node.started)
 
 

@@ -19,6 +19,7 @@ also adds that field to ``dsl.Instruction``.
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ __all__ = ["COMMON_OPTIONS", "PAYLOAD_FIELDS", "TABLE", "Option", "Verb", "names
 
 # The Instruction fields that carry a verb's arguments (the rest: verb, options, line,
 # source, text, are the same for every verb).
-PAYLOAD_FIELDS = ("command", "stdout_arg", "sources", "dest", "chmod", "chown", "name",
+PAYLOAD_FIELDS = ("command", "argv", "stdout_arg", "sources", "dest", "chmod", "chown", "name",
                   "value", "path")
 
 
@@ -56,6 +57,8 @@ class Verb:
     fields: tuple[str, ...]                      # PAYLOAD_FIELDS it uses (options' too)
     hash_fields: tuple[str, ...]                 # what decides the job: keys the node's cache
     substituted: tuple[str, ...] = ()            # fields where ${NAME} is replaced by ARGs
+    shell: tuple[str, ...] = ()                  # of those, the ones /bin/sh reads: a value
+                                                 # from a node is shell-quoted there
     options: tuple[Option, ...] = ()             # its own options, after the common ones
     transfers: bool = False                      # the server builds a file manifest for it
     foreign: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -78,14 +81,52 @@ _CHOWN = Option("--chown", "chown", check_chown, "user:group")
 
 
 def _parse_command(verb: str, rest: str) -> dict[str, Any]:
+    """``COMMAND`` for ``/bin/sh -c``, or the exec form: a JSON array of strings (argv).
+
+    As in a Containerfile, text that starts with ``[`` but is not a JSON array is a shell
+    command (``[ -f x ] && ...``); a JSON array of anything but strings is an error.
+    """
     if not rest:
         raise Invalid(f"{verb} needs a command: e.g. {verb} echo hello")
-    return {"command": rest}
+    if rest.startswith("["):
+        try:
+            argv = json.loads(rest, parse_constant=_no_constant)
+        except ValueError:
+            argv = None
+        if isinstance(argv, list):
+            _check_argv(verb, argv)
+            return {"command": "", "argv": tuple(argv)}
+    return {"command": rest, "argv": ()}
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_argv(verb: str, argv: Any) -> None:
+    if not argv:
+        raise Invalid(f'{verb} exec form needs a program: e.g. {verb} ["echo", "hello"]')
+    if not all(isinstance(a, str) for a in argv):
+        raise Invalid(f'{verb} exec form must be a JSON array of strings: e.g. '
+                      f'{verb} ["echo", "hello"]')
+    if not argv[0]:
+        raise Invalid(f"{verb} exec form needs a program name as its first element")
 
 
 def _check_command(verb: str, d: Mapping[str, Any]) -> None:
-    if not d["command"].strip():
+    argv = d.get("argv") or ()
+    if argv:
+        _check_argv(verb, argv)
+        if d["command"]:
+            raise Invalid(f"{verb} takes either 'command' or 'argv', not both")
+    elif not d["command"].strip():
         raise Invalid(f"{verb} needs a non-empty 'command'")
+
+
+def _describe_command(i: Any) -> str:
+    if i.argv:
+        return json.dumps(list(i.argv), ensure_ascii=False)
+    return i.command
 
 
 def _parse_copy(verb: str, rest: str) -> dict[str, Any]:
@@ -142,9 +183,10 @@ def _name_value_entry(name: str, execute: Callable[[Any, steps.Node], steps.Outc
 
 
 TABLE: dict[str, Verb] = {v.name: v for v in (
-    Verb("RUN", _parse_command, _check_command, lambda i: i.command, steps.run_command,
-         fields=("command", "stdout_arg"), hash_fields=("command", "stdout_arg"),
-         substituted=("command",), options=(_STDOUT_ARG,)),
+    Verb("RUN", _parse_command, _check_command, _describe_command, steps.run_command,
+         fields=("command", "argv", "stdout_arg"),
+         hash_fields=("command", "argv", "stdout_arg"),  # an empty argv is not hashed
+         substituted=("command", "argv"), shell=("command",), options=(_STDOUT_ARG,)),
     _copy_entry("COPY"),
     _copy_entry("ADD"),
     _name_value_entry("ARG", steps.set_arg),

@@ -356,3 +356,170 @@ def test_timeout_gives_up_on_a_pipe_held_outside_the_group(monkeypatch):
         pass
     assert ran.timed_out
     assert took < 3, f"took {took:.2f} s"
+
+
+# -- values from a node are data (CONTRACT "Values from nodes are data") ------------------
+HOSTILE = [
+    "1.0; touch {m} #",
+    "$(touch {m})",
+    "`touch {m}`",
+    "'; touch {m}; '",
+    '"; touch {m}; "',
+    "a\ntouch {m}",
+    "x' \"$(touch {m})\" '",
+    "{{{{ X }}}} ${{X}} $X",
+    "back\\slash \\'; touch {m} #",
+    "new\nline\n# and 'quote' \"dq\" `bt`",
+]
+SHELL_USES = [  # (command using the node value V, what it prints for V)
+    ("printf '%s\\n' ${V}", "{v}"),
+    ("printf '%s\\n' {{ V }}", "{v}"),
+    ("printf '%s\\n' \"${V}\"", "{v}"),
+    ("printf '%s\\n' 'in single ${V} quotes'", "in single {v} quotes"),
+    ("printf '%s\\n' \"in \\\"double\\\" ${V} quotes\"", 'in "double" {v} quotes'),
+    ("printf '%s\\n' pre${V}post", "pre{v}post"),
+    ("printf '%s\\n' $(printf '%s' ${V})", None),  # word-split by the shell: only no touch
+    ("printf '%s\\n' ok # comment ${V}", "ok"),
+]
+
+
+def _stdout_arg(state, cache, tmp_path, value: str) -> None:
+    f = tmp_path / "value.txt"
+    f.write_text(value)
+    out = run(f"RUN --stdout-arg V cat {f}", state, cache)
+    assert out.status == "success" and state.sourced()[1]["V"] == value.strip()
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+@pytest.mark.parametrize(("use", "printed"), SHELL_USES)
+def test_node_value_is_never_shell_code(tmp_path, state, cache, hostile, use, printed):
+    marker = tmp_path / "M"
+    value = hostile.format(m=marker)
+    _stdout_arg(state, cache, tmp_path, value)
+    out = run(f"RUN --skip-cache {use}", state, cache)
+    assert not marker.exists(), (use, value)
+    assert out.status == "success", out
+    if printed is not None:
+        assert out.stdout == printed.format(v=value.strip()) + "\n"
+
+
+def test_the_issue_reproduction_does_not_touch(tmp_path, state, cache):
+    marker = tmp_path / "M"
+    (tmp_path / "FILE").write_text(f"1.0; touch {marker} #\n")
+    assert run(f"RUN --stdout-arg VER cat {tmp_path / 'FILE'}", state, cache).status == "success"
+    out = run("RUN echo ${VER}", state, cache)
+    assert out.stdout == f"1.0; touch {marker} #\n" and not marker.exists()
+
+
+@pytest.mark.parametrize("use", [
+    "echo `echo ${V}`", "cat <<EOF\n${V}\nEOF", "echo \"$(echo ${V})\"", "echo \\${V}",
+    "echo $'x' ${V}",
+])
+def test_node_value_where_it_cannot_be_quoted_fails_the_job(tmp_path, state, cache, use):
+    marker = tmp_path / "M"
+    _stdout_arg(state, cache, tmp_path, f"$(touch {marker})")
+    out = run(f"RUN {use}", state, cache)
+    assert out.status == "failed" and "cannot be quoted safely" in out.error
+    assert "exec form" in out.error and not marker.exists()
+
+
+def test_operator_args_stay_as_written(state, cache):
+    run("ARG CMD=echo one; echo two", state, cache)
+    out = run("RUN ${CMD}", state, cache)
+    assert out.stdout == "one\ntwo\n"  # the operator wrote it: it is shell code
+
+
+def test_operator_quotes_around_a_node_value_are_followed(tmp_path, state, cache):
+    marker = tmp_path / "M"
+    _stdout_arg(state, cache, tmp_path, f"$(touch {marker})")
+    run("ARG Q=\"", state, cache)
+    out = run("RUN echo ${Q}${V}${Q}", state, cache)
+    assert out.stdout == f"$(touch {marker})\n" and not marker.exists()
+
+
+def test_an_arg_built_from_a_node_value_is_a_node_value(tmp_path, state, cache):
+    marker = tmp_path / "M"
+    _stdout_arg(state, cache, tmp_path, f"; touch {marker}")
+    assert run("ARG W=v${V}", state, cache).status == "success"
+    args, node_args, _, _ = state.sourced()
+    assert node_args["W"] == f"v; touch {marker}" and "W" not in args
+    out = run("RUN echo ${W}", state, cache)
+    assert out.stdout == f"v; touch {marker}\n" and not marker.exists()
+    run("ARG W=plain", state, cache)  # rewritten by the operator: theirs again
+    assert state.sourced()[0]["W"] == "plain" and "W" not in state.sourced()[1]
+
+
+def test_node_values_persist_as_node_values(tmp_path, home, state, cache):
+    _stdout_arg(state, cache, tmp_path, "a;b")
+    again = NodeState(home)
+    assert again.sourced()[1] == {"V": "a;b"} and "V" not in again.sourced()[0]
+    assert again.snapshot()[0]["V"] == "a;b"
+
+
+def test_cached_stdout_arg_is_a_node_value(tmp_path, state, cache):
+    _stdout_arg(state, cache, tmp_path, "1;2")
+    run("ARG V=x", state, cache)
+    assert "V" not in state.sourced()[1]
+    out = run(f"RUN --stdout-arg V cat {tmp_path / 'value.txt'}", state, cache)
+    assert out.cached and state.sourced()[1]["V"] == "1;2"
+
+
+def test_node_values_in_other_fields_are_literal(tmp_path, state, cache):
+    _stdout_arg(state, cache, tmp_path, "dir; $(x) 'q'")
+    out = run("WORKDIR ${V}", state, cache)
+    assert out.status == "success"
+    assert state.snapshot()[2] == str(state.default_workdir) + "/dir; $(x) 'q'"
+    seen = []
+    run("COPY a ${V}/", state, cache, copier=lambda i, wd: seen.append(i) or Outcome("success"))
+    assert seen[0].dest == "dir; $(x) 'q'/"
+    run("ENV E=${V}", state, cache)
+    assert run("RUN printf '%s' \"$E\"", state, cache).stdout == "dir; $(x) 'q'"
+
+
+# -- RUN exec form: argv with no shell ----------------------------------------------------
+def test_exec_form_runs_argv_without_a_shell(tmp_path, state, cache):
+    marker = tmp_path / "M"
+    out = run(f'RUN ["printf", "%s|", "a; touch {marker}", "$(touch {marker})", "$0", "*"]',
+              state, cache)
+    assert out.status == "success"
+    assert out.stdout == f"a; touch {marker}|$(touch {marker})|$0|*|" and not marker.exists()
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_exec_form_gets_node_values_as_plain_arguments(tmp_path, state, cache, hostile):
+    marker = tmp_path / "M"
+    value = hostile.format(m=marker)
+    _stdout_arg(state, cache, tmp_path, value)
+    run("ARG OP=op; erator", state, cache)
+    out = run('RUN ["python3", "-c", "import sys, json; print(json.dumps(sys.argv[1:]))", '
+              '"${V}", "x{{ V }}y", "${OP}", "${UNSET}"]', state, cache)
+    assert out.status == "success", out
+    import json
+    assert json.loads(out.stdout) == [value.strip(), f"x{value.strip()}y", "op; erator",
+                                      "${UNSET}"]
+    assert not marker.exists()
+
+
+def test_exec_form_missing_program_fails_clearly(state, cache):
+    out = run('RUN ["/no/such/program", "x"]', state, cache)
+    assert out.status == "failed" and "cannot run '/no/such/program'" in out.error
+
+
+def test_exec_form_timeout_kills_the_group(state, cache):
+    t = time.monotonic()
+    out = run('RUN --timeout 0.5 ["sleep", "30"]', state, cache)
+    assert out.status == "timeout" and time.monotonic() - t < 10
+
+
+def test_exec_form_is_cached_and_sets_stdout_arg(state, cache):
+    first = run('RUN --stdout-arg O ["echo", "hi there"]', state, cache)
+    again = run('RUN --stdout-arg O ["echo", "hi there"]', state, cache)
+    assert first.stdout == "hi there\n" and again.cached
+    assert state.sourced()[1]["O"] == "hi there"
+
+
+def test_exec_form_uses_the_env_path_and_workdir(tmp_path, state, cache):
+    run("ENV FOO=bar", state, cache)
+    run(f"WORKDIR {tmp_path}", state, cache)
+    out = run('RUN ["sh", "-c", "echo $FOO; pwd"]', state, cache)
+    assert out.stdout == f"bar\n{tmp_path}\n"

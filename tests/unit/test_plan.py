@@ -193,3 +193,64 @@ def test_property_hash_depends_only_on_content(command, env, workdir, extra):
         two, env=dict(reversed(list(env.items()))), workdir=workdir, extra=extra)
     assert job_hash(one, env=env, workdir=workdir, extra=extra) != job_hash(
         one, env=env, workdir=workdir, extra=extra + "x")
+
+
+# ------------------------------------------------------------- values from a node are data
+def test_node_values_are_shell_quoted_in_run_and_literal_elsewhere():
+    node = {"V": "1.0; touch M #"}
+    run = resolve(parse_line("RUN echo ${V} {{ V }} ${NAME}"), ARGS, node)
+    assert run.command == "echo '1.0; touch M #' '1.0; touch M #' world"
+    assert resolve(parse_line("RUN echo \"x${V}\""), {}, node).command == \
+        "echo \"x\"'1.0; touch M #'\"\""
+    assert resolve(parse_line("RUN echo 'x${V}'"), {}, node).command == \
+        "echo 'x''1.0; touch M #'''"
+    exec_form = resolve(parse_line('RUN ["echo", "${V}", "a{{V}}"]'), {}, node)
+    assert exec_form.argv == ("echo", "1.0; touch M #", "a1.0; touch M #")
+    copy = resolve(parse_line("COPY a /d/${V}/"), {}, {"V": "x y'$(z)"})
+    assert copy.dest == "/d/x y'$(z)/"
+    assert resolve(parse_line("ARG A=${V}"), {}, node).value == "1.0; touch M #"
+
+
+def test_node_values_are_never_expanded_again():
+    node = {"V": "${NAME} {{ NAME }}"}
+    assert substitute("a ${V}", ARGS, node) == "a ${NAME} {{ NAME }}"
+    assert resolve(parse_line("RUN echo ${V}"), ARGS, node).command == \
+        "echo '${NAME} {{ NAME }}'"
+
+
+def test_a_node_value_wins_over_an_operator_value_of_the_same_name():
+    assert substitute("${NAME}", ARGS, {"NAME": "n"}) == "n"
+
+
+@pytest.mark.parametrize("command", [
+    "echo `x ${V}`", "cat <<E\n${V}\nE", "echo \"$(echo ${V})\"", "echo \\${V}",
+    "echo \"\\${V}\"", "echo $'a' ${V}",
+])
+def test_node_value_where_quoting_is_unsafe_is_an_error(command):
+    with pytest.raises(DSLError, match="cannot be quoted safely") as err:
+        resolve(parse_line(command.join(("RUN ", "")), line=3), {}, {"V": "v"})
+    assert err.value.line == 3
+    # the operator's own values there are fine: they are theirs
+    assert resolve(parse_line("RUN " + command), {"V": "v"}).command
+
+
+@pytest.mark.parametrize("line", [
+    "RUN echo ${V}", "RUN echo hi", 'RUN ["echo", "hi"]', "COPY a b", "ARG A=1",
+])
+def test_resolution_without_node_values_is_unchanged(line):
+    instr = parse_line(line)
+    assert resolve(instr, {"V": "x; y"}, {}) == resolve(instr, {"V": "x; y"})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=" ;&|$(){}`'\"\\\n\t#*?~<>!x", min_size=0, max_size=12),
+       st.sampled_from(["printf '%s' ${V}", "printf '%s' \"${V}\"", "printf '%s' '${V}'",
+                        "printf '%s' a${V}b", "printf '%s' \"a'b${V}\""]))
+def test_property_sh_prints_exactly_the_node_value(value, command):
+    import subprocess
+
+    resolved = resolve(parse_line("RUN " + command), {}, {"V": value}).command
+    out = subprocess.run(["/bin/sh", "-c", resolved], capture_output=True, timeout=10)
+    prefix, suffix = {"printf '%s' a${V}b": ("a", "b"), "printf '%s' \"a'b${V}\"": ("a'b", "")}.get(
+        command, ("", ""))
+    assert out.returncode == 0 and out.stdout.decode() == prefix + value + suffix

@@ -27,9 +27,12 @@ SAMPLES = {
     "WORKDIR": "WORKDIR --skip-cache /srv/${X}",
 }
 # Where ${NAME} is replaced (CONTRACT: "in later lines"); names, modes and verbs never.
-SUBSTITUTED = {"RUN": {"command"}, "COPY": {"sources", "dest", "chown"},
+SUBSTITUTED = {"RUN": {"command", "argv"}, "COPY": {"sources", "dest", "chown"},
                "ADD": {"sources", "dest", "chown"}, "ARG": {"value"}, "ENV": {"value"},
                "WORKDIR": {"path"}}
+# The shell-form RUN sample leaves argv empty; EXEC_SAMPLE sets it instead of command.
+UNSET = {"RUN": {"argv"}}
+EXEC_SAMPLE = 'RUN --stdout-arg OUT ["printf", "%s\\n", "${X}", "a  b"]'
 _COMMON_FIELDS = {"verb", "options", "line", "source", "text"}
 _INSTRUCTION_FIELDS = {f.name for f in dataclasses.fields(Instruction)}
 
@@ -77,7 +80,8 @@ def test_round_trip_per_verb(name):
     assert Instruction.from_dict(json.loads(json.dumps(data))) == instr
     # only the verb's own fields differ from the defaults
     blank = Instruction(verb=name).to_dict()
-    assert {k for k in verbs.PAYLOAD_FIELDS if data[k] != blank[k]} == set(verbs.spec(name).fields)
+    assert {k for k in verbs.PAYLOAD_FIELDS if data.get(k, []) != blank.get(k, [])} == \
+        set(verbs.spec(name).fields) - UNSET.get(name, set())
     # describe() prints a line that parses back to the same instruction
     again = parse_line(instr.describe(), source="f", line=2)
     assert dataclasses.replace(again, text=instr.text) == instr
@@ -87,7 +91,7 @@ def test_round_trip_per_verb(name):
 def test_each_foreign_field_is_refused_on_the_wire(name):
     data = parse_line(SAMPLES[name]).to_dict()
     for key in verbs.spec(name).foreign:
-        bad = {**data, key: ["x"] if key == "sources" else "X"}
+        bad = {**data, key: ["x"] if key in ("sources", "argv") else "X"}
         with pytest.raises(ProtocolError, match=f"field '{key}' is not allowed for {name}"):
             Instruction.from_dict(bad)
 
@@ -208,3 +212,54 @@ def test_an_unregistered_verb_is_unknown_everywhere():
     with pytest.raises(ProtocolError, match="unknown verb 'SHOUT'"):
         Instruction.from_dict({"verb": "SHOUT", "value": "hi"})
     assert "SHOUT" not in dsl.VERBS
+
+
+def test_run_exec_form_round_trips_describes_and_hashes():
+    instr = parse_line(EXEC_SAMPLE, source="f", line=2)
+    assert (instr.command, instr.argv, instr.stdout_arg) == ("", ("printf", "%s\n", "${X}", "a  b"),
+                                                             "OUT")
+    data = instr.to_dict()
+    assert data["argv"] == list(instr.argv) and data["command"] == ""
+    assert Instruction.from_dict(json.loads(json.dumps(data))) == instr
+    again = parse_line(instr.describe(), source="f", line=2)
+    assert dataclasses.replace(again, text=instr.text) == instr
+    # the shell form's wire form and hash are what they were before argv existed
+    shell = parse_line("RUN echo hi")
+    assert "argv" not in shell.to_dict()
+    assert job_hash(instr, env={}, workdir="/w") != job_hash(
+        dataclasses.replace(instr, argv=("printf", "x")), env={}, workdir="/w")
+
+
+@pytest.mark.parametrize("line", [
+    'RUN []', 'RUN [""]', 'RUN ["a", 1]', 'RUN ["a", null]', 'RUN [["a"]]', 'RUN ["a", NaN]',
+])
+def test_run_exec_form_refuses_bad_arrays(line):
+    if "NaN" in line:  # not JSON: it is a shell command that happens to start with [
+        assert parse_line(line).command == line[4:]
+        return
+    with pytest.raises(DSLError, match="exec form"):
+        parse_line(line)
+
+
+def test_run_text_that_is_not_a_json_array_is_a_shell_command():
+    assert parse_line('RUN [ -f x ] && echo yes').command == "[ -f x ] && echo yes"
+    assert parse_line('RUN ["a" ] || true').command == '["a" ] || true'
+    assert parse_line('RUN --timeout 3 ["a"]').argv == ("a",)
+
+
+@pytest.mark.parametrize("bad", [
+    {"argv": ["x"], "command": "y"}, {"argv": [1]}, {"argv": "x"}, {"argv": [""]},
+    {"argv": ["a\x00"]}, {"argv": ["x" * (dsl.MAX_INSTRUCTION_SIZE + 1)]},
+])
+def test_run_exec_form_wire_rules(bad):
+    data = {**parse_line('RUN ["a"]').to_dict(), **bad}
+    if "command" not in bad:
+        data["command"] = ""
+    with pytest.raises(ProtocolError):
+        Instruction.from_dict(data)
+
+
+def test_argv_is_foreign_to_other_verbs():
+    data = parse_line("ENV A=1").to_dict()
+    with pytest.raises(ProtocolError, match="field 'argv' is not allowed for ENV"):
+        Instruction.from_dict({**data, "argv": ["x"]})
