@@ -351,7 +351,7 @@ class JobBook:
             return
         manifest, paths, vouched = copy
         w = self.waiters.get(self.orch_of.get(req.job_id, ""))
-        for f, c in req.chunks:
+        for f, c in dict.fromkeys(req.chunks):  # each chunk once per request
             if f >= len(manifest.files):
                 self.out.append(Send(route, encode(ChunkErr(req.job_id, -1, -1,
                                                             "bad chunk request"))))

@@ -95,6 +95,9 @@ def build_manifest(sources: Sequence[str], dest: str, *, base: Path,
     dirs: set[str] = set()
 
     def add(rel: str, path: str) -> None:
+        if _pseudo(path):  # e.g. reached through a symlinked directory
+            raise TransferError(f"COPY source {path!r} is on /proc, /sys or /dev: "
+                                "only real files can be sent")
         why = check_rel(rel)
         if why:
             raise TransferError(f"COPY source {path!r} cannot be sent: {why}")
@@ -105,6 +108,9 @@ def build_manifest(sources: Sequence[str], dest: str, *, base: Path,
 
     for src, matches in expanded:
         for path in matches:
+            if _pseudo(path):
+                raise TransferError(f"COPY source {path!r} is on /proc, /sys or /dev: "
+                                    "only real files can be sent")
             st = _lstat(path)
             if stat.S_ISLNK(st.st_mode):
                 raise TransferError(f"COPY source {path!r} is a symlink; refusing to follow it "
@@ -135,6 +141,16 @@ def build_manifest(sources: Sequence[str], dest: str, *, base: Path,
     return Manifest(dest, chunk_size, tuple(entries), dir_rels), tuple(paths)
 
 
+PSEUDO_ROOTS = ("/proc", "/sys", "/dev")  # kernel views: a file there is not content
+
+
+def _pseudo(path: str) -> bool:
+    """True for a path whose real location is under /proc, /sys or /dev (e.g.
+    /proc/self/environ, which stats as an empty regular file but reads secrets)."""
+    real = os.path.realpath(path)
+    return any(real == root or real.startswith(root + "/") for root in PSEUDO_ROOTS)
+
+
 def vouched_chunks(manifest: Manifest, paths: Sequence[Path], cache: DigestCache) -> set:
     """``read_chunk``'s ``verified`` keys for the files whose digests ``cache`` took
     under their current stat: the manifest was just built from them, so serving
@@ -156,20 +172,24 @@ def read_chunk(path: Path, entry: FileEntry, index: int, chunk_size: int,
     file's stat is unchanged: fan-out to N nodes hashes at most once.  The node
     checks every chunk it receives in any case.
     """
+    name = repr(entry.rel or "file")  # errors go to a node: never the server's own path
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(entry.chunks):
-        raise TransferError(f"chunk index {index!r} out of range for {entry.rel or 'file'!r}")
-    fd, st = open_regular(path)
+        raise TransferError(f"chunk index {index!r} out of range for {name}")
+    try:
+        fd, st = open_regular(path)
+    except TransferError:
+        raise TransferError(f"cannot open the source of {name} on the server") from None
     key = (_stat_key(st, chunk_size), index)
     try:
         data = pread_full(fd, chunk_size, index * chunk_size)
     except OSError as exc:
-        raise TransferError(f"cannot read {path}: {exc.strerror}") from None
+        raise TransferError(f"cannot read the source of {name}: {exc.strerror}") from None
     finally:
         os.close(fd)
     if verified is not None and key in verified:
         return data
     if digest_of(data) != entry.chunks[index]:
-        raise TransferError(f"source {path} changed since its manifest was built")
+        raise TransferError(f"the source of {name} changed since its manifest was built")
     if verified is not None:
         verified.add(key)
     return data

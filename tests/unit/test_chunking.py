@@ -320,3 +320,31 @@ def test_vouched_chunks_skip_files_the_cache_does_not_hold(tmp_path):
     write(tmp_path / "src" / "f", b"x" * 10)
     m, paths = build_manifest(["f"], "/f", base=tmp_path / "src", chunk_size=CS)
     assert vouched_chunks(m, paths, DigestCache()) == set()
+
+
+@pytest.mark.parametrize("source", ["/proc/self/environ", "/proc/self/status", "/proc",
+                                    "/sys", "/dev/null"])
+def test_kernel_views_are_never_sources(tmp_path, source):
+    with pytest.raises(TransferError, match="/proc, /sys or /dev"):
+        build_manifest([source], "/x", base=tmp_path, chunk_size=CS)
+
+
+def test_a_symlinked_directory_into_proc_is_refused_too(tmp_path):
+    (tmp_path / "looks-fine").symlink_to("/proc/self")
+    with pytest.raises(TransferError):
+        build_manifest(["looks-fine/environ"], "/x", base=tmp_path, chunk_size=CS)
+
+
+def test_chunk_errors_never_name_the_servers_paths(tmp_path):
+    src = tmp_path / "secret-dir" / "f.bin"
+    src.parent.mkdir()
+    src.write_bytes(b"a" * (2 * CS))
+    m, paths = build_manifest([str(src)], "/dst", base=tmp_path, chunk_size=CS)
+    src.write_bytes(b"b" * (2 * CS))
+    with pytest.raises(TransferError) as changed:
+        read_chunk(paths[0], m.files[0], 1, CS)
+    src.unlink()
+    with pytest.raises(TransferError) as gone:
+        read_chunk(paths[0], m.files[0], 0, CS)
+    for exc in (changed.value, gone.value):
+        assert str(tmp_path) not in str(exc) and "secret-dir" not in str(exc), exc

@@ -217,6 +217,8 @@ def test_copy_waits_for_its_manifest_then_serves_only_its_chunks(h, tmp_path):
         (0, 0, b"side"), (0, 2, b"side")]
     assert all(a.path == paths[0] for a in served if isinstance(a, ServeChunk))
     assert h.from_node(other, m.ChunkReq(job.job_id, ((0, 0),))) == []  # not its job
+    same = h.from_node(web, m.ChunkReq(job.job_id, ((0, 1),) * 64), b"side")
+    assert len([a for a in same if isinstance(a, ServeChunk)]) == 1  # once per request
     bad = sent(h.from_node(web, m.ChunkReq(job.job_id, ((5, 0),)), b"side"))
     assert bad == [m.ChunkErr(job.job_id, -1, -1, "bad chunk request")]
 
