@@ -77,7 +77,7 @@ class _Mesh:
 
 def _summary(docs: list[dict], names: list[str]) -> None:
     """One row per job, one column per node: status, (cached), exec time."""
-    from director.cli.output import seconds, table
+    from director.cli.output import safe_text, seconds, table
 
     rows = []
     for d in docs:
@@ -98,7 +98,7 @@ def _summary(docs: list[dict], names: list[str]) -> None:
     if echo:
         for n in names:
             out = (echo["results"].get(n) or {}).get("stdout", "").strip()
-            click.echo(f"  {n} said: {out}")
+            click.echo(f"  {safe_text(n, inline=True)} said: {safe_text(out)}")
 
 
 def _section(title: str) -> None:

@@ -35,7 +35,7 @@ def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
             if as_json:
                 output.emit_json(res)
             else:
-                click.echo("\n".join(res["jobs"]))
+                click.echo("\n".join(output.safe_text(j, inline=True) for j in res["jobs"]))
             return
         progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
         docs = None
@@ -85,17 +85,17 @@ class _Progress:
 
     def update(self, event: str, data: dict) -> None:
         if event == "submitted":
-            self.total = int(data.get("tasks", 0))
+            self.total = _count(data.get("tasks"))
             jobs = data.get("jobs")
             self.jobs = [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
         if not self.enabled or event != "progress":
             return
-        done = data.get("success", 0)
-        bad = sum(data.get(k, 0) for k in ("failed", "timeout", "lost", "cancelled"))
+        done = _count(data.get("success"))
+        bad = sum(_count(data.get(k)) for k in ("failed", "timeout", "lost", "cancelled"))
         running = self.total - done - bad
         elapsed = time.monotonic() - self.start
         line = f"\r{done}/{self.total} done, {bad} failed, {running} running"
-        sent = data.get("bytes_sent", 0)
+        sent = _count(data.get("bytes_sent"))
         if sent:
             mib = sent / 1048576
             line += f", {mib:.1f} MiB sent ({mib / max(elapsed, 1e-3):.0f} MiB/s)"
@@ -108,6 +108,13 @@ class _Progress:
         if self.shown:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+
+
+def _count(value: object) -> int:
+    """A count from a progress event; anything but a plain number is 0 (the line shows
+    only numbers we format, never text from the wire)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and value == value and abs(value) < 1e18 else 0
 
 
 @click.command("exec")

@@ -15,8 +15,11 @@ def _transfer(t: dict | None) -> str:
 
 
 def print_results(doc: dict, header: bool) -> None:
+    """Every string here may come from a node: each goes through ``output.safe_text``."""
+    safe = output.safe_text
     if header:
-        click.echo(f"job {doc['id']}  {doc['summary']}  [{doc['status']}]")
+        click.echo(f"job {safe(doc['id'], inline=True)}  {safe(doc['summary'], inline=True)}"
+                   f"  [{safe(doc['status'], inline=True)}]")
     rows = []
     for name, r in doc["results"].items():
         rows.append([name, r["status"], "" if r["rc"] is None else r["rc"],
@@ -27,13 +30,14 @@ def print_results(doc: dict, header: bool) -> None:
     for name, r in doc["results"].items():
         for label, text in (("stdout", r["stdout"]), ("stderr", r["stderr"]),
                             ("error", r.get("error"))):
-            text = (text or "").rstrip("\n")
+            text = safe(text).rstrip("\n")
             if text:
-                lines = text.splitlines()
+                lines = text.split("\n")
                 shown = lines[:20]
-                click.echo(f"--- {name} {label}:")
+                click.echo(f"--- {safe(name, inline=True)} {label}:")
                 click.echo("\n".join("  " + ln for ln in shown))
                 if len(lines) > 20:
-                    click.echo(f"  ... {len(lines) - 20} more lines (director job {doc['id']} --json)")
+                    click.echo(f"  ... {len(lines) - 20} more lines"
+                               f" (director job {safe(doc['id'], inline=True)} --json)")
     if header:
         click.echo()

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from director.cli.output import safe_text
 from director.errors import DirectorError
 
 SETTING_OPTIONS = [
@@ -115,14 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"director: {exc.format_message()} (see: {where} --help)", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"director: {exc.format_message()}", err=True)
+        click.echo(f"director: {safe_text(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except DirectorError as exc:
         if _debug_requested(argv):
             raise
-        click.echo(f"director: {exc}", err=True)
+        click.echo(f"director: {safe_text(exc)}", err=True)  # may quote a peer's words
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("director: interrupted", err=True)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - never a traceback unless asked for
         if _debug_requested(argv):
             raise
-        click.echo(f"director: internal error: {type(exc).__name__}: {exc}"
+        click.echo(f"director: internal error: {type(exc).__name__}: {safe_text(exc)}"
                    " (run with --log-level debug for details)", err=True)
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)

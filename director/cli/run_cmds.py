@@ -54,7 +54,7 @@ def health(obj, as_json: bool, timeout: float) -> None:
     if as_json:
         output.emit_json(info or {"serving": False})
     elif ok:
-        click.echo(f"{info['role']} in {home} is serving")
+        click.echo(f"{output.safe_text(info['role'], inline=True)} in {home} is serving")
     else:
         click.echo(f"director: nothing serving in {home}", err=True)
     raise SystemExit(0 if ok else 1)

@@ -48,10 +48,11 @@ def token_create(obj, ttl: str, uses: int, address: str | None, as_json: bool) -
     if as_json:
         output.emit_json(res)
         return
-    click.echo(res["token"])
-    click.echo(f"# id {res['id']}, {uses} use(s), expires {output.until(res['expires'])}; on the node run:",
-               err=True)
-    click.echo(f"#   {res['command']}", err=True)
+    safe = output.safe_text
+    click.echo(safe(res["token"], inline=True))
+    click.echo(f"# id {safe(res['id'], inline=True)}, {uses} use(s), expires"
+               f" {output.until(res['expires'])}; on the node run:", err=True)
+    click.echo(f"#   {safe(res['command'], inline=True)}", err=True)
 
 
 @token.command("list")
@@ -74,7 +75,7 @@ def token_list(obj, as_json: bool) -> None:
 def token_revoke(obj, token_id: str) -> None:
     """Revoke a token by its ID."""
     call(obj, "token.revoke", {"id": token_id})
-    click.echo(f"token {token_id} revoked")
+    click.echo(f"token {output.safe_text(token_id, inline=True)} revoked")
 
 
 @click.command()
@@ -100,9 +101,11 @@ def enroll(obj, server_addr: str, token: str | None, server_key: str | None, wai
         output.emit_json({"name": out.name, "state": out.state, "fingerprint": out.fingerprint,
                           "reason": out.reason})
     else:
-        click.echo(f"node {out.name}: {out.state}  (fingerprint {out.fingerprint})")
+        safe = output.safe_text
+        click.echo(f"node {safe(out.name, inline=True)}: {safe(out.state, inline=True)}"
+                   f"  (fingerprint {safe(out.fingerprint, inline=True)})")
         if out.reason:
-            click.echo(out.reason, err=out.state == "refused")
+            click.echo(safe(out.reason), err=out.state == "refused")
     raise SystemExit({"accepted": 0, "pending": 3}.get(out.state, 1))
 
 
@@ -135,7 +138,9 @@ def _state_command(verb: str, op: str, help_: str):
         if as_json:
             output.emit_json(res)
         else:
-            click.echo(f"node {res['name']}: {res['state']}  (fingerprint {res['fingerprint']})")
+            safe = output.safe_text
+            click.echo(f"node {safe(res['name'], inline=True)}: {safe(res['state'], inline=True)}"
+                       f"  (fingerprint {safe(res['fingerprint'], inline=True)})")
     return command
 
 
@@ -154,7 +159,8 @@ def keys_server(obj, as_json: bool) -> None:
     if as_json:
         output.emit_json(res)
     else:
-        click.echo(f"public key:  {res['public_key']}\nfingerprint: {res['fingerprint']}")
+        click.echo(f"public key:  {output.safe_text(res['public_key'], inline=True)}\n"
+                   f"fingerprint: {output.safe_text(res['fingerprint'], inline=True)}")
 
 
 COMMANDS = [keygen, token, enroll, keys]
