@@ -27,6 +27,12 @@ MAX_PAYLOAD_FRAMES = 2
 MAX_TYPE = 32
 
 
+def _coded(exc: ProtocolError, code: str) -> ProtocolError:
+    """Tag a refusal with the ERROR code a node is told (default: bad_request)."""
+    exc.code = code  # type: ignore[attr-defined]
+    return exc
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -101,7 +107,7 @@ def split(frames: Any, known: frozenset[str] | dict) -> tuple[str, dict, tuple[b
     except TypeError:
         raise ProtocolError("message frames must be bytes") from None
     if version != VERSION:
-        raise ProtocolError("unsupported protocol version")
+        raise _coded(ProtocolError("unsupported protocol version"), "unsupported_version")
     if not raw_type or len(raw_type) > MAX_TYPE:
         raise ProtocolError("bad message type")
     try:
@@ -109,7 +115,7 @@ def split(frames: Any, known: frozenset[str] | dict) -> tuple[str, dict, tuple[b
     except UnicodeDecodeError:
         raise ProtocolError("bad message type") from None
     if mtype not in known:
-        raise ProtocolError(f"unknown message type {mtype!r}")
+        raise _coded(ProtocolError(f"unknown message type {mtype!r}"), "unknown_type")
     if len(raw_body) > MAX_BODY:
         raise ProtocolError(f"{mtype}: body too large")
     try:  # UTF-8 by definition: decoding it here spares json its encoding sniffing

@@ -20,9 +20,10 @@ from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
 from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
 from director.transfer.manifest import Manifest
 
-RESULT_STATUSES = frozenset({"success", "failed", "timeout", "cancelled"})
+RESULT_STATUSES = frozenset({"success", "failed", "timeout", "cancelled", "lost"})
 ENROLL_STATES = frozenset({"accepted", "pending", "refused", "rejected", "revoked"})
-ERROR_CODES = frozenset({"not_permitted", "bad_message", "internal"})
+ERROR_CODES = frozenset({"not_permitted", "bad_request", "unsupported_version", "unknown_type",
+                         "internal"})
 MAX_OUTPUT = 2 * 1024 * 1024      # characters of stdout / stderr a node may report
 MAX_NAME = 253
 MAX_VERSION = 64

@@ -24,6 +24,7 @@ from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Se
 from director.server.jobs import DEFERRED, JobBook
 from director.server.ops import OPS
 from director.server.peers import Peers
+from director.server.ratelimit import LogLimiter, ReplyLimiter
 from director.server.registry import KeyTable, Registry
 from director.trust.zap import Role, role_of
 
@@ -59,9 +60,11 @@ class ServerCore:
         self.keys = KeyTable()
         self.registry = Registry(store, self.keys, config.server_key, config.max_pending)
         self.peers = Peers(config.node_expiry)
-        self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
-                            new_id)
         self._seen_error = False
+        self.logs = LogLimiter()
+        self.replies = ReplyLimiter()
+        self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
+                            new_id, self.peer_log)
         self._handlers: dict[type, Callable[[str, bytes, Any, float], None]] = {
             m.Enroll: self._enroll, m.EnrollStatus: self._enroll_status, m.Hello: self._hello,
             m.Heartbeat: _ignore, m.Result: self._result, m.Results: self._results,
@@ -105,15 +108,18 @@ class ServerCore:
         try:
             msg = m.decode(frames)
         except ProtocolError as exc:
-            log.warning("bad message from %s: %s", self.who(key), exc)
+            code = getattr(exc, "code", "bad_request")
+            self.peer_log(logging.WARNING, key, code, now, "bad message from %s: %s",
+                          self.who(key), exc)
             if role is not Role.STRANGER:  # strangers get nothing at all
-                self._error(route, "bad_message", str(exc))
+                self._error(route, key, code, str(exc), now)
             return
         if type(msg) not in DISPATCH[role]:
             if role is not Role.STRANGER:
-                self._error(route, "not_permitted",
-                            f"{msg.TYPE} is not permitted for a {role.value} key")
-            log.info("refused %s from %s (%s)", msg.TYPE, self.who(key), role.value)
+                self._error(route, key, "not_permitted",
+                            f"{msg.TYPE} is not permitted for a {role.value} key", now)
+            self.peer_log(logging.INFO, key, "not_permitted", now, "refused %s from %s (%s)",
+                          msg.TYPE, self.who(key), role.value)
             return
         if role is not Role.STRANGER:
             peer, moved = self.peers.seen(key, route, address, msg.TYPE, now,
@@ -126,17 +132,32 @@ class ServerCore:
         try:
             self._handlers[type(msg)](key, route, msg, now)
         except DirectorError as exc:  # StorageError included
-            log.error("while handling %s from %s: %s", msg.TYPE, self.who(key), exc)
+            self.peer_log(logging.ERROR, key, "internal", now, "while handling %s from %s: %s",
+                          msg.TYPE, self.who(key), exc)
             if role is not Role.STRANGER:
-                self._error(route, "internal", f"the server could not handle {msg.TYPE}")
+                self._error(route, key, "internal", f"the server could not handle {msg.TYPE}",
+                            now)
         except Exception as exc:  # noqa: BLE001 - one bad message never stops the server
-            log.error("while handling %s from %s: %s: %s", msg.TYPE, self.who(key),
-                      type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.peer_log(logging.ERROR, key, "internal", now,
+                          "while handling %s from %s: %s: %s", msg.TYPE, self.who(key),
+                          type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             if role is not Role.STRANGER:
-                self._error(route, "internal", f"the server could not handle {msg.TYPE}")
+                self._error(route, key, "internal", f"the server could not handle {msg.TYPE}",
+                            now)
 
-    def _error(self, route: bytes, code: str, text: str) -> None:
-        self.out.append(Send(route, m.encode(m.Error(code, text[:1000]))))
+    def _error(self, route: bytes, key: str, code: str, text: str, now: float) -> None:
+        """Tell a node what was wrong, a few times a second at most per key."""
+        if self.replies.allow(key, now):
+            self.out.append(Send(route, m.encode(m.Error(code, text[:1000]))))
+
+    def peer_log(self, level: int, key: str, reason: str, now: float, fmt: str,
+                 *args: Any, exc_info: bool = False) -> None:
+        """A log line caused by a peer: one per key and reason a minute, with a count."""
+        emit, skipped = self.logs.allow(key, reason, now)
+        if emit:
+            if skipped:
+                fmt += f" ({skipped} more like it in the last minute)"
+            log.log(level, fmt, *args, exc_info=exc_info)
 
     def _enroll(self, key: str, route: bytes, msg: m.Enroll, now: float) -> None:
         out = self.registry.enroll(key, msg.name, msg.token, now)
@@ -168,11 +189,11 @@ class ServerCore:
         for item in msg.items:
             self.jobs.on_result(key, item, now)
         if msg.problems:
-            log.warning("%d bad result(s) from %s: %s", len(msg.problems), self.who(key),
-                        msg.problems[0])
+            self.peer_log(logging.WARNING, key, "bad_result", now, "%d bad result(s) from %s: %s",
+                          len(msg.problems), self.who(key), msg.problems[0])
 
     def _chunk_req(self, key: str, route: bytes, msg: m.ChunkReq, now: float) -> None:
-        self.jobs.serve_chunks(key, route, msg)
+        self.jobs.serve_chunks(key, route, msg, now)
 
     def connection_closed(self, fd: int, now: float) -> None:
         """The socket monitor saw the connection on ``fd`` close."""

@@ -46,8 +46,11 @@ SERVER_LOST = frozenset({NODE_WENT_AWAY, NO_ANSWER, SERVER_RESTARTED})  # not th
 
 class JobBook:
     def __init__(self, store: Any, peers: Peers, name_of: Callable[[str], str], out: list,
-                 node_expiry: float, now: float, new_id: Callable[[], str]):
+                 node_expiry: float, now: float, new_id: Callable[[], str],
+                 peer_log: Callable[..., None] | None = None):
         self.store = store
+        self.peer_log = peer_log or (lambda level, key, reason, now, fmt, *a: log.log(
+            level, fmt, *a))  # the core passes its rate-limited one
         self.peers = peers
         self.name_of = name_of
         self.out = out
@@ -225,8 +228,9 @@ class JobBook:
         if replaceable is None:
             status, error = self.store.result_status(msg.job_id, key) or (None, "")
             if status is None or status in ("queued", "running"):
-                log.warning("refused result for job %s from %s (not in flight there)",
-                            msg.job_id, self.name_of(key))
+                self.peer_log(logging.WARNING, key, "foreign_result", now,
+                              "refused result for job %s from %s (not in flight there)",
+                              msg.job_id, self.name_of(key))
                 return
             replaceable = status == "lost" and error in SERVER_LOST
         if replaceable:
@@ -341,13 +345,14 @@ class JobBook:
         self.store.update_results(lost)
 
     # -- transfers ----------------------------------------------------------------------
-    def serve_chunks(self, key: str, route: bytes, req: ChunkReq) -> None:
+    def serve_chunks(self, key: str, route: bytes, req: ChunkReq, now: float) -> None:
         """Chunks of a manifest this node was sent, for a job in flight there; the
         driver reads them (the server never opens a path a node names)."""
         copy = self.copies.get(req.job_id)
         if copy is None or not self.sched.in_flight(key, req.job_id):
-            log.warning("refused chunk request for job %s from %s", req.job_id,
-                        self.name_of(key))
+            self.peer_log(logging.WARNING, key, "foreign_chunks", now,
+                          "refused chunk request for job %s from %s", req.job_id,
+                          self.name_of(key))
             return
         manifest, paths, vouched = copy
         w = self.waiters.get(self.orch_of.get(req.job_id, ""))

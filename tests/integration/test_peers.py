@@ -87,9 +87,9 @@ def test_garbage_from_accepted_key_does_not_stop_the_server(mesh):
 
     replies = [decode(f) for f in peer.recv_until(
         lambda got: sum(not_permitted(f) for f in got) >= 2, 5.0)]
-    # garbage gets a bad_message ERROR (or nothing), server-only types not_permitted
+    # garbage gets a bad_request ERROR (or nothing), server-only types not_permitted
     assert sum(isinstance(m, M.Error) and m.code == "not_permitted" for m in replies) >= 2, replies
-    assert all(isinstance(m, M.Error) and m.code in ("not_permitted", "bad_message")
+    assert all(isinstance(m, M.Error) and m.code in ("not_permitted", "bad_request")
                for m in replies), replies
 
     assert _health(mesh)["role"] == "server"

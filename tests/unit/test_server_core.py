@@ -114,7 +114,7 @@ def test_hostile_result_is_refused_with_an_error_and_the_job_stays_in_flight(h, 
     key = h.accepted_node("web1")
     _, jobs = submit(h, "RUN true")
     out = sent(h.from_node(key, [fr.VERSION, b"RESULT", body % jobs[0].job_id.encode()]))
-    assert len(out) == 1 and isinstance(out[0], m.Error) and out[0].code == "bad_message"
+    assert len(out) == 1 and isinstance(out[0], m.Error) and out[0].code == "bad_request"
     h.tick()  # the flush that used to raise in SQLite
     assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
     h.from_node(key, result(jobs[0]))
@@ -366,3 +366,28 @@ def test_a_failed_send_puts_the_jobs_back_unsent_never_lost(h):
     assert doc == ["queued", "queued"]
     again = h.from_node(key, m.Heartbeat(0), b"route-web1c")
     assert [j.job_id for j in jobs_in(again)] == [j.job_id for j in jobs]
+
+
+# -- answering bad messages, quietly -------------------------------------------------
+def test_bad_messages_are_answered_with_what_was_wrong(h):
+    key = h.accepted_node("web1")
+    codes = [sent(h.from_node(key, frames))[0].code for frames in (
+        [b"D9", b"HEARTBEAT", b"{}"], [fr.VERSION, b"NOPE", b"{}"],
+        [fr.VERSION, b"RESULT", b'{"job_id":"deadbeef","status":"success","rc":1e3}'])]
+    assert codes == ["unsupported_version", "unknown_type", "bad_request"]
+
+
+def test_a_flood_of_bad_messages_costs_a_few_replies_and_one_log_line(h, caplog):
+    import logging
+
+    key = h.accepted_node("web1")
+    caplog.set_level(logging.INFO, logger="director.server")
+    replies = sum(len(sent(h.from_node(key, [fr.VERSION, b"NOPE", b"{}"])))
+                  for _ in range(1000))
+    assert 1 <= replies <= 25
+    lines = [r for r in caplog.records if "bad message" in r.getMessage()]
+    assert len(lines) == 1
+    h.now += 61
+    h.from_node(key, [fr.VERSION, b"NOPE", b"{}"])
+    lines = [r.getMessage() for r in caplog.records if "bad message" in r.getMessage()]
+    assert len(lines) == 2 and "999 more like it in the last minute" in lines[1]
