@@ -73,6 +73,8 @@ class ZapGate:
         self._lookup = lookup
         self._auth = None
         self.denied = 0
+        self._held = 0
+        self._logged_at = float("-inf")
         self._lock = threading.Lock()
 
     # pyzmq credentials-provider interface
@@ -80,9 +82,17 @@ class ZapGate:
         z85 = key.decode("ascii") if isinstance(key, bytes) else key
         d = decide(self._lookup(z85), domain=domain)
         if not d.allowed:
+            import time
+
             with self._lock:
                 self.denied += 1
-            log.info("handshake refused for key %s...: %s", z85[:8], d.reason)
+                now = time.monotonic()
+                if now - self._logged_at < 60.0:  # one line a minute, however many
+                    self._held += 1
+                    return False
+                held, self._held, self._logged_at = self._held, 0, now
+            more = f" ({held} more refused in the last minute)" if held else ""
+            log.info("handshake refused for key %r...: %s%s", z85[:8], d.reason, more)
         return d.allowed
 
     def start(self) -> None:

@@ -63,3 +63,14 @@ def test_gate_callback_uses_current_state_and_counts_refusals() -> None:
     assert gate.callback(ZAP_DOMAIN, "A" * 40) is False
     assert gate.denied == 2
     assert not gate.is_alive()
+
+
+def test_a_flood_of_refused_handshakes_logs_one_line(caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="director.zap")
+    gate = ZapGate(None, {"R" * 40: "revoked"}.get)
+    for _ in range(1000):
+        assert gate.callback(ZAP_DOMAIN, "R" * 40) is False
+    assert gate.denied == 1000
+    assert len([r for r in caplog.records if "handshake refused" in r.getMessage()]) == 1
