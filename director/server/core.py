@@ -23,6 +23,7 @@ from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Se
                                     Undelivered)
 from director.server.jobs import DEFERRED, JobBook
 from director.server.ops import OPS
+from director.server.audit import Audit
 from director.server.peers import Peers
 from director.server.ratelimit import LogLimiter, ReplyLimiter
 from director.server.registry import KeyTable, Registry
@@ -63,6 +64,9 @@ class ServerCore:
         self._seen_error = False
         self.logs = LogLimiter()
         self.replies = ReplyLimiter()
+        self.audit = Audit()
+        self._address: str | None = None     # of the message being handled
+        self._refused = (0, float("-inf"))    # handshake refusals reported, and when
         self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
                             new_id, self.peer_log)
         self._handlers: dict[type, Callable[[str, bytes, Any, float], None]] = {
@@ -129,6 +133,7 @@ class ServerCore:
                     self.jobs.node_ready(key)
                 else:
                     log.info("node %s is online from %s", self.who(key), address)
+        self._address = address
         try:
             self._handlers[type(msg)](key, route, msg, now)
         except DirectorError as exc:  # StorageError included
@@ -144,6 +149,19 @@ class ServerCore:
             if role is not Role.STRANGER:
                 self._error(route, key, "internal", f"the server could not handle {msg.TYPE}",
                             now)
+
+    def peer_event(self, now: float, event: str, key: str, name: str, detail: str) -> None:
+        """A security event a peer caused: recorded once a minute per key and kind."""
+        if self.logs.allow(key, "event:" + event, now)[0]:
+            self.audit.record(now, event, key, name, self._address, detail)
+
+    def handshakes_refused(self, total: int, now: float) -> None:
+        """The ZAP handler's count of refused handshakes: summarised once a minute."""
+        seen, at = self._refused
+        if total > seen and now - at >= 60.0:
+            self.audit.record(now, "handshake_refused", detail=f"{total - seen} refused"
+                              " handshake(s) (revoked, rejected or unknown state keys)")
+            self._refused = (total, now)
 
     def _error(self, route: bytes, key: str, code: str, text: str, now: float) -> None:
         """Tell a node what was wrong, a few times a second at most per key."""
@@ -161,6 +179,8 @@ class ServerCore:
 
     def _enroll(self, key: str, route: bytes, msg: m.Enroll, now: float) -> None:
         out = self.registry.enroll(key, msg.name, msg.token, now)
+        if out.event:
+            self.peer_event(now, out.event, key, out.name, out.reason)
         if out.state != "refused":
             self.peers.seen(key, route, None, msg.TYPE, now, False)
         self.out.append(Send(route, m.encode(m.Enrolled(out.state, out.name, out.reason))))
@@ -172,6 +192,9 @@ class ServerCore:
 
     def _hello(self, key: str, route: bytes, msg: m.Hello, now: float) -> None:
         peer = self.peers.by_key[key]
+        if msg.name != self.keys.name(key):  # names come from the key, never the message
+            self.peer_event(now, "name_claim", key, self.keys.name(key) or "",
+                            f"said HELLO as {msg.name!r}")
         peer.version = msg.version[:32]
         peer.boot = msg.boot
         peer.hello = True
@@ -236,6 +259,10 @@ class ServerCore:
                 log.info("node %s went offline", self.who(key))
             self.jobs.node_lost(key, now)
         self.flush_seen()
+        try:
+            self.audit.flush(self.store)
+        except StorageError as exc:
+            self.peer_log(logging.ERROR, "", "storage", now, "cannot record events: %s", exc)
         self.jobs.tick(now)
 
     def flush_seen(self) -> None:

@@ -102,6 +102,7 @@ class Server:
             self._step(core.after_events)
             if time.monotonic() >= next_tick:
                 self._step(core.tick)
+                self._step(lambda now: core.handshakes_refused(self.gate.denied, now))
                 next_tick = time.monotonic() + TICK
             if not self.gate.is_alive():
                 log.error("ZAP handler died; stopping (fail closed)")

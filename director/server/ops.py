@@ -54,6 +54,7 @@ def keys_list(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
 def _change(state: str) -> Op:
     def op(core: Any, rid: bytes, args: dict, now: float) -> dict:
         rec = core.registry.set_state(_name(args), state)
+        core.audit.record(now, f"key_{state}", rec.key, rec.name, "", "by the operator")
         if state in ("rejected", "revoked"):
             core.cut_off(rec.key, state, now)
         else:
@@ -66,6 +67,7 @@ def _change(state: str) -> Op:
 
 def keys_delete(core: Any, rid: bytes, args: dict, now: float) -> dict:
     rec = core.registry.delete(_name(args))
+    core.audit.record(now, "key_deleted", rec.key, rec.name, "", "by the operator")
     core.cut_off(rec.key, "deleted", now)
     return {"name": rec.name, "state": "deleted", "fingerprint": rec.fingerprint}
 
@@ -83,6 +85,7 @@ def token_create(core: Any, rid: bytes, args: dict, now: float) -> dict:
     if not isinstance(address, str):
         raise DirectorError("--address must be HOST:PORT")
     token, rec = core.registry.create_token(ttl, uses, now)
+    core.audit.record(now, "token_created", detail=f"token {rec.token_id}, {uses} use(s)")
     text = token.encode()
     return {"id": rec.token_id, "token": text, "expires": rec.expires, "uses": uses,
             "command": f"director enroll --server {address} --token {text}"}
@@ -101,7 +104,20 @@ def token_list(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
 def token_revoke(core: Any, rid: bytes, args: dict, now: float) -> dict:
     token_id = str(args.get("id", ""))
     core.registry.revoke_token(token_id)
+    core.audit.record(now, "token_revoked", detail=f"token {token_id}")
     return {"id": token_id, "state": "revoked"}
+
+
+def events_list(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
+    since = args.get("since", 3600)
+    if isinstance(since, bool) or not isinstance(since, (int, float)) or not since >= 0:
+        raise DirectorError("--since must be a duration like 1h, 30m or 7d")
+    try:
+        core.audit.flush(core.store)
+    except DirectorError:
+        pass  # shown from the store as it is
+    rows = core.store.events(now - float(since), 10_000)
+    return [{**r, "address": r["address"] or None} for r in rows]
 
 
 def jobs_submit(core: Any, rid: bytes, args: dict, now: float) -> Any:
@@ -123,6 +139,7 @@ OPS: dict[str, Op] = {
     "keys.server": keys_server, "token.create": token_create,
     "token.list": token_list, "token.revoke": token_revoke,
     "jobs.submit": jobs_submit, "jobs.get": jobs_get, "jobs.list": jobs_list,
+    "events.list": events_list,
 }
 
 

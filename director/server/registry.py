@@ -25,6 +25,7 @@ class EnrollOutcome:
     state: str          # accepted | pending | refused
     name: str
     reason: str = ""
+    event: str = ""     # the security event it makes ("" for a repeat of a known answer)
 
 
 class KeyTable:
@@ -74,24 +75,26 @@ class Registry:
         try:
             name = validate_name(name)
         except NameError_ as exc:
-            return EnrollOutcome("refused", name[:64], str(exc))
+            return EnrollOutcome("refused", name[:64], str(exc), "enroll_refused")
         existing = self.db.node_by_key(key)
         if existing is not None and existing.state == "accepted":
             return EnrollOutcome("accepted", existing.name)
         if existing is not None and existing.state in ("rejected", "revoked"):
-            return EnrollOutcome("refused", existing.name, f"this key was {existing.state}")
+            return EnrollOutcome("refused", existing.name, f"this key was {existing.state}",
+                                 "enroll_refused")
         holder = self.db.node_by_name(name)
         if holder is not None and holder.key != key:
             return EnrollOutcome(
                 "refused", name,
                 f"name '{name}' is already held by another key ({holder.fingerprint});"
                 " choose another --name or ask the operator to delete that node",
+                "name_conflict",
             )
         if token_text:
             try:
                 self._redeem(token_text, now)
             except TokenError as exc:
-                return EnrollOutcome("refused", name, str(exc))
+                return EnrollOutcome("refused", name, str(exc), "token_refused")
             if existing is None:
                 self.db.add_node(key, name, "accepted", fingerprint(z85_to_key(key)))
             else:
@@ -99,16 +102,19 @@ class Registry:
                 name = existing.name
             self.keys.set(key, "accepted", name)
             log.info("node %s enrolled by token (%s)", name, fingerprint(z85_to_key(key)))
-            return EnrollOutcome("accepted", name)
+            return EnrollOutcome("accepted", name, "", "token_used")
         if existing is not None:  # pending, asking again
             return EnrollOutcome("pending", existing.name,
                                  "waiting for an operator: director keys accept " + existing.name)
         if self.keys.pending_count() >= self.max_pending:
-            return EnrollOutcome("refused", name, "too many pending enrollments; try later")
+            return EnrollOutcome("refused", name, "too many pending enrollments; try later",
+                                 "enroll_refused")
         self.db.add_node(key, name, "pending", fingerprint(z85_to_key(key)))
         self.keys.set(key, "pending", name)
         log.info("node %s asks to join (%s), pending", name, fingerprint(z85_to_key(key)))
-        return EnrollOutcome("pending", name, "waiting for an operator: director keys accept " + name)
+        return EnrollOutcome("pending", name,
+                             "waiting for an operator: director keys accept " + name,
+                             "enroll_pending")
 
     def _redeem(self, token_text: str, now: float) -> None:
         token = JoinToken.decode(token_text)

@@ -26,6 +26,15 @@ CREATE TABLE IF NOT EXISTS nodes (
     address TEXT,
     version TEXT
 );
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    event TEXT NOT NULL,
+    fingerprint TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',
+    address TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     secret_hash TEXT NOT NULL,
@@ -137,3 +146,21 @@ class StateDB:
     def revoke_token(self, token_id: str) -> bool:
         cur = self.conn.execute("UPDATE tokens SET revoked=1 WHERE id=?", (token_id,))
         return cur.rowcount > 0
+
+    # -- security events (bounded) -------------------------------------------
+    def add_events(self, rows: list[tuple], keep: int) -> None:
+        """(time, event, fingerprint, name, address, detail) rows; the newest ``keep``
+        stay (a range delete on the rowid, like the node's job cache)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO events(time,event,fingerprint,name,address,detail)"
+                " VALUES(?,?,?,?,?,?)", rows)
+            self.conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
+                              (keep,))
+
+    def events(self, since: float, limit: int) -> list[dict]:
+        rows = self.conn.execute(
+            "SELECT time, event, fingerprint, name, address, detail FROM events"
+            " WHERE time >= ? ORDER BY id DESC LIMIT ?", (since, limit)).fetchall()
+        return [dict(r) for r in reversed(rows)]

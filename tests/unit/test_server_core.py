@@ -391,3 +391,34 @@ def test_a_flood_of_bad_messages_costs_a_few_replies_and_one_log_line(h, caplog)
     h.from_node(key, [fr.VERSION, b"NOPE", b"{}"])
     lines = [r.getMessage() for r in caplog.records if "bad message" in r.getMessage()]
     assert len(lines) == 2 and "999 more like it in the last minute" in lines[1]
+
+
+# -- security events -----------------------------------------------------------------
+def test_security_events_are_kept_for_operators_without_secrets(h):
+    key = h.accepted_node("web1")
+    intruder = keystore.generate().public_z85
+    token = h.ok("token.create")
+    h.from_node(intruder, m.Enroll("web1", token["token"]))        # name conflict
+    h.from_node(intruder, m.Enroll("db1", "dj1.bad.token.x"))      # refused token
+    h.from_node(key, m.Hello("db9", "v", "boot1"), b"route-web1")  # claims another name
+    h.ok("keys.revoke", name="web1")
+    h.ok("token.revoke", id=token["id"])
+    h.core.handshakes_refused(7, h.now)
+    h.tick()
+    events = h.ok("events.list", since=3600)
+    kinds = [e["event"] for e in events]
+    for kind in ("token_created", "token_used", "name_conflict", "token_refused",
+                 "name_claim", "key_revoked", "token_revoked", "handshake_refused"):
+        assert kind in kinds, (kind, kinds)
+    claim = next(e for e in events if e["event"] == "name_claim")
+    assert claim["name"] == "web1" and "db9" in claim["detail"] and claim["fingerprint"]
+    assert token["token"] not in str(events)  # ids only, never a secret
+    assert set(events[0]) == {"time", "event", "fingerprint", "name", "address", "detail"}
+
+
+def test_a_node_repeating_a_false_claim_is_recorded_once_a_minute(h):
+    key = h.accepted_node("web1")
+    for _ in range(50):
+        h.from_node(key, m.Hello("other", "v", "boot1"), b"route-web1")
+    h.tick()
+    assert [e["event"] for e in h.ok("events.list")].count("name_claim") == 1
