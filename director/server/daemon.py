@@ -217,8 +217,27 @@ def advertised_address(settings: Settings, last_endpoint: str) -> str:
     return f"{host}:{port}"
 
 
+def raise_fd_limit() -> int:
+    """Open files: the soft limit up to the hard one (the common soft 1,024 is few for
+    a server with many nodes; at the limit libzmq aborts the process).  Returns it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
+        return soft
+    return want
+
+
 def run_server(settings: Settings) -> int:
+    limit = raise_fd_limit()
     server = Server(settings)
+    log.info("open-file limit %d", limit)
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
     log.info("pid %d, home %s", os.getpid(), settings.home)
