@@ -7,6 +7,7 @@ Python object is ever constructed from a file.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,13 @@ def _parse_job(job: yaml.Node, source: str) -> Instruction:
         shown = verb[:40] if verb else "(not a word)"
         raise DSLError(f"unknown verb {shown!r}: expected one of {', '.join(verbs.names())}",
                        source=source, line=line)
+    if isinstance(value, yaml.SequenceNode) and verbs.spec(verb.upper()).exec_form:
+        # '- RUN: ["prog", "arg"]': the exec form written as a YAML list of strings
+        if not all(isinstance(v, yaml.ScalarNode) and v.tag == _STR for v in value.value):
+            raise DSLError(f"the exec form of {verb.upper()} is a list of strings: quote each",
+                           source=source, line=_line(value))
+        argv = json.dumps([v.value for v in value.value], ensure_ascii=False)
+        return parse_line(f"{verb} {argv}", source=source, line=line)
     if not (isinstance(value, yaml.ScalarNode) and value.tag == _STR):
         raise DSLError(f"the arguments of {verb.upper()} must be a string: quote them, "
                        f"e.g. '{verb.upper()}: \"...\"'", source=source, line=_line(value))

@@ -61,6 +61,8 @@ class Verb:
                                                  # from a node is shell-quoted there
     options: tuple[Option, ...] = ()             # its own options, after the common ones
     transfers: bool = False                      # the server builds a file manifest for it
+    exec_form: bool = False                      # takes a JSON array of strings (argv); YAML
+                                                 # may give it as a list
     foreign: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -186,7 +188,8 @@ TABLE: dict[str, Verb] = {v.name: v for v in (
     Verb("RUN", _parse_command, _check_command, _describe_command, steps.run_command,
          fields=("command", "argv", "stdout_arg"),
          hash_fields=("command", "argv", "stdout_arg"),  # an empty argv is not hashed
-         substituted=("command", "argv"), shell=("command",), options=(_STDOUT_ARG,)),
+         substituted=("command", "argv"), shell=("command",), options=(_STDOUT_ARG,),
+         exec_form=True),
     _copy_entry("COPY"),
     _copy_entry("ADD"),
     _name_value_entry("ARG", steps.set_arg),

@@ -260,3 +260,29 @@ def test_load_yaml_error_reports_file_and_line(tmp_path):
     with pytest.raises(DSLError) as info:
         load_orchestration(path)
     assert str(info.value).startswith(f"{path}:3: WORKDIR takes exactly one path")
+
+
+def test_yaml_run_exec_form_as_a_list_or_a_string():
+    from director.jobs.files import parse_yaml
+
+    jobs = parse_yaml('- jobs:\n  - RUN: ["printf", "%s", "a; b", "$(x)"]\n'
+                      "  - RUN: '--timeout 3 [\"echo\", \"hi\"]'\n", "o.yaml")[0].jobs
+    assert jobs[0].argv == ("printf", "%s", "a; b", "$(x)") and jobs[0].command == ""
+    assert jobs[0].line == 2
+    assert jobs[1].argv == ("echo", "hi") and jobs[1].options.timeout == 3
+
+
+@pytest.mark.parametrize("doc", ['- jobs:\n  - RUN: ["a", 1]\n', '- jobs:\n  - RUN: []\n',
+                                 '- jobs:\n  - ENV: ["A", "B"]\n'])
+def test_yaml_exec_form_errors(doc):
+    from director.jobs.files import parse_yaml
+
+    with pytest.raises(DSLError, match="o.yaml:2"):
+        parse_yaml(doc, "o.yaml")
+
+
+def test_directorfile_exec_form(tmp_path):
+    from director.jobs.files import parse_job_text
+
+    jobs = parse_job_text('RUN ["echo", "a \\\\ b"]\nRUN [ -f x ] && echo y\n')[0].jobs
+    assert jobs[0].argv == ("echo", "a \\ b") and jobs[1].command == "[ -f x ] && echo y"
