@@ -25,13 +25,14 @@ from director.client import pinning
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
 from director.client.copying import CopyDriver
 from director.client.core import AgentCore
+from director.client.journal import open_journal
 from director.client.link import Link
 from director.jobs.nodestate import JobCache, NodeState
-from director.client.runner import ProcessDriver, crashed
+from director.client.runner import ProcessDriver, crashed, kill_leftover
 from director.config import Settings, server_endpoint
 from director.errors import DirectorError
 from director.net import control, transport
-from director.protocol.messages import encode
+from director.protocol.messages import Result, Results, encode
 from director.trust import keystore
 from director.trust.keyfmt import parse_public_key
 
@@ -59,8 +60,10 @@ class Agent:
         self.endpoint = server_endpoint(replace(settings, server_address=address))
         name = pinned.name if pinned is not None and pinned.name else settings.name
         hb = settings.heartbeat_interval
-        # boot tells the server when this agent restarted
-        self.core = AgentCore(name, secrets.token_hex(8), hb, time.monotonic())
+        # boot tells the server (and the journal) when this agent restarted
+        self.journal = open_journal(self.home)
+        self.core = AgentCore(name, secrets.token_hex(8), hb, time.monotonic(),
+                              journal=self.journal)
         self.exit_code: int | None = None
         self._stop = False
         self.ctx = zmq.Context()
@@ -81,13 +84,15 @@ class Agent:
     def run(self) -> int:
         poller, core, link, procs, copies = (self.poller, self.core, self.link, self.procs,
                                              self.copies)
+        journal = self.journal
         for s in (link.sock, link.monitor, self.control):
             poller.register(s, zmq.POLLIN)
         log.info("client %s (%s) connecting to %s", core.name, self.pair.fingerprint,
                  self.endpoint)
         try:
+            self._recover()
             while not self._stop:
-                due = min(core.next_deadline(), procs.next_deadline())
+                due = min(core.next_deadline(), procs.next_deadline(), journal.commit_due())
                 timeout = max(0.0, due - time.monotonic())
                 events = dict(poller.poll(int(timeout * 1000) + 1))
                 now = time.monotonic()
@@ -105,13 +110,31 @@ class Agent:
                 for job_id, out in procs.tick(now):
                     self._do(core.job_ended(job_id, out, now))
                 self._do(core.tick(now))
+                if journal.dirty and now >= journal.commit_due():
+                    journal.commit()  # pids, acks: they rode along no commit for a while
         finally:
             self.close()
         return self.exit_code or 0
 
+    def _recover(self) -> None:
+        """What a previous run of this agent left: its job process groups are killed
+        (verified by pgid and start time) and those jobs reported lost."""
+        now = time.monotonic()
+        left = self.journal.interrupted(self.core.boot)
+        for entry in left:
+            killed = kill_leftover(entry.pgid, entry.start)
+            if killed:
+                log.warning("job %s: killed process group %d left by the previous agent run",
+                            entry.job_id, entry.pgid)
+            self._do(self.core.interrupted(entry.job_id, killed, now))
+        if left:
+            log.warning("%d job(s) interrupted by the agent's restart reported lost", len(left))
+        self.journal.commit()
+
     def close(self) -> None:
         self._do(self.core.flush())
         self.procs.close()
+        self.journal.close()
         clean = self.copies.close()
         if clean:  # a COPY worker still running may still use them
             self.cache.close()
@@ -157,18 +180,27 @@ class Agent:
         if not actions:
             return
         todo = deque(actions)
-        core, procs = self.core, self.procs
+        core, procs, journal = self.core, self.procs, self.journal
         while todo:
             act = todo.popleft()
             cls = act.__class__
             try:
                 if cls is StartRun:
+                    if journal.must_commit:  # "starting" is durable before any spawn
+                        journal.commit()
                     out = procs.start(act.job)
                     if out is not None:
                         todo.extend(core.job_ended(act.job.job_id, out, time.monotonic()))
+                    else:
+                        pid, start = procs.last_started
+                        journal.started(act.job.job_id, pid, pid, start)
                 elif cls is Send:
+                    if journal.results_dirty and act.msg.__class__ in (Result, Results):
+                        journal.commit()  # a result is journaled before it is sent
                     transport.send_msg(self.link.sock, act.msg)
                 elif cls is StartCopy:
+                    if journal.must_commit:
+                        journal.commit()
                     self.copies.start(act.job)
                 elif cls is Reply:
                     self.control.send_multipart([act.ident, *encode(act.msg)])

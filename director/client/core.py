@@ -4,8 +4,10 @@ Every decision the agent makes lives here -- what to say when the link comes
 up, how to react to ENROLLED / REVOKED / ERROR, when an unanswered HELLO means
 the server forgot this key, which job starts next (lanes in order, a failed
 lane cancels its rest, at most MAX_PROCESSES at once, a job id never runs
-twice), and when results leave (batched, never held longer than
-RESULT_DELAY).  It does no I/O and reads no clock: the drivers (``agent``,
+twice, even across agent restarts: the journal says what became of it), and
+when results leave (batched, never held longer than RESULT_DELAY; each stays in
+the journal's outbox until the server's ACK names it, and every unacknowledged
+one is sent again once a (re)connection is accepted).  It does no I/O and reads no clock: the drivers (``agent``,
 ``runner``, ``copying``) pass ``now`` with each event, then carry out the
 actions returned, so every rule is testable with plain values in microseconds.
 """
@@ -22,6 +24,7 @@ from director import __version__
 from director.errors import ProtocolError
 from director.jobs import verbs
 from director.protocol import messages as M
+from director.client.journal import MemoryJournal
 from director.client.results import GONE, result_of, size_of
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
 
@@ -32,7 +35,9 @@ RESULT_DELAY = 0.02      # a result waits at most this long for others to share 
 RESULT_BATCH = 64        # results in one RESULTS message at most
 RESULT_BYTES = 2 * 1024 * 1024  # characters of output in one RESULTS message at most
 MAX_QUEUED = 50_000      # jobs queued here at once; beyond that a job is refused
-REMEMBER = 10_000        # finished job ids (and failed lanes) kept to answer resends
+REMEMBER = 10_000        # failed lanes kept to cancel what was pipelined after a failure
+RESTARTED = "the agent restarted while it ran"
+KILLED = RESTARTED + "; its process group was killed"
 
 __all__ = ["AgentCore", "MAX_PROCESSES", "RESULT_DELAY", "RESULT_BATCH", "MAX_QUEUED",
            "REMEMBER", "Reply", "Send", "StartCopy", "StartRun", "Stop"]
@@ -51,7 +56,7 @@ class AgentCore:
     """All agent state and rules.  Each event method returns the actions to carry out."""
 
     def __init__(self, name: str, boot: str, heartbeat_interval: float, now: float,
-                 version: str = __version__):
+                 version: str = __version__, journal: MemoryJournal | None = None):
         self.name = name
         self.boot = boot
         self.version = version
@@ -69,7 +74,8 @@ class AgentCore:
         self.waiting: dict[str, None] = {}    # lanes whose head waits for a free slot
         self.known: set[str] = set()          # job ids queued or running here
         self.failed_lanes: LRUCache = LRUCache(maxsize=REMEMBER)
-        self.finished: LRUCache = LRUCache(maxsize=REMEMBER)  # job id -> its Result
+        # every job id this node has seen, across restarts, and the unacked outbox
+        self.journal = journal if journal is not None else MemoryJournal()
         # results not sent yet
         self.outbox: list[M.Result] = []
         self.outbox_size = 0
@@ -168,6 +174,8 @@ class AgentCore:
                             len(msg.problems), msg.problems[0])
         elif cls is M.Job:
             self._job(msg, now)
+        elif cls is M.Ack:
+            self.journal.acked(msg.job_ids)
         elif cls is M.Enrolled:
             self._enrolled(msg, now)
         elif cls is M.Revoked:
@@ -189,29 +197,46 @@ class AgentCore:
                     self._hello(now)
             self.state = "accepted"
             self.name = msg.name or self.name
+            self._resend_unacked(now)
         elif msg.state == "pending":
             self.state = "pending"
             log.info("waiting for an operator to accept this node")
         else:
             self._stop(f"the server refused this node: {msg.reason or msg.state}")
 
+    def _resend_unacked(self, now: float) -> None:
+        """Accepted on a (re)connection: every result the server has not acknowledged
+        goes again (what waited in the outbox is among them), in bounded batches."""
+        self.outbox, self.outbox_size = [], 0
+        for result in self.journal.unacked():
+            self._result(result, now)
+
     # -- job intake -------------------------------------------------------------------
     def _job(self, job: M.Job, now: float) -> None:
         job_id = job.job_id
         if job_id in self.known:
             return  # a resend (reconnect, server restart): it is already here
-        done = self.finished.get(job_id)
-        if done is not None:  # already ran: answer again, never run it twice
-            self._result(done, now)
-            return
         lane = job.lane
+        seen = self.journal.get(job_id)
+        if seen is not None:
+            if seen.state == "finished":  # already ran: answer again, never run it twice
+                self.journal.resend(seen)
+                self._result(seen.result, now)
+                return
+            if seen.boot == self.boot:
+                return  # this run has it (a journal that lost track: never run twice)
+            if seen.state != "received":  # a previous run started it: it may have run
+                self._record(M.Result(job_id, "lost", error=RESTARTED), now, lane)
+                return
+            # received by a previous run but provably never started: run it now
         if lane in self.failed_lanes:  # pipelined before the server saw the failure
-            self._record(GONE(job_id), now)
+            self._record(GONE(job_id), now, lane)
             return
         if len(self.known) >= MAX_QUEUED:
             self._record(M.Result(job_id, "failed", error="too many jobs queued on this node"),
-                         now)
+                         now, lane)
             return
+        self.journal.received(job_id, lane, self.boot)
         self.known.add(job_id)
         dq = self.lanes.get(lane)
         if dq is None:
@@ -224,10 +249,17 @@ class AgentCore:
         log.warning("malformed job %s from the server: %s", job_id, exc)
         if job_id in self.known:
             return
-        done = self.finished.get(job_id)
-        if done is not None:
-            self._result(done, now)
-            return
+        seen = self.journal.get(job_id)
+        if seen is not None:
+            if seen.state == "finished":
+                self.journal.resend(seen)
+                self._result(seen.result, now)
+                return
+            if seen.boot == self.boot:
+                return
+            if seen.state != "received":
+                self._record(M.Result(job_id, "lost", error=RESTARTED), now)
+                return
         self._record(M.Result(job_id, "failed", error=f"malformed job: {exc}"[:M.MAX_TEXT]),
                      now)
 
@@ -247,6 +279,7 @@ class AgentCore:
             del self.lanes[lane]
         self.active[lane] = job.job_id
         self.running[job.job_id] = job
+        self.journal.starting(job.job_id, self.boot)  # committed before anything spawns
         if copy:
             self._out.append(StartCopy(job))
         else:
@@ -275,12 +308,13 @@ class AgentCore:
         if not is_copy(job.instruction):
             self.slots -= 1
         result = result_of(job_id, outcome)
-        self._record(result, now)
+        self._record(result, now, lane)
         if result.status != "success":
             self.failed_lanes[lane] = True
             self.waiting.pop(lane, None)
             for queued in self.lanes.pop(lane, ()):
-                self._record(GONE(queued.job_id), now)
+                self.known.discard(queued.job_id)
+                self._record(GONE(queued.job_id), now, lane)
         else:
             self._advance(lane)
         while self.waiting and self.slots < MAX_PROCESSES:
@@ -288,11 +322,22 @@ class AgentCore:
             del self.waiting[nxt]
             self._advance(nxt)
 
-    def _record(self, result: M.Result, now: float) -> None:
-        """A job's final result: remembered first (a resend is answered, not re-run)."""
-        self.finished[result.job_id] = result
+    def _record(self, result: M.Result, now: float, lane: str = "") -> None:
+        """A job's final result: journaled first (a resend is answered, not re-run;
+        it stays in the outbox until acknowledged)."""
+        self.journal.finished(result, self.boot, lane)
         self.known.discard(result.job_id)
         self._result(result, now)
+
+    # -- after a restart --------------------------------------------------------------
+    def interrupted(self, job_id: str, killed: bool, now: float) -> list:
+        """A job a previous run of the agent started and never finished (its process
+        group, when still there, was killed by the driver): it is lost, never re-run."""
+        seen = self.journal.get(job_id)
+        if seen is not None and seen.state != "finished" and seen.boot != self.boot:
+            self._record(M.Result(job_id, "lost", error=KILLED if killed else RESTARTED),
+                         now, seen.lane)
+        return self._take()
 
     # -- results ----------------------------------------------------------------------
     def _result(self, result: M.Result, now: float) -> None:

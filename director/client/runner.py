@@ -12,12 +12,15 @@ job cache.
 from __future__ import annotations
 
 import logging
+import os
 import selectors
+import signal
 import time
 from typing import Iterable, Protocol
 
 from director.jobs.nodestate import JobCache, NodeState
 from director.jobs.executor import Outcome, Pending, begin, conclude, spawn_failed
+from director.client.journal import proc_pgid, proc_start_time
 from director.jobs.shell import ShellProcess, kill_running
 from director.protocol.messages import Job
 
@@ -73,6 +76,9 @@ class ProcessDriver:
         self.procs: dict[int, _Running] = {}  # watched fd -> its running job
         self.running: list[_Running] = []
         self.next_flush = time.monotonic() + FLUSH_EVERY
+        # (pid, start time) of the process ``start`` spawned last: the journal's record of
+        # it (its pid is its process group; the start time tells it from a reused pid)
+        self.last_started: tuple[int, int | None] = (0, None)
 
     def next_deadline(self) -> float:
         soon = self.next_flush
@@ -96,6 +102,8 @@ class ProcessDriver:
             return crashed(job.job_id, exc)
         run = _Running(job.job_id, step, proc)
         self.running.append(run)
+        # read while it is our unreaped child: its pid cannot have been reused yet
+        self.last_started = (proc.pid, proc_start_time(proc.pid))
         self._sync(run)
         return None
 
@@ -179,3 +187,20 @@ class ProcessDriver:
 def crashed(job_id: str, exc: Exception) -> Outcome:
     log.error("job %s crashed: %s: %s", job_id, type(exc).__name__, exc, exc_info=exc)
     return Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+
+
+def kill_leftover(pgid: int | None, start: int | None) -> bool:
+    """Kill a process group a previous agent run left, only when its leader is still
+    there with the recorded start time (never a reused pid).  True when killed."""
+    if not pgid or pgid <= 1 or start is None:
+        return False
+    if proc_pgid(pgid) != pgid or proc_start_time(pgid) != start:
+        return False  # gone, or the pid now belongs to another process
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    except PermissionError as exc:
+        log.warning("cannot kill process group %d: %s", pgid, exc)
+        return False
+    return True

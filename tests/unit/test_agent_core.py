@@ -324,7 +324,7 @@ def test_copy_does_not_take_a_process_slot():
 def test_an_end_for_a_job_not_running_is_ignored():
     c = accepted()
     assert c.job_ended(jid(9), ok(), 0.0) == []
-    assert c.slots == 0 and c.finished.get(jid(9)) is None
+    assert c.slots == 0 and c.journal.get(jid(9)) is None
 
 
 def test_queue_is_bounded(monkeypatch):

@@ -3,10 +3,15 @@
 Random interleavings of valid and malformed server messages (huge ints,
 NaN/Infinity, lone surrogates, wrong types, unknown types, duplicate jobs, jobs
 for failed lanes), link changes, control requests, jobs ending with odd
-outcomes and ticks.  Invariants: nothing raises; a job id starts at most once
-and never after it was answered; every job that ends gets exactly one result
-(plus one per resend of it), the same every time; everything sent encodes and
-decodes back unchanged; per-job state stays bounded.
+outcomes and ticks, ACKs (of ids it answered and foreign ones), reconnects and
+agent restarts -- a clean stop or a crash that loses every uncommitted journal
+write -- each a new core over the same SQLite journal file.  The harness commits
+the journal the way the agent driver does (before any spawn, before any result
+is sent, at the end of a turn).  Invariants: nothing raises; a job id starts at
+most once across restarts and never after it was answered; every result sent
+stays in the journal's outbox until an ACK names it and goes again after each
+accepted (re)connection; every answer for an id is the same; everything sent
+encodes and decodes back unchanged; per-job state stays bounded.
 
 CI runs a small budget; ``DIRECTOR_FUZZ_EXAMPLES=5000`` runs many more.
 """
@@ -15,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+import shutil
+import tempfile
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -23,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from director.client import core as C
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
+from director.client.journal import Journal
 from director.jobs.dsl import parse_line
 from director.jobs.executor import Outcome
 from director.protocol import messages as M
@@ -76,18 +84,33 @@ class AgentCoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
-        self.core = C.AgentCore("node", "boot", 1.0, self.now)
-        self.started: set[str] = set()
+        self.dir = Path(tempfile.mkdtemp(prefix="agentfuzz-"))
+        self.boots = 0
+        self.journal = Journal(self.dir / "journal.db")
+        self.core = self._new_core()
+        self.started: set[str] = set()          # across every restart
         self.running: dict[str, bool] = {}      # job id -> is a COPY
         self.ended: set[str] = set()
         self.answered: set[str] = set()         # ids with a result sent
+        self.unacked: set[str] = set()          # sent, and no ACK named them since
         self.results: dict[str, list[M.Result]] = {}
-        self.resends: Counter[str] = Counter()  # deliveries of an id after it ended
+        self.last_sent: list[str] = []
+        self.acked_names: set[str] = set()
+
+    def _new_core(self) -> C.AgentCore:
+        self.boots += 1
+        return C.AgentCore("node", f"boot{self.boots}", 1.0, self.now, journal=self.journal)
 
     # -- bookkeeping of everything the core asks for -----------------------------------
     def _apply(self, actions: list) -> None:
+        self.last_sent = []
+        j = self.journal
         for a in actions:
             cls = a.__class__
+            if cls in (StartRun, StartCopy) and j.must_commit:
+                j.commit()  # as the driver: "starting" is durable before a spawn
+            if cls is Send and j.dirty and isinstance(a.msg, (M.Result, M.Results)):
+                j.commit()  # as the driver: a result is journaled before it is sent
             if cls in (StartRun, StartCopy):
                 jid = a.job.job_id
                 assert jid not in self.started, f"job {jid} started twice"
@@ -102,15 +125,23 @@ class AgentCoreMachine(RuleBasedStateMachine):
                 for r in items:
                     assert r.job_id not in self.running, f"result for running job {r.job_id}"
                     self.answered.add(r.job_id)
+                    e = j.get(r.job_id)
+                    assert e is not None and e.state == "finished", (r, e)
+                    if e.acked:  # acked before it was sent (an ACK may name any id)
+                        assert r.job_id in self.acked_names
+                    else:
+                        self.unacked.add(r.job_id)
+                    self.last_sent.append(r.job_id)
                     self.results.setdefault(r.job_id, []).append(r)
             elif cls is Reply:
                 M.decode(M.encode(a.msg))
             else:
                 assert cls is Stop and a.code == 1
+        if j.dirty:
+            j.commit()  # as the driver: the rest of a turn rides on one commit
 
     def _delivered(self, job_id: str) -> None:
-        if job_id in self.ended:
-            self.resends[job_id] += 1
+        pass
 
     # -- link ----------------------------------------------------------------------------
     @rule(what=st.sampled_from(["up", "down", "handshake", "auth"]))
@@ -156,7 +187,40 @@ class AgentCoreMachine(RuleBasedStateMachine):
                                M.Enrolled("rejected", "node", "no"), M.Revoked("gone"),
                                M.Error("not_permitted", "wait"), M.Error("internal", "x")]))
     def enrollment(self, msg):
-        self._apply(self.core.frames(M.encode(msg), self.now))
+        self._apply(self.core.frames(M.encode(msg), self.now)
+                    + (self.core.flush() if getattr(msg, "state", "") == "accepted" else []))
+        if getattr(msg, "state", "") == "accepted" and self.core.stopped is None:
+            # accepted on a (re)connection: everything unacknowledged went again
+            assert self.unacked <= set(self.last_sent), self.unacked - set(self.last_sent)
+
+    @rule(ids=st.lists(st.sampled_from(IDS) | st.sampled_from(["ffffffff", "deadbeef"]),
+                       max_size=6))
+    def ack(self, ids):
+        self._apply(self.core.frames(M.encode(M.Ack(tuple(ids))), self.now))
+        self.unacked -= set(ids)
+        self.acked_names |= set(ids)
+
+    @rule()
+    def reconnect(self):
+        self._apply(self.core.link_down(self.now))
+        self._apply(self.core.link_up(self.now))
+        self.enrollment(M.Enrolled("accepted", "node"))
+
+    @rule(crash=st.booleans())
+    def restart(self, crash):
+        """The agent stops (cleanly, or kill -9: uncommitted writes are gone) and a new
+        one starts over the same journal file; what ran is killed with it."""
+        if not crash:
+            self._apply(self.core.flush())
+            self.journal.close()
+        else:
+            self.journal.db.close()  # no COMMIT: SQLite rolls the open transaction back
+        self.running.clear()
+        self.journal = Journal(self.dir / "journal.db")
+        self.core = self._new_core()
+        for e in self.journal.interrupted(self.core.boot):
+            assert e.job_id in self.started  # only what really started is "interrupted"
+            self._apply(self.core.interrupted(e.job_id, False, self.now))
 
     # -- jobs ending, time, control --------------------------------------------------------
     @precondition(lambda self: self.running)
@@ -193,22 +257,38 @@ class AgentCoreMachine(RuleBasedStateMachine):
         assert 0 <= c.slots <= C.MAX_PROCESSES
         assert c.slots == sum(1 for copy in self.running.values() if not copy)
         assert set(c.running) == set(self.running)
-        assert len(c.known) <= C.MAX_QUEUED and len(c.finished) <= C.REMEMBER
+        assert len(c.known) <= C.MAX_QUEUED and len(c.failed_lanes) <= C.REMEMBER
         assert len(c.outbox) < C.RESULT_BATCH
         assert len(c.active) == len(c.running)
 
     @invariant()
-    def never_more_than_one_result_per_end_and_resend(self):
-        for jid in self.started:
-            got = self.results.get(jid, [])
-            assert len(got) <= (1 + self.resends[jid] if jid in self.ended else 0)
-            assert all(r == got[0] for r in got)  # never run twice: the same answer
+    def every_answer_for_an_id_is_the_same(self):
+        for jid, got in self.results.items():
+            assert all(r == got[0] for r in got), got  # never run twice: the same answer
+        for jid in self.started:  # a started job is answered only once it ended
+            if jid in self.running:
+                assert jid not in self.answered or self.results[jid][0].status == "lost"
+
+    @invariant()
+    def every_sent_result_stays_until_acked(self):
+        outbox = {r.job_id: r for r in self.journal.unacked()}
+        for jid in self.unacked:
+            assert jid in outbox, f"result of {jid} left the outbox unacked"
+            assert outbox[jid] == self.results[jid][0]
 
     def teardown(self):
-        self._apply(self.core.flush())
-        for jid in self.ended:
-            got = self.results.get(jid, [])
-            assert len(got) == 1 + self.resends[jid], (jid, got, self.resends[jid])
+        try:
+            self._apply(self.core.flush())
+            if self.core.stopped is None:
+                self.reconnect()  # what a crash kept in the journal goes on the next link
+            for jid in self.ended:  # every job that ended was answered (or waits to be)
+                e = self.journal.get(jid)
+                assert e is not None and e.state == "finished", (jid, e)
+                if self.core.stopped is None:
+                    assert self.results.get(jid) or jid in self.acked_names, jid
+        finally:
+            self.journal.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 AgentCoreMachine.TestCase.settings = settings(

@@ -1,0 +1,475 @@
+"""The node journal: what this node did with every job id, in its home.
+
+One row per job id: its lane, its state (``received`` -> ``starting`` ->
+``started`` -> ``finished``), the pid / pgid / process start time of a RUN, the
+agent boot that took it, the final result and whether the server acknowledged
+it.  ``AgentCore`` decides with it (a job id seen once is never run twice, even
+across agent restarts; a result stays in the outbox until acked); the agent
+driver commits it (``commit``) before a process is spawned and before results
+are sent, so everything started in one loop turn shares one commit.
+
+SQLite in WAL mode with ``synchronous=NORMAL``: a killed agent (kill -9) loses
+nothing committed, and no fsync is paid per job (only a power loss can take the
+last commits).  Bounded: the last ``KEEP_IDS`` job ids or ``KEEP_SECONDS``,
+trimmed a batch at a time.
+
+Live entries (not finished, or finished and not acknowledged) are also held in
+memory, so the hot path reads SQLite only to look up an id it does not hold (a
+new job: one indexed miss).  When a write fails (a full disk) the journal logs
+once and goes on in memory: the agent keeps serving, it only loses what a crash
+would need.
+
+``MemoryJournal`` is the same rules without a file (tests, a home that cannot
+hold a database).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from director.protocol import messages as M
+
+log = logging.getLogger("director.journal")
+
+KEEP_IDS = 100_000          # job ids remembered at least...
+KEEP_SECONDS = 7 * 86400    # ...or for this long, whichever is fewer
+TRIM_BATCH = 500            # rows deleted per commit at most
+TRIM_EVERY = 2.0            # seconds between trims
+COMMIT_DELAY = 0.05         # other writes (pids, acks) wait at most this long for a commit
+LIVE_RESULTS = 20_000       # unacked results held in memory (the rest stay in SQLite)
+
+STATES = ("received", "starting", "started", "finished")
+
+
+class Entry:
+    """One job id as the journal knows it."""
+
+    __slots__ = ("job_id", "lane", "state", "boot", "pid", "pgid", "start", "result", "acked")
+
+    def __init__(self, job_id: str, lane: str, state: str, boot: str, pid: int | None = None,
+                 pgid: int | None = None, start: int | None = None,
+                 result: M.Result | None = None, acked: bool = False):
+        self.job_id, self.lane, self.state, self.boot = job_id, lane, state, boot
+        self.pid, self.pgid, self.start = pid, pgid, start
+        self.result, self.acked = result, acked
+
+    def __repr__(self) -> str:
+        return (f"Entry({self.job_id!r}, {self.lane!r}, {self.state!r}, boot={self.boot!r},"
+                f" pid={self.pid}, acked={self.acked})")
+
+
+def encode_result(r: M.Result) -> str:
+    return json.dumps(r.body(), ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_result(text: str | bytes) -> M.Result | None:
+    try:
+        return M.Result.decode_body(json.loads(text), ())
+    except Exception as exc:  # noqa: BLE001 - a bad row is dropped, not fatal
+        log.warning("journal: unreadable result (ignored): %s", exc)
+        return None
+
+
+class MemoryJournal:
+    """The journal's rules over a dict: what the core sees, without a file."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, Entry] = {}   # not finished, or finished and unacked
+        self.done: dict[str, Entry] = {}   # finished and acked (bounded)
+        self.unacked_ids: dict[str, None] = {}  # finished, unacked, in order
+
+    # -- reads (the core) ---------------------------------------------------------------
+    def get(self, job_id: str) -> Entry | None:
+        e = self.live.get(job_id)
+        if e is None:
+            e = self.done.get(job_id)
+            if e is None:
+                e = self._load(job_id)
+        return e
+
+    def _load(self, job_id: str) -> Entry | None:
+        return None
+
+    def unacked(self) -> Iterator[M.Result]:
+        """Every result not acknowledged yet, oldest first."""
+        for job_id in list(self.unacked_ids):
+            e = self.live.get(job_id)
+            if e is not None and e.result is not None:
+                yield e.result
+        yield from self._unacked_elsewhere()
+
+    def _unacked_elsewhere(self) -> Iterator[M.Result]:
+        return iter(())
+
+    def unacked_count(self) -> int:
+        return len(self.unacked_ids)
+
+    def interrupted(self, boot: str) -> list[Entry]:
+        """Jobs a previous agent run started (or was starting) and never finished."""
+        return [e for e in self.live.values()
+                if e.state in ("starting", "started") and e.boot != boot]
+
+    # -- writes (the core, then the driver) ----------------------------------------------
+    def received(self, job_id: str, lane: str, boot: str) -> None:
+        e = self.live.get(job_id)
+        if e is None:
+            self.done.pop(job_id, None)
+            e = self.live[job_id] = Entry(job_id, lane, "received", boot)
+        else:
+            e.lane, e.state, e.boot = lane, "received", boot
+        self._write("INSERT INTO jobs(job_id, lane, state, boot, at) VALUES (?,?,?,?,?)"
+                    " ON CONFLICT(job_id) DO UPDATE SET lane=excluded.lane, state=excluded.state,"
+                    " boot=excluded.boot, at=excluded.at",
+                    (job_id, lane, "received", boot, time.time()))
+
+    def starting(self, job_id: str, boot: str) -> None:
+        e = self.live.get(job_id)
+        if e is None:
+            return
+        e.state, e.boot = "starting", boot
+        self._write("UPDATE jobs SET state='starting', boot=?, at=? WHERE job_id=?",
+                    (boot, time.time(), job_id), start=True)
+
+    def started(self, job_id: str, pid: int, pgid: int, start: int | None) -> None:
+        e = self.live.get(job_id)
+        if e is None or e.state != "starting":
+            return
+        e.state, e.pid, e.pgid, e.start = "started", pid, pgid, start
+        self._write("UPDATE jobs SET state='started', pid=?, pgid=?, start_time=? WHERE job_id=?",
+                    (pid, pgid, start, job_id))
+
+    def finished(self, result: M.Result, boot: str, lane: str = "") -> None:
+        job_id = result.job_id
+        e = self.live.get(job_id)
+        if e is None:
+            self.done.pop(job_id, None)
+            e = self.live[job_id] = Entry(job_id, lane, "finished", boot)
+        e.state, e.result, e.acked = "finished", result, False
+        self.unacked_ids.pop(job_id, None)
+        self.unacked_ids[job_id] = None
+        self._write("INSERT INTO jobs(job_id, lane, state, boot, result, acked, at)"
+                    " VALUES (?,?,?,?,?,0,?) ON CONFLICT(job_id) DO UPDATE SET"
+                    " state='finished', result=excluded.result, acked=0, at=excluded.at",
+                    (job_id, e.lane, "finished", boot, encode_result(result), time.time()))
+        self._spill()
+
+    def resend(self, entry: Entry) -> None:
+        """A finished job asked for again: its result is unacked until acked again."""
+        if not entry.acked:
+            return
+        entry.acked = False
+        self.done.pop(entry.job_id, None)
+        self.live[entry.job_id] = entry
+        self.unacked_ids[entry.job_id] = None
+        self._write("UPDATE jobs SET acked=0 WHERE job_id=?", (entry.job_id,))
+        self._spill()
+
+    def acked(self, job_ids: Iterable[str]) -> int:
+        """The server committed these results; returns how many were ours and unacked."""
+        n = 0
+        rows = []
+        for job_id in job_ids:
+            if self.unacked_ids.pop(job_id, 0) is None:
+                e = self.live.pop(job_id)
+                e.acked = True
+                self._remember(e)
+                rows.append((job_id,))
+                n += 1
+            elif self._ack_elsewhere(job_id):
+                rows.append((job_id,))
+                n += 1
+        if rows:
+            self._writemany("UPDATE jobs SET acked=1 WHERE job_id=?", rows)
+        return n
+
+    def _ack_elsewhere(self, job_id: str) -> bool:
+        return False
+
+    def _remember(self, e: Entry) -> None:
+        self.done[e.job_id] = e
+        if len(self.done) > KEEP_IDS:
+            del self.done[next(iter(self.done))]
+
+    def _spill(self) -> None:
+        """Memory holds at most LIVE_RESULTS unacked results (a file keeps the rest)."""
+
+    # -- storage hooks --------------------------------------------------------------------
+    def _write(self, sql: str, args: tuple, start: bool = False) -> None:
+        pass
+
+    def _writemany(self, sql: str, rows: list) -> None:
+        pass
+
+    @property
+    def must_commit(self) -> bool:
+        """A 'starting' write is not committed yet: commit before spawning anything."""
+        return False
+
+    @property
+    def results_dirty(self) -> bool:
+        """A result is not committed yet: commit before sending results."""
+        return False
+
+    @property
+    def dirty(self) -> bool:
+        return False
+
+    def commit_due(self) -> float:
+        """When the writes so far must be committed at the latest (inf: none wait)."""
+        return float("inf")
+
+    def commit(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    lane TEXT NOT NULL,
+    state TEXT NOT NULL,
+    boot TEXT NOT NULL,
+    pid INTEGER, pgid INTEGER, start_time INTEGER,
+    result TEXT,
+    acked INTEGER NOT NULL DEFAULT 0,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_live ON jobs(state, acked) WHERE state != 'finished' OR acked = 0;
+"""
+
+
+class Journal(MemoryJournal):
+    """The journal in ``HOME/journal.db`` (0600), WAL, written in batches by ``commit``."""
+
+    def __init__(self, path: Path, keep_ids: int = KEEP_IDS, keep_seconds: float = KEEP_SECONDS):
+        super().__init__()
+        self.path = Path(path)
+        self.keep_ids, self.keep_seconds = keep_ids, keep_seconds
+        self.broken: str | None = None      # why writes stopped (memory only since)
+        self._dirty = False
+        self._must = False
+        self._results = False
+        self._since = 0.0                    # monotonic time of the first uncommitted write
+        self._spilled = 0                    # unacked results only in SQLite
+        self._next_trim = 0.0
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        os.chmod(self.path, 0o600)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None,
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self._load_live()
+
+    def _load_live(self) -> None:
+        rows = self.db.execute(
+            "SELECT job_id, lane, state, boot, pid, pgid, start_time, result FROM jobs"
+            " WHERE state != 'finished' OR acked = 0 ORDER BY seq").fetchall()
+        for job_id, lane, state, boot, pid, pgid, start, result in rows:
+            r = decode_result(result) if state == "finished" and result else None
+            if state == "finished" and r is None:
+                continue
+            if state == "finished" and len(self.unacked_ids) >= LIVE_RESULTS:
+                self._spilled += 1
+                continue
+            self.live[job_id] = Entry(job_id, lane, state, boot, pid, pgid, start, r)
+            if state == "finished":
+                self.unacked_ids[job_id] = None
+
+    # -- reads ------------------------------------------------------------------------------
+    def _load(self, job_id: str) -> Entry | None:
+        try:
+            row = self.db.execute(
+                "SELECT lane, state, boot, pid, pgid, start_time, result, acked FROM jobs"
+                " WHERE job_id=?", (job_id,)).fetchone()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return None
+        if row is None:
+            return None
+        lane, state, boot, pid, pgid, start, result, acked = row
+        r = decode_result(result) if result else None
+        if state == "finished" and r is None:
+            return None  # unreadable: as if never seen
+        return Entry(job_id, lane, state, boot, pid, pgid, start, r, bool(acked))
+
+    def _unacked_elsewhere(self) -> Iterator[M.Result]:
+        if not self._spilled or self.broken:
+            return
+        held = set(self.unacked_ids)
+        try:
+            rows = self.db.execute("SELECT job_id, result FROM jobs WHERE state='finished'"
+                                   " AND acked=0 ORDER BY seq").fetchall()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return
+        for job_id, result in rows:
+            if job_id not in held and result:
+                r = decode_result(result)
+                if r is not None:
+                    yield r
+
+    def unacked_count(self) -> int:
+        return len(self.unacked_ids) + self._spilled
+
+    def _ack_elsewhere(self, job_id: str) -> bool:
+        if not self._spilled or self.broken:
+            return False
+        e = self._load(job_id)
+        if e is None or e.state != "finished" or e.acked:
+            return False
+        self._spilled -= 1
+        return True
+
+    def _remember(self, e: Entry) -> None:
+        if self.broken:  # memory is all there is
+            super()._remember(e)
+
+    def _spill(self) -> None:
+        if len(self.unacked_ids) <= LIVE_RESULTS or self.broken:
+            return  # without a working file, memory is all there is
+        job_id = next(iter(self.unacked_ids))
+        del self.unacked_ids[job_id]
+        self.live.pop(job_id, None)
+        self._spilled += 1
+
+    # -- writes -----------------------------------------------------------------------------
+    def _write(self, sql: str, args: tuple, start: bool = False) -> None:
+        if self.broken:
+            return
+        try:
+            if not self._dirty:
+                self.db.execute("BEGIN")
+                self._dirty = True
+                self._since = time.monotonic()
+            self.db.execute(sql, args)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+            return
+        if start:
+            self._must = True
+        elif sql[0] == "I":  # an INSERT: a new job or a result
+            self._results = True
+
+    def _writemany(self, sql: str, rows: list) -> None:
+        if self.broken:
+            return
+        try:
+            if not self._dirty:
+                self.db.execute("BEGIN")
+                self._dirty = True
+                self._since = time.monotonic()
+            self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    @property
+    def must_commit(self) -> bool:
+        return self._must
+
+    @property
+    def results_dirty(self) -> bool:
+        return self._results
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def commit_due(self) -> float:
+        return self._since + COMMIT_DELAY if self._dirty else float("inf")
+
+    def commit(self) -> None:
+        """Make every write so far durable against a crash of this process (one commit)."""
+        if not self._dirty:
+            return
+        try:
+            now = time.time()
+            if now >= self._next_trim:
+                self._next_trim = now + TRIM_EVERY
+                self._trim(now)
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._fail(exc)
+        self._dirty = self._must = self._results = False
+
+    def _trim(self, now: float) -> None:
+        """Forget the oldest finished ids beyond the bounds, a batch at a time."""
+        row = self.db.execute("SELECT max(seq) FROM jobs").fetchone()
+        top = row[0] or 0
+        self.db.execute(
+            "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE state='finished'"
+            " AND (seq <= ? OR at < ?) ORDER BY seq LIMIT ?)",
+            (top - self.keep_ids, now - self.keep_seconds, TRIM_BATCH))
+
+    def trim(self) -> None:
+        """Trim now (tests, tools)."""
+        self._write("SELECT 1", ())
+        self._next_trim = 0.0
+        self.commit()
+
+    def _fail(self, exc: Exception) -> None:
+        """A write failed (a full disk, a broken file): log once, go on in memory."""
+        if self.broken is None:
+            self.broken = f"{type(exc).__name__}: {exc}"
+            log.error("the node journal %s cannot be written (%s); going on in memory:"
+                      " a crash of the agent now loses what it holds", self.path, exc)
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        self._dirty = self._must = self._results = False
+
+    def close(self) -> None:
+        self.commit()
+        try:
+            self.db.close()
+        except sqlite3.Error:
+            pass
+
+
+def open_journal(home: Path) -> MemoryJournal:
+    """The journal in ``home``; in memory (logged) when the file cannot be opened."""
+    try:
+        return Journal(Path(home) / "journal.db")
+    except (OSError, sqlite3.Error) as exc:
+        log.error("cannot open the node journal in %s (%s); keeping it in memory", home, exc)
+        return MemoryJournal()
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    rest = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(rest[19])  # fields 3.. start at index 0: field 22 is index 19
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_pgid(pid: int) -> int | None:
+    """Field 5 of ``/proc/PID/stat`` (the process group), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    try:
+        return int(rest[2])
+    except (IndexError, ValueError):
+        return None
