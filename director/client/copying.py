@@ -33,7 +33,7 @@ from director.transfer.manifest import Manifest
 from director.transfer.session import PullSession
 from director.transfer.store import (ContentStore, StatCache, apply_attrs, assemble,
                                      chunk_source, cleanup_temp_files, create_dirs,
-                                     plan_transfer)
+                                     harvest_temp_files, plan_transfer)
 
 log = logging.getLogger("director.copy")
 WINDOW = 8
@@ -121,10 +121,20 @@ class Copier:
     def _clean_previous(self) -> None:
         """Remove temp files a transfer cut short by a crash or restart left behind."""
         try:
-            dirs = json.loads(self.inflight_file.read_text())
+            doc = json.loads(self.inflight_file.read_text())
         except (OSError, ValueError):
             return
-        removed = cleanup_temp_files([Path(d) for d in dirs if isinstance(d, str)])
+        if isinstance(doc, dict):  # {"dirs": [...], "chunk_size": N}; a list is older
+            dirs, chunk_size = doc.get("dirs") or [], doc.get("chunk_size")
+        else:
+            dirs, chunk_size = doc if isinstance(doc, list) else [], None
+        paths = [Path(d) for d in dirs if isinstance(d, str)]
+        if isinstance(chunk_size, int) and chunk_size > 0:
+            # what the cut-short transfer had written is kept, so a retry pulls the rest
+            kept = harvest_temp_files(paths, chunk_size, self.store)
+            if kept:
+                log.info("kept %d bytes of chunks from an interrupted transfer", kept)
+        removed = cleanup_temp_files(paths)
         if removed:
             log.info("removed %d stale temp file(s) from an interrupted transfer", removed)
         self.inflight_file.unlink(missing_ok=True)
@@ -156,7 +166,8 @@ class Copier:
                     for c, d in enumerate(manifest.files[p.index].chunks)
                     if c not in p.need and c not in p.local and not self.store.has(d)}
             dirs = sorted({str(p.target.parent) for p in plans if not p.unchanged})
-            self.inflight_file.write_text(json.dumps(dirs))
+            self.inflight_file.write_text(json.dumps({"dirs": dirs,
+                                                      "chunk_size": manifest.chunk_size}))
             with _Stream(self, job_id, needed, expected, keep, instr.options.timeout) as stream:
                 for p in plans:
                     if not p.unchanged:

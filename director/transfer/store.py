@@ -378,3 +378,28 @@ def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStor
                 pass
         os.close(dfd)
     stat_cache.record(Path(target), entry.digest, entry.chunks, chunk_size=chunk_size, st=written)
+
+
+def harvest_temp_files(dirs: Iterable[Path], chunk_size: int, store: ContentStore) -> int:
+    """Keep the chunks a transfer cut short had already written: each ``chunk_size``
+    piece of its temp files goes into ``store`` under the digest of its own bytes
+    (so whatever is kept is correct for its digest), within the store's bound.
+    Only after an interruption: a normal transfer writes each chunk once.
+    Returns the bytes kept."""
+    if chunk_size <= 0:
+        return 0
+    kept = 0
+    for path in (p for root in dirs for p in Path(root).glob(TEMP_PREFIX + "*")):
+        try:
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue
+            with open(path, "rb") as f:
+                while kept < store.max_bytes:
+                    data = f.read(chunk_size)
+                    if not data:
+                        break
+                    store.put(digest_of(data), data, verified=True)
+                    kept += len(data)
+        except (OSError, TransferError):
+            continue
+    return kept

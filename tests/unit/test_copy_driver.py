@@ -204,3 +204,24 @@ def test_a_copy_without_a_manifest_fails_cleanly(make_node):
     out = node.copy()
     assert out.status == "failed" and "manifest" in out.error
     assert node.target.read_bytes() == OLD and node.server.asked == []
+
+
+def test_after_a_crash_mid_copy_the_retry_pulls_only_what_was_missing(make_node):
+    import json as _json
+
+    node = make_node()
+    # a previous agent was killed while assembling: its temp file holds the first two
+    # chunks (and half of the third), its inflight.json names the directory
+    assert node.driver.close()
+    written = NEW[:2 * CS + CS // 2]
+    (node.dest / f"{TEMP_PREFIX}deadbeef").write_bytes(written)
+    (node.home / "transfer" / "inflight.json").write_text(
+        _json.dumps({"dirs": [str(node.dest)], "chunk_size": CS}))
+    node.driver = CopyDriver(node.home, NodeState(node.home), node.cache, node.watcher,
+                             node.driver.copier.connect)
+    assert node.temp_files() == []  # stale temp files go at start
+    out = node.copy()
+    assert out.status == "success", out.error
+    assert node.target.read_bytes() == NEW
+    assert out.transfer["bytes_sent"] == len(NEW) - 2 * CS
+    assert {c for _, c in node.server.asked} == set(range(2, -(-len(NEW) // CS)))
