@@ -524,19 +524,22 @@ def test_server_disk_full_keeps_serving_and_strands_nothing(mesh):
 
 # -- COPY resume --------------------------------------------------------------------------
 def _landed(home: Path, dest_dir: Path, final_name: str) -> int:
-    """Bytes of the transfer already on the node: temp files beside the destination and
-    the node's transfer store."""
-    n = 0
-    for base, only_temp in ((dest_dir, True), (home / "transfer", False)):
+    """Bytes of the transfer already on the node: the larger of the temp files beside the
+    destination and the node's transfer store (an implementation may keep either or
+    both); allocated blocks, not sizes, so a preallocated temp file does not count."""
+    def used(base: Path, skip: str | None) -> int:
+        n = 0
         for root, _dirs, files in os.walk(base):
             for f in files:
-                if only_temp and f == final_name:
+                if f == skip:
                     continue
                 try:
-                    n += os.lstat(os.path.join(root, f)).st_size
+                    st = os.lstat(os.path.join(root, f))
                 except OSError:
-                    pass
-    return n
+                    continue
+                n += min(st.st_size, st.st_blocks * 512)
+        return n
+    return max(used(dest_dir, final_name), used(home / "transfer" / "chunks", None))
 
 
 def test_copy_retry_after_agent_kill_sends_only_missing_bytes(mesh, forwarders):

@@ -253,10 +253,11 @@ def test_close_stops_thread_and_frees_the_port(echo):
     f = Forwarder(echo.port)
     s = connect(f)
     port = f.port
-    before = threading.active_count()
+    assert f._thread in threading.enumerate()
     f.close()
     assert not f.alive()
-    assert threading.active_count() == before - 1
+    assert f._thread not in threading.enumerate()
+    assert not [t for t in threading.enumerate() if t.name == f"forwarder-{port}"]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     s.close()
