@@ -143,6 +143,7 @@ class MemoryJournal:
         e.state, e.pid, e.pgid, e.start = "started", pid, pgid, start
         self._write("UPDATE jobs SET state='started', pid=?, pgid=?, start_time=? WHERE job_id=?",
                     (pid, pgid, start, job_id))
+        self._pids = True  # committed at the end of this loop turn: a crash can kill it
 
     def finished(self, result: M.Result, boot: str, lane: str = "") -> None:
         job_id = result.job_id
@@ -258,6 +259,7 @@ class Journal(MemoryJournal):
         self._dirty = False
         self._must = False
         self._results = False
+        self._pids = False
         self._since = 0.0                    # monotonic time of the first uncommitted write
         self._spilled = 0                    # unacked results only in SQLite
         self._next_trim = 0.0
@@ -386,7 +388,9 @@ class Journal(MemoryJournal):
         return self._dirty
 
     def commit_due(self) -> float:
-        return self._since + COMMIT_DELAY if self._dirty else float("inf")
+        if not self._dirty:
+            return float("inf")
+        return 0.0 if self._pids else self._since + COMMIT_DELAY
 
     def commit(self) -> None:
         """Make every write so far durable against a crash of this process (one commit)."""
@@ -400,7 +404,7 @@ class Journal(MemoryJournal):
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._fail(exc)
-        self._dirty = self._must = self._results = False
+        self._dirty = self._must = self._results = self._pids = False
 
     def _trim(self, now: float) -> None:
         """Forget the oldest finished ids beyond the bounds, a batch at a time."""
@@ -427,7 +431,7 @@ class Journal(MemoryJournal):
                 self.db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-        self._dirty = self._must = self._results = False
+        self._dirty = self._must = self._results = self._pids = False
 
     def close(self) -> None:
         self.commit()
