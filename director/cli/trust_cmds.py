@@ -163,4 +163,30 @@ def keys_server(obj, as_json: bool) -> None:
                    f"fingerprint: {output.safe_text(res['fingerprint'], inline=True)}")
 
 
-COMMANDS = [keygen, token, enroll, keys]
+@click.command()
+@click.option("--since", default="1h", show_default=True,
+              help="How far back: 30m, 1h, 7d (events are kept bounded on the server).")
+@JSON
+@click.pass_obj
+def events(obj, since: str, as_json: bool) -> None:
+    """Security events the server kept: key changes, enrollment conflicts, false name
+    claims, tokens created/used/refused/revoked, refused handshakes (summarised)."""
+    from director.errors import ConfigError, DirectorError
+    from director.trust.tokens import parse_ttl
+
+    try:
+        seconds = parse_ttl(since)
+    except ConfigError:
+        raise DirectorError(f"--since must be a duration like 30m, 1h or 7d, not "
+                            f"{output.safe_text(since, inline=True)}") from None
+    rows = call(obj, "events.list", {"since": seconds})
+    if as_json:
+        output.emit_json(rows)
+        return
+    click.echo(output.table(
+        ["WHEN", "EVENT", "NAME", "FINGERPRINT", "ADDRESS", "DETAIL"],
+        [[output.ago(r["time"]), r["event"], r["name"], r["fingerprint"], r["address"] or "",
+          r["detail"]] for r in rows], empty=f"no security events in the last {since}"))
+
+
+COMMANDS = [keygen, token, enroll, keys, events]

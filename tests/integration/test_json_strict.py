@@ -78,6 +78,7 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     check("orchestrate --wait", "orchestrate", "--wait", "--target", "web1", "--json", str(f))
     check("orchestrate", "orchestrate", "--target", "web1", "--json", str(f))
     check("jobs", "jobs", "--json")
+    check("events", "events", "--since", "1h", "--json")
     job_id = submitted["jobs"][0] if isinstance(submitted, dict) else submitted[0]
     check("job", "job", job_id, "--json")
     check("job last", "job", "last", "--json")
