@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from director.errors import DirectorError, ProtocolError, StorageError
+from director.logsafe import shown
 from director.protocol import messages as m
 from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Send, Tick,
                                     Undelivered)
@@ -114,7 +115,7 @@ class ServerCore:
         except ProtocolError as exc:
             code = getattr(exc, "code", "bad_request")
             self.peer_log(logging.WARNING, key, code, now, "bad message from %s: %s",
-                          self.who(key), exc)
+                          self.who(key), shown(str(exc)))
             if role is not Role.STRANGER:  # strangers get nothing at all
                 self._error(route, key, code, str(exc), now)
             return
@@ -138,14 +139,15 @@ class ServerCore:
             self._handlers[type(msg)](key, route, msg, now)
         except DirectorError as exc:  # StorageError included
             self.peer_log(logging.ERROR, key, "internal", now, "while handling %s from %s: %s",
-                          msg.TYPE, self.who(key), exc)
+                          msg.TYPE, self.who(key), shown(str(exc)))
             if role is not Role.STRANGER:
                 self._error(route, key, "internal", f"the server could not handle {msg.TYPE}",
                             now)
         except Exception as exc:  # noqa: BLE001 - one bad message never stops the server
             self.peer_log(logging.ERROR, key, "internal", now,
                           "while handling %s from %s: %s: %s", msg.TYPE, self.who(key),
-                          type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                          type(exc).__name__, shown(str(exc)),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
             if role is not Role.STRANGER:
                 self._error(route, key, "internal", f"the server could not handle {msg.TYPE}",
                             now)
@@ -213,7 +215,7 @@ class ServerCore:
             self.jobs.on_result(key, item, now)
         if msg.problems:
             self.peer_log(logging.WARNING, key, "bad_result", now, "%d bad result(s) from %s: %s",
-                          len(msg.problems), self.who(key), msg.problems[0])
+                          len(msg.problems), self.who(key), shown(msg.problems[0]))
 
     def _chunk_req(self, key: str, route: bytes, msg: m.ChunkReq, now: float) -> None:
         self.jobs.serve_chunks(key, route, msg, now)

@@ -23,6 +23,7 @@ from zmq.utils.monitor import recv_monitor_message
 from director import __version__
 from director.config import Settings
 from director.errors import ConfigError, DirectorError
+from director.logsafe import shown
 from director.net import control, transport
 from director.protocol.messages import Chunk, ChunkErr, encode
 from director.server.core import CoreConfig, ServerCore
@@ -160,7 +161,8 @@ class Server:
             self.core.from_node(inc.routing_id, inc.key, inc.address, inc.frames, time.time(),
                                 inc.fd)
         except Exception as exc:  # noqa: BLE001 - the core contains its own; this is a bug
-            log.error("internal error (the server goes on): %s: %s", type(exc).__name__, exc)
+            log.error("internal error (the server goes on): %s: %s", type(exc).__name__,
+                      shown(str(exc)))
         if self.core.out:
             self._execute(self.core.take())
 
@@ -173,8 +175,8 @@ class Server:
         try:
             call(time.time())
         except Exception as exc:  # noqa: BLE001 - the core contains its own; this is a bug
-            log.error("internal error (the server goes on): %s: %s", type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error("internal error (the server goes on): %s: %s", type(exc).__name__,
+                      shown(str(exc)), exc_info=log.isEnabledFor(logging.DEBUG))
         if self.core.out:
             self._execute(self.core.take())
 
@@ -194,7 +196,7 @@ class Server:
                     self.builder.start(action.ticket, action.base, action.copies)
             except Exception as exc:  # noqa: BLE001 - one failed send never stops the loop
                 log.error("while executing %s: %s: %s", type(action).__name__,
-                          type(exc).__name__, exc)
+                          type(exc).__name__, shown(str(exc)))
         if self.core.out:  # what undelivered sends decided
             self._execute(self.core.take())
 
