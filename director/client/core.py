@@ -24,7 +24,7 @@ from director import __version__
 from director.errors import ProtocolError
 from director.jobs import verbs
 from director.protocol import messages as M
-from director.client.journal import MemoryJournal
+from director.client.ledger import MemoryJournal
 from director.client.results import GONE, result_of, size_of
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
 
