@@ -346,18 +346,29 @@ def test_blackhole_longer_than_expiry_is_honest(mesh, forwarders):
     during = side_lines(mesh, "a", side)
     fwd.restore()
     remaining = 200 - len(during) - len(side_lines(mesh, "b", side))
-    took = wait_final(mesh, ids, EXPIRY + SLACK + remaining * 0.1, "long blackhole")
-    seen = check_exactly_once(mesh, docs(mesh, ids), ["a", "b"], side, tags,
-                              all_success=False)
-    print(f"long blackhole: {len(during)} ran on a before the restore, final {took:.1f} s "
-          f"later: {seen}; {fwd.accepted} connections through the forwarder")
+    bound = EXPIRY + SLACK + remaining * 0.1
+    took = wait_final(mesh, ids, bound, "long blackhole")
+    first = collections.Counter(d["results"]["a"]["status"] for d in docs(mesh, ids))
+    # Tasks of a node that is gone longer than its expiry end 'lost' (honest: nobody knows);
+    # the node's journal then resends what did run, and a real result replaces 'lost'.
+    # Within the bound, every job whose side effect is there must say success.
+    start = time.monotonic()
+    for _ in range(int(bound / 0.5) + 5):
+        jobs = docs(mesh, ids)
+        lines_a = collections.Counter(side_lines(mesh, "a", side))
+        wrong = [(d["id"], d["results"]["a"]["status"]) for t, d in zip(tags, jobs)
+                 if lines_a.get(t) and d["results"]["a"]["status"] != "success"]
+        if not wrong or time.monotonic() - start > bound:
+            break
+        time.sleep(0.5)
+    assert not wrong, (f"{len(wrong)} jobs ran on a but are not success {bound:.0f} s after "
+                       f"the link came back: {wrong[:10]}")
+    seen = check_exactly_once(mesh, jobs, ["a", "b"], side, tags, all_success=False)
+    print(f"long blackhole: {len(during)} ran on a before the restore; all final {took:.1f} s "
+          f"later as {dict(first)}; {time.monotonic() - start + took:.1f} s after the restore "
+          f"{seen}; {fwd.accepted} connections through the forwarder")
     assert seen["b"] == {"success": 100}, seen
-    # node a: whatever ran is reported as run (no 'lost' for a job whose line is there)
-    jobs = docs(mesh, ids)
-    lines_a = collections.Counter(side_lines(mesh, "a", side))
-    wrong = [(d["id"], d["results"]["a"]["status"]) for t, d in zip(tags, jobs)
-             if lines_a.get(t) and d["results"]["a"]["status"] != "success"]
-    assert not wrong, f"jobs that ran on a but are not success: {wrong[:10]}"
+    assert seen["a"]["success"] == len(set(side_lines(mesh, "a", side))), seen
     mesh.wait_online("a", timeout=EXPIRY + SLACK)
 
 
