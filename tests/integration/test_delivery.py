@@ -262,20 +262,28 @@ def _journal_row(home: Path, job_id: str):
         return f"unreadable: {exc}"
 
 
-@pytest.mark.parametrize("after", [0.5, 0.0], ids=["running", "just-started"])
-def test_agent_kill9_mid_run_ends_lost_and_kills_its_process(mesh, after):
+@pytest.mark.parametrize("crash", ["running", "right-after-spawn"])
+def test_agent_kill9_mid_run_ends_lost_and_kills_its_process(mesh, crash):
     """kill -9 of the agent while ``RUN sleep 300`` runs: after the restart the job is
-    lost with a reason and none of its processes is alive.  ``just-started`` kills the
-    agent the moment the job's shell has run its first command (a crash can come at
-    any time, including right after the spawn)."""
+    lost with a reason and none of its processes is alive.
+
+    ``running``: the agent is killed 0.5 s into the job.  ``right-after-spawn``: the
+    job's first command stops the agent (SIGSTOP to its parent, the agent) so that the
+    kill -9 lands right after the spawn, before the agent did anything else -- a crash
+    can come at any moment."""
     mesh.server()
     mesh.add_node("a")
     pidfile = mesh.root / f"pid-{uid()}"
-    cp = mesh.cli("exec", "--target", "a", f"RUN echo $$ > {pidfile}; exec sleep 300")
+    stop_parent = "kill -STOP $PPID; " if crash == "right-after-spawn" else ""
+    after = 0.5 if crash == "running" else 0.0
+    cp = mesh.cli("exec", "--target", "a",
+                  f"RUN {stop_parent}echo $$ $PPID > {pidfile}; exec sleep 300")
     assert cp.returncode == 0, cp.stderr
     job_id = cp.stdout.strip()
-    pid = int(mesh.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10,
-                            "the job to start"))
+    pid, ppid = map(int, mesh.wait_for(
+        lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2 and
+        pidfile.read_text().split(), 10, "the job to start"))
+    assert ppid == mesh.clients["a"].pid, "the job's shell is not the agent's child"
     pgid = os.getpgid(pid)
     try:
         time.sleep(after)
