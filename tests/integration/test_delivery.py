@@ -273,6 +273,13 @@ def test_agent_kill9_mid_run_ends_lost_and_kills_its_process(mesh, crash):
     can come at any moment."""
     mesh.server()
     mesh.add_node("a")
+    # the right-after-spawn crash races the agent's own next step: try it three times
+    for attempt in range(3 if crash == "right-after-spawn" else 1):
+        _crash_agent_during_run(mesh, crash, attempt)
+    assert mesh.cli("exec", "--wait", "--target", "a", "RUN true").returncode == 0
+
+
+def _crash_agent_during_run(mesh, crash: str, attempt: int) -> None:
     pidfile = mesh.root / f"pid-{uid()}"
     stop_parent = "kill -STOP $PPID; " if crash == "right-after-spawn" else ""
     after = 0.5 if crash == "running" else 0.0
@@ -298,17 +305,17 @@ def test_agent_kill9_mid_run_ends_lost_and_kills_its_process(mesh, crash):
         r = mesh.json("job", job_id)["results"]["a"]
         assert r["status"] == "lost", r
         assert r["error"], f"lost without a reason: {r}"
-        for _ in range(int(SLACK / 0.1)):  # bounded: a moment for the kill to land
+        for _ in range(20):  # bounded: a moment for the kill to land
             if not live_in_group(pgid):
                 break
             time.sleep(0.1)
         alive = live_in_group(pgid)
-        assert not alive, (f"processes of the lost job still alive {time.monotonic() - back:.1f}"
-                           f" s after the agent restarted: {alive}; the killed agent's journal"
-                           f" had (state, pid, pgid, start_time) = {journaled}")
+        assert not alive, (f"attempt {attempt}: processes of the lost job still alive "
+                           f"{time.monotonic() - back:.1f} s after the agent restarted: {alive};"
+                           f" the killed agent's journal had (state, pid, pgid, start_time) = "
+                           f"{journaled}")
     finally:
         kill_group(pgid)
-    assert mesh.cli("exec", "--wait", "--target", "a", "RUN true").returncode == 0
 
 
 # -- blackholes ---------------------------------------------------------------------------
