@@ -54,11 +54,6 @@ class Journal(MemoryJournal):
         os.chmod(self.path, 0o600)
         self.db = sqlite3.connect(str(self.path), isolation_level=None,
                                   check_same_thread=False)
-        # One agent per home (its control socket sees to that), so the journal is locked
-        # for good: a commit then skips the shared-memory lock dance (~30% cheaper; the
-        # agent commits up to three times a job).  WAL + NORMAL: a killed process loses
-        # nothing it committed.
-        self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
