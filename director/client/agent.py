@@ -110,8 +110,11 @@ class Agent:
                 for job_id, out in procs.tick(now):
                     self._do(core.job_ended(job_id, out, now))
                 self._do(core.tick(now))
-                if journal.dirty and now >= journal.commit_due():
-                    journal.commit()  # pids, acks: they rode along no commit for a while
+                if procs.gated:  # the spawned jobs' pids are durable, then they may run
+                    journal.commit()
+                    procs.release()
+                elif journal.dirty and now >= journal.commit_due():
+                    journal.commit()  # acks, trims: they rode along no commit for a while
         finally:
             self.close()
         return self.exit_code or 0
@@ -186,8 +189,8 @@ class Agent:
             cls = act.__class__
             try:
                 if cls is StartRun:
-                    if journal.must_commit:  # "starting" is durable before any spawn
-                        journal.commit()
+                    # a RUN spawns gated (it runs nothing until released): its pid is
+                    # committed first, at the end of this loop turn (see run())
                     out = procs.start(act.job)
                     if out is not None:
                         todo.extend(core.job_ended(act.job.job_id, out, time.monotonic()))

@@ -79,6 +79,7 @@ class ProcessDriver:
         # (pid, start time) of the process ``start`` spawned last: the journal's record of
         # it (its pid is its process group; the start time tells it from a reused pid)
         self.last_started: tuple[int, int | None] = (0, None)
+        self.gated: list[ShellProcess] = []   # spawned, held until their pids are durable
 
     def next_deadline(self) -> float:
         soon = self.next_flush
@@ -95,17 +96,25 @@ class ProcessDriver:
             if not isinstance(step, Pending):
                 return step
             try:
-                proc = ShellProcess(step.command, step.workdir, step.env, step.timeout)
+                proc = ShellProcess(step.command, step.workdir, step.env, step.timeout,
+                                    gated=True)
             except OSError as exc:
                 return spawn_failed(step, exc)
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             return crashed(job.job_id, exc)
         run = _Running(job.job_id, step, proc)
         self.running.append(run)
+        self.gated.append(proc)
         # read while it is our unreaped child: its pid cannot have been reused yet
         self.last_started = (proc.pid, proc_start_time(proc.pid))
         self._sync(run)
         return None
+
+    def release(self) -> None:
+        """Let the jobs spawned since the last call run (their pids are durable now)."""
+        gated, self.gated = self.gated, []
+        for proc in gated:
+            proc.release()
 
     def _sync(self, run: _Running) -> None:
         """Watch exactly the fds the process wants watched now."""

@@ -61,11 +61,31 @@ class ShellProcess:
     """
 
     def __init__(self, command: str | Sequence[str], cwd: str, env: dict | None,
-                 timeout: float):
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                 timeout: float, gated: bool = False):
+        self.gate: int | None = None
+        keep: tuple[int, ...] = ()
+        stdin: int = subprocess.DEVNULL
+        if gated:  # see release(); the gate is its stdin until then (dash: fds 0-9 only)
+            r, self.gate = os.pipe2(os.O_CLOEXEC)
+            keep, stdin = (r,), r
+            hold = "IFS= read -r _ || exit 125; exec </dev/null\n"
+            if isinstance(command, str):
+                argv = ["/bin/sh", "-c", hold + command]
+            else:
+                argv = ["/bin/sh", "-c", hold + 'exec "$@"', "sh", *command]
+        else:
+            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        try:
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin,
+                                         stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, start_new_session=True)
+        except BaseException:
+            for fd in (*keep, self.gate):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        for fd in keep:
+            os.close(fd)
         RUNNING.add(self.proc.pid)
         self.out, self.err = bytearray(), bytearray()
         self.pipes = {self.proc.stdout.fileno(): self.out, self.proc.stderr.fileno(): self.err}
@@ -84,6 +104,20 @@ class ShellProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def release(self) -> None:
+        """Let a gated job run.  A gated shell waits, before any of the job's own code,
+        until this line arrives; if the agent dies first the pipe reads end-of-file and
+        the shell exits 125 having run nothing -- so the agent can make the job's pid
+        durable first, and a crash between spawn and journal never leaves a job it
+        cannot find running."""
+        if self.gate is not None:
+            try:
+                os.write(self.gate, b"\n")
+            except OSError:
+                pass  # it is gone already: its exit says so
+            os.close(self.gate)
+            self.gate = None
 
     def fds(self) -> list[int]:
         """File descriptors to watch for reading now."""
@@ -146,6 +180,9 @@ class ShellProcess:
 
     def result(self) -> Ran:
         """Reap the process and close everything; call once ``done``."""
+        if self.gate is not None:  # never released (killed first): it ran nothing
+            os.close(self.gate)
+            self.gate = None
         for stream in (self.proc.stdout, self.proc.stderr):
             stream.close()
         if self.pidfd is not None:

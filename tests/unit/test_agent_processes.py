@@ -8,6 +8,7 @@ leaves no process behind.
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -37,6 +38,7 @@ def job(n: int, line: str) -> M.Job:
 def wait_ended(d: ProcessDriver, count: int = 1, timeout: float = 10.0) -> dict:
     """Turn the driver's loop (fds, then deadlines) until ``count`` jobs ended."""
     ended: dict = {}
+    d.release()  # the agent's loop does this once the spawned jobs' pids are journaled
     deadline = time.monotonic() + timeout
     while len(ended) < count and time.monotonic() < deadline:
         left = max(0.0, min(0.05, d.next_deadline() - time.monotonic()))
@@ -51,6 +53,24 @@ def test_run_reports_output_and_exit_code(driver):
     assert out.status == "failed" and out.rc == 3
     assert out.stdout == "out\n" and out.stderr == "err\n"
     assert driver.running == [] and driver.procs == {}
+
+
+def test_a_spawned_job_runs_nothing_until_released(driver, tmp_path):
+    mark = tmp_path / "ran"
+    assert driver.start(job(1, f"RUN touch {mark}")) is None
+    time.sleep(0.3)
+    assert not mark.exists() and driver.gated
+    assert wait_ended(driver)["00000001"].status == "success" and mark.exists()
+
+
+def test_a_gated_job_whose_agent_died_exits_having_run_nothing(driver, tmp_path):
+    mark = tmp_path / "ran"
+    driver.start(job(1, f'RUN ["touch", "{mark}"]'))
+    proc = driver.gated.pop()
+    os.close(proc.gate)  # the agent's end of the gate is gone, as when it is killed
+    proc.gate = None
+    out = wait_ended(driver)["00000001"]
+    assert out.status == "failed" and out.rc == 125 and not mark.exists()
 
 
 def test_a_success_is_cached_and_answered_from_the_cache_without_a_process(driver):
