@@ -22,26 +22,23 @@ from cachetools import LRUCache
 from director.errors import DirectorError, ProtocolError, StorageError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction
-from director.protocol.frames import MAX_BATCH, batch, dumps
+from director.protocol.frames import MAX_BATCH, batch
 from director.protocol.messages import (MAX_ACK, Ack, ChunkErr, ChunkReq, CtlEvent, CtlReply,
                                        Result, encode, job_body)
 from director.server import submission
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
 from director.server.peers import Peers
+from director.server.rows import (NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, SERVER_RESTARTED,
+                                  blank, result_fields)
 from director.server.scheduler import Scheduler, Task
 from director.server.waiters import Waiter
 
 log = logging.getLogger("director.jobs")
-MAX_OUT = 1024 * 1024
 GRACE = 30.0
 PROGRESS_EVERY = 0.2
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
 MAX_BUILDING = 64          # submissions waiting for their manifests at once
 DEFERRED = object()        # an operation returns this when it will reply later
-NODE_WENT_AWAY = "the node went away"
-NO_ANSWER = "no answer from the node"
-SERVER_RESTARTED = "the server restarted during the transfer"
-SERVER_LOST = frozenset({NODE_WENT_AWAY, NO_ANSWER, SERVER_RESTARTED})  # not the node's word
 
 
 class JobBook:
@@ -72,6 +69,7 @@ class JobBook:
         # (job id, node) -> True when the server ended it ``lost`` (a node's word may
         # still replace that), False when it is final for good
         self.finals: LRUCache = LRUCache(maxsize=100_000)
+        self.lost_copies: LRUCache = LRUCache(maxsize=64)  # job id -> copy, of server-lost
         self._reload(now)
 
     # -- replies to operators -------------------------------------------------------
@@ -212,7 +210,7 @@ class JobBook:
             self._late_result(key, msg, now)
             return
         self.to_ack.setdefault(key, []).append(msg.job_id)
-        self._final(task, self._result_fields(msg, now - task.sent_at if task.sent_at
+        self._final(task, result_fields(msg, now - task.sent_at if task.sent_at
                                               else None), now, by_node=True)
         if msg.status != "success":
             for t in self.sched.cancel_lane(key, task.lane):
@@ -234,29 +232,23 @@ class JobBook:
                 return
             replaceable = status == "lost" and error in SERVER_LOST
         if replaceable:
-            row = self.dirty.setdefault((msg.job_id, key), _blank(Task(msg.job_id, key, "", 0, 0)))
-            row.update(self._result_fields(msg, None), finished=now)
+            row = self.dirty.setdefault((msg.job_id, key), blank(Task(msg.job_id, key, "", 0, 0)))
+            row.update(result_fields(msg, None), finished=now)
         self.finals[(msg.job_id, key)] = False
         self.to_ack.setdefault(key, []).append(msg.job_id)
 
-    def _result_fields(self, msg: Result, roundtrip: float | None) -> dict[str, Any]:
-        return {
-            "status": msg.status, "rc": msg.rc, "stdout": _cap(msg.stdout),
-            "stderr": _cap(msg.stderr), "cached": int(msg.cached),
-            "exec_time": msg.exec_time, "error": _cap(msg.error, 4096),
-            "roundtrip_time": roundtrip,
-            "transfer": dumps(msg.transfer.to_dict()) if msg.transfer is not None else None,
-        }
-
     def _mark(self, task: Task, fields: dict[str, Any]) -> None:
-        row = self.dirty.setdefault((task.job_id, task.node), _blank(task))
+        row = self.dirty.setdefault((task.job_id, task.node), blank(task))
         row.update(fields)
 
     def _final(self, task: Task, fields: dict[str, Any], now: float,
                by_node: bool = False) -> None:
         fields.setdefault("finished", now)
         self._mark(task, fields)
-        self.finals[(task.job_id, task.node)] = fields["status"] == "lost" and not by_node
+        server_lost = fields["status"] == "lost" and not by_node
+        self.finals[(task.job_id, task.node)] = server_lost
+        if server_lost and task.job_id in self.copies:  # it may still be pulling: see
+            self.lost_copies[task.job_id] = self.copies[task.job_id]  # serve_chunks
         orch = self.orch_of.get(task.job_id, "")
         left = self.open.get(task.job_id, 1) - 1
         if left <= 0:  # every node answered: the encoded job is no longer needed
@@ -331,7 +323,7 @@ class JobBook:
             except (ProtocolError, ValueError):
                 instr = None
             if instr is None or verbs.spec(instr.verb).transfers:  # its manifest died with
-                lost.append({**_blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
+                lost.append({**blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
                              "status": "lost", "finished": now,  # the old process
                              "error": SERVER_RESTARTED})
                 continue
@@ -350,10 +342,17 @@ class JobBook:
         driver reads them (the server never opens a path a node names)."""
         copy = self.copies.get(req.job_id)
         if copy is None or not self.sched.in_flight(key, req.job_id):
-            self.peer_log(logging.WARNING, key, "foreign_chunks", now,
-                          "refused chunk request for job %s from %s", req.job_id,
-                          self.name_of(key))
-            return
+            # a node the server gave up on (silent past its expiry) that is back and
+            # still pulling proves it is alive: it may finish, and its result replaces
+            # 'lost'; anything else is refused, with a word so it stops at once
+            copy = self.lost_copies.get(req.job_id)
+            if copy is None or self.finals.get((req.job_id, key)) is not True:
+                self.peer_log(logging.WARNING, key, "foreign_chunks", now,
+                              "refused chunk request for job %s from %s", req.job_id,
+                              self.name_of(key))
+                self.out.append(Send(route, encode(ChunkErr(
+                    req.job_id, -1, -1, "this job is not in flight on this node"))))
+                return
         manifest, paths, vouched = copy
         w = self.waiters.get(self.orch_of.get(req.job_id, ""))
         for f, c in dict.fromkeys(req.chunks):  # each chunk once per request
@@ -387,14 +386,3 @@ class JobBook:
 
         self.flush()
         return list_op(self.store, args, now)
-
-
-def _blank(task: Task) -> dict[str, Any]:
-    return {"job_id": task.job_id, "node": task.node, "status": task.status, "rc": None,
-            "stdout": "", "stderr": "", "cached": 0, "exec_time": None,
-            "roundtrip_time": None, "transfer": None, "error": "", "sent": task.sent_at,
-            "finished": None}
-
-
-def _cap(text: str, limit: int = MAX_OUT) -> str:
-    return text if len(text) <= limit else text[:limit] + "\n[... truncated by server]"

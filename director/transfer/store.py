@@ -371,13 +371,34 @@ def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStor
     except OSError as exc:
         raise TransferError(f"cannot write {target}: {exc.strerror}") from None
     finally:
-        if tmp is not None:
+        if tmp is not None:  # cut short (a timeout, a lost link): what arrived is kept,
+            _keep_written(dfd, tmp, chunk_size, store)  # so a retry pulls only the rest
             try:
                 os.unlink(tmp, dir_fd=dfd)
             except OSError:
                 pass
         os.close(dfd)
     stat_cache.record(Path(target), entry.digest, entry.chunks, chunk_size=chunk_size, st=written)
+
+
+def _keep_written(dfd: int, name: str, chunk_size: int, store: ContentStore) -> None:
+    """The chunks a failed assembly had written to temp file ``name``, into ``store``
+    under the digest of their own bytes (never trusted for anything else)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "rb") as f:
+            kept = 0
+            while kept < store.max_bytes:
+                data = f.read(chunk_size)
+                if len(data) < chunk_size:  # the end, or a chunk only partly written
+                    break
+                store.put(digest_of(data), data, verified=True)
+                kept += len(data)
+    except (OSError, TransferError):
+        pass
 
 
 def harvest_temp_files(dirs: Iterable[Path], chunk_size: int, store: ContentStore) -> int:

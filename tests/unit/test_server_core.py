@@ -184,7 +184,8 @@ def test_the_same_agent_reconnecting_gets_its_jobs_again_on_the_new_route(h):
 # -- chunks --------------------------------------------------------------------------
 def test_chunks_are_refused_for_jobs_not_in_flight_on_that_node(h):
     key = h.accepted_node("web1")
-    assert h.from_node(key, m.ChunkReq("deadbeef", ((0, 0),))) == []
+    refused = m.ChunkErr("deadbeef", -1, -1, "this job is not in flight on this node")
+    assert sent(h.from_node(key, m.ChunkReq("deadbeef", ((0, 0),)))) == [refused]
 
 
 def test_copy_waits_for_its_manifest_then_serves_only_its_chunks(h, tmp_path):
@@ -216,7 +217,9 @@ def test_copy_waits_for_its_manifest_then_serves_only_its_chunks(h, tmp_path):
     assert [(a.file, a.chunk, a.route) for a in served if isinstance(a, ServeChunk)] == [
         (0, 0, b"side"), (0, 2, b"side")]
     assert all(a.path == paths[0] for a in served if isinstance(a, ServeChunk))
-    assert h.from_node(other, m.ChunkReq(job.job_id, ((0, 0),))) == []  # not its job
+    theirs = h.from_node(other, m.ChunkReq(job.job_id, ((0, 0),)))  # not its job
+    assert not any(isinstance(a, ServeChunk) for a in theirs)
+    assert [x.file for x in sent(theirs)] == [-1]
     same = h.from_node(web, m.ChunkReq(job.job_id, ((0, 1),) * 64), b"side")
     assert len([a for a in same if isinstance(a, ServeChunk)]) == 1  # once per request
     bad = sent(h.from_node(web, m.ChunkReq(job.job_id, ((5, 0),)), b"side"))
@@ -422,3 +425,28 @@ def test_a_node_repeating_a_false_claim_is_recorded_once_a_minute(h):
         h.from_node(key, m.Hello("other", "v", "boot1"), b"route-web1")
     h.tick()
     assert [e["event"] for e in h.ok("events.list")].count("name_claim") == 1
+
+
+def test_a_node_given_up_on_may_finish_pulling_and_its_result_replaces_lost(h, tmp_path):
+    from coretools import builds
+
+    from director.server.events import ServeChunk
+    from director.transfer.chunking import DigestCache, build_manifest
+
+    (tmp_path / "f.bin").write_bytes(b"z" * 9000)
+    web = h.accepted_node("web1")
+    args = run_steps("COPY f.bin /srv/f.bin")
+    args["base"] = str(tmp_path)
+    (build,) = builds(h.op("jobs.submit", **args))
+    (pos, instr), = build.copies
+    manifest, paths = build_manifest(list(instr.sources), instr.dest, base=tmp_path,
+                                     chunk_size=4096, cache=DigestCache())
+    h.core.jobs.on_manifests(build.ticket, {pos: (manifest, paths, set())}, None, h.now)
+    h.core.after_events(h.now)
+    (job,) = jobs_in(h.core.take())
+    h.tick(31.0)  # silent past its expiry: the server ends it lost
+    assert h.ok("jobs.get", id=job.job_id)["results"]["web1"]["status"] == "lost"
+    back = h.from_node(web, m.ChunkReq(job.job_id, ((0, 2),)), b"side")
+    assert [a.chunk for a in back if isinstance(a, ServeChunk)] == [2]
+    h.from_node(web, result(job), b"route-web1")
+    assert h.ok("jobs.get", id=job.job_id)["results"]["web1"]["status"] == "success"
