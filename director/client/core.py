@@ -279,7 +279,9 @@ class AgentCore:
             del self.lanes[lane]
         self.active[lane] = job.job_id
         self.running[job.job_id] = job
-        self.journal.starting(job.job_id, self.boot)  # committed before anything spawns
+        # a COPY's start is committed before it begins; a RUN is spawned gated and its
+        # start (with its pid) is committed before it is released
+        self.journal.starting(job.job_id, self.boot, durable=copy)
         if copy:
             self._out.append(StartCopy(job))
         else:

@@ -116,33 +116,42 @@ class MemoryJournal:
 
     # -- writes (the core, then the driver) ----------------------------------------------
     def received(self, job_id: str, lane: str, boot: str) -> None:
+        """Held in memory only: a job that was received and never started is provably
+        not run, so after a crash it may run when the server sends it again."""
         e = self.live.get(job_id)
         if e is None:
             self.done.pop(job_id, None)
             e = self.live[job_id] = Entry(job_id, lane, "received", boot)
         else:
             e.lane, e.state, e.boot = lane, "received", boot
-        self._write("INSERT INTO jobs(job_id, lane, state, boot, at) VALUES (?,?,?,?,?)"
-                    " ON CONFLICT(job_id) DO UPDATE SET lane=excluded.lane, state=excluded.state,"
-                    " boot=excluded.boot, at=excluded.at",
-                    (job_id, lane, "received", boot, time.time()))
 
-    def starting(self, job_id: str, boot: str) -> None:
+    def starting(self, job_id: str, boot: str, durable: bool = True) -> None:
+        """``durable``: written now, and committed before the job begins (a COPY); else
+        the start is written with its pid (``started``): a RUN is spawned gated and runs
+        nothing until that is committed."""
         e = self.live.get(job_id)
         if e is None:
             return
         e.state, e.boot = "starting", boot
-        self._write("UPDATE jobs SET state='starting', boot=?, at=? WHERE job_id=?",
-                    (boot, time.time(), job_id), start=True)
+        if durable:
+            self._upsert(e, start=True)
 
     def started(self, job_id: str, pid: int, pgid: int, start: int | None) -> None:
         e = self.live.get(job_id)
         if e is None or e.state != "starting":
             return
         e.state, e.pid, e.pgid, e.start = "started", pid, pgid, start
-        self._write("UPDATE jobs SET state='started', pid=?, pgid=?, start_time=? WHERE job_id=?",
-                    (pid, pgid, start, job_id))
-        self._pids = True  # committed at the end of this loop turn: a crash can kill it
+        self._upsert(e)
+        self._pids = True  # committed at the end of this loop turn, then it is released
+
+    def _upsert(self, e: Entry, start: bool = False) -> None:
+        self._write("INSERT INTO jobs(job_id, lane, state, boot, pid, pgid, start_time, at)"
+                    " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(job_id) DO UPDATE SET"
+                    " lane=excluded.lane, state=excluded.state, boot=excluded.boot,"
+                    " pid=excluded.pid, pgid=excluded.pgid, start_time=excluded.start_time,"
+                    " at=excluded.at",
+                    (e.job_id, e.lane, e.state, e.boot, e.pid, e.pgid, e.start, time.time()),
+                    start=start)
 
     def finished(self, result: M.Result, boot: str, lane: str = "") -> None:
         job_id = result.job_id

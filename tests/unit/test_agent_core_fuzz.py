@@ -107,8 +107,8 @@ class AgentCoreMachine(RuleBasedStateMachine):
         j = self.journal
         for a in actions:
             cls = a.__class__
-            if cls in (StartRun, StartCopy) and j.must_commit:
-                j.commit()  # as the driver: "starting" is durable before a spawn
+            if cls is StartCopy and j.must_commit:
+                j.commit()  # as the driver: a COPY's start is durable before it begins
             if cls is Send and j.dirty and isinstance(a.msg, (M.Result, M.Results)):
                 j.commit()  # as the driver: a result is journaled before it is sent
             if cls in (StartRun, StartCopy):
@@ -117,6 +117,8 @@ class AgentCoreMachine(RuleBasedStateMachine):
                 assert jid not in self.answered, f"job {jid} started after it was answered"
                 self.started.add(jid)
                 self.running[jid] = cls is StartCopy
+                if cls is StartRun:  # as the driver: spawned gated, its pid journaled
+                    j.started(jid, 4000 + len(self.started), 4000 + len(self.started), 1)
             elif cls is Send:
                 msg = a.msg
                 assert M.decode(M.encode(msg)) == msg  # the server reads what was meant

@@ -109,6 +109,8 @@ def test_core_never_runs_a_job_twice_across_restarts(tmp_path):
     c = core(j)
     acts = c.message(job(1), 0.0) + c.message(job(2, "bbbbbbbb.0"), 0.0)
     assert [a.job.job_id for a in acts if isinstance(a, StartRun)] == [jid(1), jid(2)]
+    for n in (1, 2):  # as the driver: spawned gated, pid journaled, then released
+        j.started(jid(n), 4000 + n, 4000 + n, 1)
     j.commit()
     c.job_ended(jid(1), Outcome("success", rc=0, exec_time=0.1), 0.1)
     c.flush()
