@@ -14,7 +14,7 @@ from director.client.ledger import (COMMIT_DELAY, KEEP_IDS, KEEP_SECONDS, LIVE_R
                                     decode_result, encode_result)
 from director.protocol import messages as M
 
-__all__ = ["Journal", "MemoryJournal", "Entry", "open_journal", "proc_start_time",
+__all__ = ["Journal", "MemoryJournal", "Entry", "open_journal", "proc_start_time", "proc_started_at",
            "proc_pgid", "encode_result", "decode_result"]
 log = logging.getLogger("director.journal")
 
@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lane TEXT NOT NULL,
     state TEXT NOT NULL,
     boot TEXT NOT NULL,
-    pid INTEGER, pgid INTEGER, start_time INTEGER,
+    pid INTEGER, pgid INTEGER, start_time REAL,  -- spawn time (wall clock)
     result TEXT,
     acked INTEGER NOT NULL DEFAULT 0,
     at REAL NOT NULL
@@ -247,7 +247,7 @@ def open_journal(home: Path) -> MemoryJournal:
 
 def proc_start_time(pid: int) -> int | None:
     """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None."""
-    try:  # os.open/os.read: a third of what open() costs, once per spawned job
+    try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.read(fd, 4096)
@@ -263,9 +263,29 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
+_BOOT: list[float] = []   # the boot time (``btime`` of /proc/stat), read once
+
+
+def proc_started_at(pid: int) -> float | None:
+    """When process ``pid`` started, in wall-clock seconds (1 s precise), or None.  The
+    agent records ``time.time()`` as it spawns a job (no /proc read on the hot path)
+    and compares the two only after a crash, to tell its job from a reused pid."""
+    ticks = proc_start_time(pid)
+    if ticks is None:
+        return None
+    if not _BOOT:
+        try:
+            with open("/proc/stat", "rb") as f:
+                line = next(ln for ln in f if ln.startswith(b"btime "))
+            _BOOT.append(float(line.split()[1]))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return None
+    return _BOOT[0] + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def proc_pgid(pid: int) -> int | None:
     """Field 5 of ``/proc/PID/stat`` (the process group), or None."""
-    try:  # os.open/os.read: a third of what open() costs, once per spawned job
+    try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.read(fd, 4096)

@@ -20,7 +20,7 @@ from typing import Iterable, Protocol
 
 from director.jobs.nodestate import JobCache, NodeState
 from director.jobs.executor import Outcome, Pending, begin, conclude, spawn_failed
-from director.client.journal import proc_pgid, proc_start_time
+from director.client.journal import proc_pgid, proc_started_at
 from director.jobs.shell import ShellProcess, kill_running
 from director.protocol.messages import Job
 
@@ -78,7 +78,7 @@ class ProcessDriver:
         self.next_flush = time.monotonic() + FLUSH_EVERY
         # (pid, start time) of the process ``start`` spawned last: the journal's record of
         # it (its pid is its process group; the start time tells it from a reused pid)
-        self.last_started: tuple[int, int | None] = (0, None)
+        self.last_started: tuple[int, float | None] = (0, None)
         self.gated: list[ShellProcess] = []   # spawned, held until their pids are durable
 
     def next_deadline(self) -> float:
@@ -105,8 +105,9 @@ class ProcessDriver:
         run = _Running(job.job_id, step, proc)
         self.running.append(run)
         self.gated.append(proc)
-        # read while it is our unreaped child: its pid cannot have been reused yet
-        self.last_started = (proc.pid, proc_start_time(proc.pid))
+        # its spawn time, by our clock (reading /proc/PID/stat here cost ~40 us a job):
+        # after a crash it tells this process from another that reuses its pid
+        self.last_started = (proc.pid, time.time())
         self._sync(run)
         return None
 
@@ -198,12 +199,18 @@ def crashed(job_id: str, exc: Exception) -> Outcome:
     return Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
 
 
-def kill_leftover(pgid: int | None, start: int | None) -> bool:
+START_SLACK = 2.0   # seconds between our spawn clock and the kernel's start time
+
+
+def kill_leftover(pgid: int | None, start: float | None) -> bool:
     """Kill a process group a previous agent run left, only when its leader is still
-    there with the recorded start time (never a reused pid).  True when killed."""
+    there and started when the journal says it was spawned (never a reused pid: a pid
+    comes round again only after the whole pid space, never within seconds).  True
+    when killed."""
     if not pgid or pgid <= 1 or start is None:
         return False
-    if proc_pgid(pgid) != pgid or proc_start_time(pgid) != start:
+    began = proc_started_at(pgid)
+    if proc_pgid(pgid) != pgid or began is None or abs(began - start) > START_SLACK:
         return False  # gone, or the pid now belongs to another process
     try:
         os.killpg(pgid, signal.SIGKILL)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 from director.client import core as C
 from director.client.actions import Send, StartRun
-from director.client.journal import Journal, proc_start_time
+from director.client.journal import Journal, proc_started_at
 from director.client.runner import kill_leftover
 from director.jobs.dsl import parse_line
 from director.jobs.executor import Outcome
@@ -159,11 +160,11 @@ def test_accepted_again_resends_every_unacked_result_in_bounded_batches(tmp_path
 
 
 def test_leftover_group_killed_only_with_matching_start_time():
+    start = time.time()  # as the agent records it when it spawns
     p = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        start = proc_start_time(p.pid)
-        assert start is not None
-        assert not kill_leftover(p.pid, start + 1)  # a reused pid: never killed
+        assert abs(proc_started_at(p.pid) - start) < 2.0
+        assert not kill_leftover(p.pid, start - 3600)  # a reused pid: never killed
         assert p.poll() is None
         assert kill_leftover(p.pid, start)
         assert p.wait(timeout=5) == -9
