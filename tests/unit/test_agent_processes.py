@@ -92,6 +92,10 @@ def test_timeout_kills_the_process_group(driver):
     pgid = driver.running[0].proc.pid
     out = wait_ended(driver)["00000001"]
     assert out.status == "timeout"
+    for _ in range(100):  # SIGKILL reaches the group's members asynchronously
+        if not live_in_group(pgid):
+            break
+        time.sleep(0.02)
     assert not live_in_group(pgid)
 
 
