@@ -245,8 +245,8 @@ def open_journal(home: Path) -> MemoryJournal:
         return MemoryJournal()
 
 
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None."""
+def _stat_field(pid: int, index: int) -> int | None:
+    """Field ``index + 3`` of ``/proc/PID/stat`` as an int, or None (no such process)."""
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -258,9 +258,14 @@ def proc_start_time(pid: int) -> int | None:
     # the command name (field 2) may hold spaces and parentheses: split after the last ')'
     rest = data[data.rfind(b")") + 2:].split()
     try:
-        return int(rest[19])  # fields 3.. start at index 0: field 22 is index 19
+        return int(rest[index])
     except (IndexError, ValueError):
         return None
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of ``/proc/PID/stat`` (start time in clock ticks since boot), or None."""
+    return _stat_field(pid, 19)
 
 
 _BOOT: list[float] = []   # the boot time (``btime`` of /proc/stat), read once
@@ -285,16 +290,4 @@ def proc_started_at(pid: int) -> float | None:
 
 def proc_pgid(pid: int) -> int | None:
     """Field 5 of ``/proc/PID/stat`` (the process group), or None."""
-    try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
-    rest = data[data.rfind(b")") + 2:].split()
-    try:
-        return int(rest[2])
-    except (IndexError, ValueError):
-        return None
+    return _stat_field(pid, 2)
