@@ -168,20 +168,23 @@ class Copier:
             dirs = sorted({str(p.target.parent) for p in plans if not p.unchanged})
             self.inflight_file.write_text(json.dumps({"dirs": dirs,
                                                       "chunk_size": manifest.chunk_size}))
+            placed: dict[int, tuple[int, int]] = {}  # file index -> (device, inode) written
             with _Stream(self, job_id, needed, expected, keep, instr.options.timeout) as stream:
                 for p in plans:
                     if not p.unchanged:
-                        assemble(manifest.files[p.index], p.target, manifest.chunk_size,
-                                 self.store, self.stats,
-                                 source=chunk_source(p, manifest.chunk_size, self.store,
-                                                     self.stats, partial(stream.get, p.index)))
+                        st = assemble(manifest.files[p.index], p.target, manifest.chunk_size,
+                                      self.store, self.stats,
+                                      source=chunk_source(p, manifest.chunk_size, self.store,
+                                                          self.stats,
+                                                          partial(stream.get, p.index)))
+                        placed[p.index] = (st.st_dev, st.st_ino)
                 pulled = stream.session.stats
             self.inflight_file.unlink(missing_ok=True)
             create_dirs(manifest)
             mode = int(instr.chmod, 8) if instr.chmod else None
             for p in plans:
                 entry_mode = mode if mode is not None else manifest.files[p.index].mode
-                apply_attrs(p.target, entry_mode, instr.chown)
+                apply_attrs(p.target, entry_mode, instr.chown, placed.get(p.index))
         except DirectorError as exc:
             return Outcome("failed", error=str(exc), exec_time=time.perf_counter() - start)
         except OSError as exc:

@@ -108,8 +108,12 @@ def parse_owner(spec: str) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-def apply_attrs(target: Path, mode: int | None, chown: str | None) -> None:
-    """Set mode and owner of ``target`` (file or directory) without following symlinks."""
+def apply_attrs(target: Path, mode: int | None, chown: str | None,
+                expect: tuple[int, int] | None = None) -> None:
+    """Set mode and owner of ``target`` (file or directory) without following symlinks,
+    through the descriptor opened and checked: never a file with a second name (a hard
+    link someone made to an outside file), and, given ``expect`` (device, inode), only
+    the file that was placed."""
     owner = parse_owner(chown) if chown else None
     parent, name = os.path.split(os.fspath(target))
     dfd = _open_dir(parent or "/", create=False)
@@ -123,6 +127,11 @@ def apply_attrs(target: Path, mode: int | None, chown: str | None) -> None:
             raise TransferError(f"cannot open {target}: {exc.strerror}") from None
         try:
             st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and (
+                    st.st_nlink > 1 or (expect is not None and (st.st_dev, st.st_ino) != expect)):
+                raise TransferError(
+                    f"refusing to change owner or mode of {target}: it is not the file this"
+                    " COPY placed (replaced, or hard-linked to another file)")
             chowned = owner is not None and (owner[0] not in (-1, st.st_uid)
                                              or owner[1] not in (-1, st.st_gid))
             if chowned:

@@ -319,8 +319,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStore,
              stat_cache: StatCache, mode: int | None = None,
-             source: Callable[[int, str], bytes | None] | None = None) -> None:
-    """Write ``entry`` to a temp file, verify, fsync, rename into place.
+             source: Callable[[int, str], bytes | None] | None = None) -> os.stat_result:
+    """Write ``entry`` to a temp file, verify, fsync, rename into place; returns the
+    placed file's stat (its inode is what ``apply_attrs`` may touch afterwards).
 
     Chunk ``i`` (digest ``d``) comes from ``source(i, d)`` when given (a stream
     from the server, the file being replaced, ...), else from the content store.
@@ -379,6 +380,7 @@ def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStor
                 pass
         os.close(dfd)
     stat_cache.record(Path(target), entry.digest, entry.chunks, chunk_size=chunk_size, st=written)
+    return written
 
 
 def _keep_written(dfd: int, name: str, chunk_size: int, store: ContentStore) -> None:

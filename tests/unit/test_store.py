@@ -374,3 +374,45 @@ def test_large_file_assembles_with_the_background_digest(tmp_path, sc):
     with pytest.raises(TransferError, match="does not match"):
         assemble(entry, target, big, store, sc, source=bad)
     assert not target.exists() and no_temp_files(target.parent)
+
+
+def test_apply_attrs_never_touches_a_hard_link_to_an_outside_file(tmp_path):
+    """A local user swaps the placed file for a hard link to a file outside the COPY
+    between the rename and the chmod/chown: the outside file keeps its mode and owner."""
+    outside = tmp_path / "outside" / "shadow"
+    outside.parent.mkdir()
+    outside.write_bytes(b"secret")
+    outside.chmod(0o600)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    placed = dest / "app.conf"
+    placed.write_bytes(b"mine")
+    st = placed.stat()
+    placed.unlink()
+    os.link(outside, placed)  # the swap
+    with pytest.raises(TransferError, match="not the file this COPY placed"):
+        apply_attrs(placed, 0o666, None, (st.st_dev, st.st_ino))
+    with pytest.raises(TransferError, match="hard-linked"):
+        apply_attrs(placed, 0o666, None)  # even without the placed inode: two names
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o600
+    other = dest / "other"
+    other.write_bytes(b"x")
+    ost = other.stat()
+    os.unlink(other)
+    other.write_bytes(b"y")  # replaced by a new file: another inode
+    if other.stat().st_ino != ost.st_ino:
+        with pytest.raises(TransferError, match="not the file this COPY placed"):
+            apply_attrs(other, 0o644, None, (ost.st_dev, ost.st_ino))
+
+
+def test_assemble_returns_the_placed_inode_and_apply_attrs_accepts_it(tmp_path, cs, sc):
+    data = os.urandom(CS + 3)
+    entry = FileEntry("", len(data), 0o600, digest_of(data),
+                      (digest_of(data[:CS]), digest_of(data[CS:])))
+    for piece in (data[:CS], data[CS:]):
+        cs.put(digest_of(piece), piece)
+    target = tmp_path / "d" / "f"
+    st = assemble(entry, target, CS, cs, sc)
+    assert (st.st_dev, st.st_ino) == (target.stat().st_dev, target.stat().st_ino)
+    apply_attrs(target, 0o640, None, (st.st_dev, st.st_ino))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
