@@ -185,6 +185,7 @@ class Copier:
             for p in plans:
                 entry_mode = mode if mode is not None else manifest.files[p.index].mode
                 apply_attrs(p.target, entry_mode, instr.chown, placed.get(p.index))
+                self.stats.settle(p.target)  # our rename and chmod moved its ctime
         except DirectorError as exc:
             return Outcome("failed", error=str(exc), exec_time=time.perf_counter() - start)
         except OSError as exc:

@@ -41,8 +41,9 @@ BACKGROUND_HASH = 8 * 1024 * 1024  # files this big hash their whole digest on a
 
 
 def _stat_id(st: os.stat_result) -> str:
-    # Text, not INTEGER: st_ino may not fit SQLite's signed 64 bits.
-    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    # Text, not INTEGER: st_ino may not fit SQLite's signed 64 bits.  ctime too: an edit
+    # that keeps size and mtime (touch -r, a careful editor) still moves ctime.
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 class ContentStore:
@@ -203,6 +204,22 @@ class StatCache:
             self._db.execute("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)",
                              (os.fspath(path), _stat_id(st), chunk_size, digest, "".join(chunks)))
 
+    def settle(self, path: Path) -> None:
+        """After our own rename and chmod/chown of a file just recorded: those move its
+        ctime, and only that may differ (same inode, size and mtime) to take the new one."""
+        with self._lock:
+            row = self._db.execute("SELECT ident FROM stat WHERE path = ?",
+                                   (os.fspath(path),)).fetchone()
+            try:
+                st = os.lstat(path)
+            except OSError:
+                return
+            now = _stat_id(st)
+            if row is not None and row[0] != now and \
+                    row[0].rsplit(":", 1)[0] == now.rsplit(":", 1)[0]:
+                self._db.execute("UPDATE stat SET ident = ? WHERE path = ?",
+                                 (now, os.fspath(path)))
+
     def forget(self, path: Path) -> None:
         with self._lock:
             self._db.execute("DELETE FROM stat WHERE path = ?", (os.fspath(path),))
@@ -361,13 +378,13 @@ def assemble(entry: FileEntry, target: Path, chunk_size: int, store: ContentStor
                 raise TransferError(f"assembled {target} does not match its manifest digest")
             os.fchmod(fd, entry.mode if mode is None else mode)
             os.fsync(fd)
-            written = os.fstat(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            tmp = None
+            written = os.fstat(fd)  # after the rename, which moves its ctime
         finally:
             if isinstance(whole, BackgroundDigest):
                 whole.close()
             os.close(fd)
-        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        tmp = None
         os.fsync(dfd)
     except OSError as exc:
         raise TransferError(f"cannot write {target}: {exc.strerror}") from None

@@ -454,10 +454,10 @@ def test_node_cannot_fetch_chunks_of_another_nodes_job(env):
 
 
 
-def test_corrupt_local_source_never_reaches_destination(env):
-    """A file the node reuses as a local source rotted behind its stat cache (same size
-    and mtime): the copy built from it is refused; the destination stays untouched with
-    no temp file left, and a re-run fetches the content from the server instead."""
+def test_an_edit_that_keeps_size_and_mtime_is_restored_and_never_reused(env):
+    """A deployed file edited in place with its size and mtime put back (its ctime still
+    moves): a redeploy restores it, and it is never used as a local source of good
+    chunks for another copy (the stat cache's key holds ctime and inode)."""
     tag = uid()
     data = rand(2 * CHUNK + 9)
     src = write(env.src / tag / "s.bin", data)
@@ -470,17 +470,13 @@ def test_corrupt_local_source_never_reaches_destination(env):
 
     out = env.dest["a"] / tag / "two"
     write(out / "s.bin", b"previous content\n")
-    line = f"COPY {src} ${{D}}/{tag}/two/"
-    cp = env.m.cli("exec", "--wait", "--json", "--target", "a", line, timeout=60)
-    doc = json.loads(cp.stdout)[0]
-    assert cp.returncode == 2 and doc["results"]["a"]["status"] == "failed", doc
-    assert "changed" in doc["results"]["a"]["error"]
-    assert (out / "s.bin").read_bytes() == b"previous content\n"
-    assert os.listdir(out) == ["s.bin"]  # no temp file left behind
-    doc = copy(env, line, "a")  # the rotten source is forgotten: now it comes from the server
-    assert doc["results"]["a"]["transfer"]["bytes_sent"] == len(data)
+    doc = copy(env, f"COPY {src} ${{D}}/{tag}/two/", "a")
+    assert doc["results"]["a"]["transfer"]["bytes_sent"] == len(data)  # not from `one`
     assert digest(out / "s.bin") == digest(src)
-    assert os.listdir(out) == ["s.bin"]
+    assert os.listdir(out) == ["s.bin"]  # no temp file left behind
+    doc = copy(env, f"COPY {src} ${{D}}/{tag}/one/", "a")  # the edited file is restored
+    assert doc["results"]["a"]["transfer"]["skipped"] == 0
+    assert digest(one) == digest(src)
 
 
 def test_repeated_content_is_fetched_once_and_add_works(env):

@@ -416,3 +416,26 @@ def test_assemble_returns_the_placed_inode_and_apply_attrs_accepts_it(tmp_path, 
     assert (st.st_dev, st.st_ino) == (target.stat().st_dev, target.stat().st_ino)
     apply_attrs(target, 0o640, None, (st.st_dev, st.st_ino))
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_our_own_rename_and_chmod_keep_the_stat_cache_valid(tmp_path, cs, sc):
+    """ctime is in the key, and our rename and chmod move it: right after them the cache
+    takes the new ctime (only when inode, size and mtime still match), so an unchanged
+    redeploy is still answered from the cache; a later edit that keeps size and mtime
+    is not."""
+    data = os.urandom(CS + 3)
+    entry = FileEntry("", len(data), 0o600, digest_of(data),
+                      (digest_of(data[:CS]), digest_of(data[CS:])))
+    for piece in (data[:CS], data[CS:]):
+        cs.put(digest_of(piece), piece)
+    target = tmp_path / "d" / "f"
+    st = assemble(entry, target, CS, cs, sc)
+    assert sc.lookup(target, CS) is not None  # recorded after the rename
+    apply_attrs(target, 0o644, None, (st.st_dev, st.st_ino))
+    sc.settle(target)
+    assert sc.lookup(target, CS) == (entry.digest, entry.chunks)
+    before = target.stat()
+    with open(target, "r+b") as f:
+        f.write(b"X")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert sc.lookup(target, CS) is None  # size and mtime kept, ctime moved: stale
