@@ -27,6 +27,7 @@ from director.protocol import messages as M
 from director.client.ledger import MemoryJournal
 from director.client.results import GONE, result_of, size_of
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
+from director.client.controlops import answer
 
 log = logging.getLogger("director.client")
 
@@ -390,23 +391,7 @@ class AgentCore:
     # -- control socket ---------------------------------------------------------------
     def control(self, ident: Any, frames: Any) -> list:
         """One operator request from the local control socket; always one reply."""
-        try:
-            msg = M.decode(frames)
-            if msg.__class__ is not M.Ctl:
-                raise ProtocolError(f"expected CTL, not {msg.TYPE}")
-        except ProtocolError as exc:
-            reply = M.CtlReply(False, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - one request never ends the agent
-            log.error("bad control request: %s: %s", type(exc).__name__, exc)
-            reply = M.CtlReply(False, error="bad request")
-        else:
-            if msg.op == "health":
-                reply = M.CtlReply(True, {
-                    "role": "client", "name": self.name, "state": self.state,
-                    "serving": self.linked and self.state == "accepted",
-                    "version": self.version})
-            else:
-                reply = M.CtlReply(False, error=f"'{msg.op}' is a server command;"
-                                   " this home runs a client")
-        self._out.append(Reply(ident, reply))
+        self._out.append(Reply(ident, answer(frames, {
+            "role": "client", "name": self.name, "state": self.state,
+            "serving": self.linked and self.state == "accepted", "version": self.version})))
         return self._take()

@@ -16,6 +16,7 @@ from director.errors import ProtocolError
 from director.jobs.dsl import Instruction
 from director.protocol import fields as F
 from director.protocol.base import Msg, checked, encode
+from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX, Chunk, ChunkErr, ChunkReq
 from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
 from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
 from director.transfer.manifest import Manifest
@@ -28,8 +29,6 @@ MAX_OUTPUT = 2 * 1024 * 1024      # characters of stdout / stderr a node may rep
 MAX_NAME = 253
 MAX_VERSION = 64
 MAX_TOKEN = 4096
-MAX_CHUNK_REQ = 64                # chunks asked for in one CHUNK_REQ
-MAX_INDEX = 2**31 - 1             # file and chunk indexes
 MAX_ACK = 4096                    # job ids acknowledged in one ACK
 
 
@@ -201,29 +200,6 @@ class Results(Batch):
     KEY: ClassVar[str] = "results"
 
 
-@dataclass(frozen=True)
-class ChunkReq(Msg):
-    TYPE: ClassVar[str] = "CHUNK_REQ"
-    job_id: str
-    chunks: tuple[tuple[int, int], ...]
-
-    def body(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "chunks": [list(c) for c in self.chunks]}
-
-    @classmethod
-    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> ChunkReq:
-        t = cls.TYPE
-        job_id = F.pattern(t, b, "job_id", F.JOB_ID_RE)
-        pairs = []
-        for item in F.array(t, b, "chunks", MAX_CHUNK_REQ):
-            if (item.__class__ is not list or len(item) != 2
-                    or not all(i.__class__ is int and 0 <= i <= MAX_INDEX for i in item)):
-                raise F.fail(t, "chunks", f"must hold [file, chunk] pairs of integers"
-                             f" from 0 to {MAX_INDEX}")
-            pairs.append((item[0], item[1]))
-        return cls(job_id, tuple(pairs))
-
-
 # -- server -> node ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Enrolled(Msg):
@@ -296,50 +272,6 @@ class Jobs(Batch):
 
 
 @dataclass(frozen=True)
-class Chunk(Msg):
-    TYPE: ClassVar[str] = "CHUNK"
-    job_id: str
-    file: int
-    chunk: int
-    data: bytes = b""
-
-    def body(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "file": self.file, "chunk": self.chunk}
-
-    def payload(self) -> tuple[bytes, ...]:
-        return (self.data,)
-
-    @classmethod
-    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Chunk:
-        t = cls.TYPE
-        if len(payload) != 1:
-            raise ProtocolError(f"{t}: expected one payload frame")
-        return cls(F.pattern(t, b, "job_id", F.JOB_ID_RE),
-                   F.integer(t, b, "file", 0, MAX_INDEX), F.integer(t, b, "chunk", 0, MAX_INDEX),
-                   payload[0])
-
-
-@dataclass(frozen=True)
-class ChunkErr(Msg):
-    TYPE: ClassVar[str] = "CHUNK_ERR"
-    job_id: str
-    file: int            # -1: the request as a whole was refused
-    chunk: int
-    error: str
-
-    def body(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "file": self.file, "chunk": self.chunk,
-                "error": self.error}
-
-    @classmethod
-    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> ChunkErr:
-        t = cls.TYPE
-        return cls(F.pattern(t, b, "job_id", F.JOB_ID_RE),
-                   F.integer(t, b, "file", -1, MAX_INDEX), F.integer(t, b, "chunk", -1, MAX_INDEX),
-                   F.text(t, b, "error", MAX_TEXT))
-
-
-@dataclass(frozen=True)
 class Ack(Msg):
     """The server committed these results of the node's: it may forget them (its
     outbox keeps every result until then, and resends it after a reconnect)."""
@@ -407,4 +339,5 @@ def encode_body(msg: Msg) -> bytes:
 
 
 __all__ = ["TYPES", "Msg", "decode", "encode", "encode_body", "batch", "job_body",
-           *(c.__name__ for c in TYPES.values()), "Batch", "Transfer"]
+           *(c.__name__ for c in TYPES.values()), "Batch", "Transfer",
+           "MAX_CHUNK_REQ", "MAX_INDEX"]

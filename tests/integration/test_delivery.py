@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -595,12 +596,21 @@ def _landed(home: Path, dest_dir: Path, final_name: str) -> int:
     return max(used(dest_dir, final_name), used(home / "transfer" / "chunks", None))
 
 
-def test_copy_retry_after_agent_kill_sends_only_missing_bytes(mesh, forwarders):
-    mesh.server()
-    fwd = forwarders(mesh.port)
-    forwarded_client(mesh, "a", fwd)
-    size = 64 << 20
-    chunk = 1 << 20
+@dataclass
+class _BigCopy:
+    src: Path
+    dest_dir: Path
+    dest: Path
+    line: str
+    job_id: str
+    home: Path
+    size: int = 64 << 20
+    chunk: int = 1 << 20
+
+
+def _copy_a_quarter_landed(mesh) -> _BigCopy:
+    """Start a 64 MiB COPY to node a and return once a quarter of it is on the node."""
+    size, chunk = 64 << 20, 1 << 20
     src = mesh.root / f"big-{uid()}"
     with open(src, "wb") as fh:
         for _ in range(size // chunk):
@@ -610,10 +620,20 @@ def test_copy_retry_after_agent_kill_sends_only_missing_bytes(mesh, forwarders):
     line = f"COPY {src} {dest}"
     cp = mesh.cli("exec", "--target", "a", line)
     assert cp.returncode == 0, cp.stderr
-    first = cp.stdout.strip()
     home = Path(mesh.homes["a"])
     mesh.wait_for(lambda: _landed(home, dest_dir, "big") >= size // 4, 30,
                   "a quarter of the file on the node", interval=0.01)
+    return _BigCopy(src, dest_dir, dest, line, cp.stdout.strip(), home, size, chunk)
+
+
+def test_copy_retry_after_agent_kill_sends_only_missing_bytes(mesh, forwarders):
+    mesh.server()
+    fwd = forwarders(mesh.port)
+    forwarded_client(mesh, "a", fwd)
+    big = _copy_a_quarter_landed(mesh)
+    src, dest_dir, dest, line, first, home = (big.src, big.dest_dir, big.dest, big.line,
+                                              big.job_id, big.home)
+    size, chunk = big.size, big.chunk
     fwd.blackhole()  # freeze the transfer to measure what landed
     time.sleep(0.5)
     landed = _landed(home, dest_dir, "big")
@@ -646,19 +666,9 @@ def test_blackhole_during_copy(mesh, forwarders):
     mesh.server(node_expiry=expiry)
     fwd = forwarders(mesh.port)
     forwarded_client(mesh, "a", fwd)
-    size, chunk = 64 << 20, 1 << 20
-    src = mesh.root / f"big-{uid()}"
-    with open(src, "wb") as fh:
-        for _ in range(size // chunk):
-            fh.write(os.urandom(chunk))
-    dest_dir = mesh.root / f"dest-{uid()}"
-    dest = dest_dir / "big"
-    cp = mesh.cli("exec", "--target", "a", f"COPY {src} {dest}")
-    assert cp.returncode == 0, cp.stderr
-    job_id = cp.stdout.strip()
-    home = Path(mesh.homes["a"])
-    mesh.wait_for(lambda: _landed(home, dest_dir, "big") >= size // 4, 30,
-                  "a quarter of the file on the node", interval=0.01)
+    big = _copy_a_quarter_landed(mesh)
+    src, dest_dir, dest, job_id, home = big.src, big.dest_dir, big.dest, big.job_id, big.home
+    size, chunk = big.size, big.chunk
     fwd.blackhole()
     time.sleep(10)
     landed = _landed(home, dest_dir, "big")
@@ -681,20 +691,10 @@ def test_long_blackhole_during_copy(mesh, forwarders):
     mesh.server()
     fwd = forwarders(mesh.port)
     forwarded_client(mesh, "a", fwd)
-    size, chunk = 64 << 20, 1 << 20
-    src = mesh.root / f"big-{uid()}"
-    with open(src, "wb") as fh:
-        for _ in range(size // chunk):
-            fh.write(os.urandom(chunk))
-    dest_dir = mesh.root / f"dest-{uid()}"
-    dest = dest_dir / "big"
-    line = f"COPY {src} {dest}"
-    cp = mesh.cli("exec", "--target", "a", line)
-    assert cp.returncode == 0, cp.stderr
-    job_id = cp.stdout.strip()
-    home = Path(mesh.homes["a"])
-    mesh.wait_for(lambda: _landed(home, dest_dir, "big") >= size // 4, 30,
-                  "a quarter of the file on the node", interval=0.01)
+    big = _copy_a_quarter_landed(mesh)
+    src, dest_dir, dest, line, job_id, home = (big.src, big.dest_dir, big.dest, big.line,
+                                               big.job_id, big.home)
+    size, chunk = big.size, big.chunk
     fwd.blackhole()
     time.sleep(4 * EXPIRY)
     landed = _landed(home, dest_dir, "big")

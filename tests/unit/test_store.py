@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from director.errors import TransferError
-from director.transfer import store as store_mod
+from director.transfer import statcache as statcache_mod
 from director.transfer.chunking import (
     DigestCache, FileEntry, Manifest, build_manifest, digest_of, hash_file, read_chunk,
 )
@@ -158,8 +158,9 @@ def test_local_digest_hashes_once_then_uses_stat_cache(tmp_path, sc, monkeypatch
     f = tmp_path / "f"
     f.write_bytes(b"z" * 5000)
     calls = []
-    real = store_mod.hash_fd
-    monkeypatch.setattr(store_mod, "hash_fd", lambda fd, n: calls.append(fd) or real(fd, n))
+    real = statcache_mod.hash_fd  # counts the hashing the stat cache spares
+    monkeypatch.setattr(statcache_mod, "hash_fd",
+                        lambda fd, n: calls.append(fd) or real(fd, n))
     assert local_digest(f, CS, sc) == hash_file(f, CS)
     assert local_digest(f, CS, sc) == hash_file(f, CS)
     assert len(calls) == 1
@@ -238,12 +239,23 @@ def test_repeated_chunk_is_fetched_once(tmp_path, cs, sc):
     assert [p.need for p in plan_transfer(manifest, sc, cs)] == [(0,)]
 
 
-def test_assemble_sets_mode_and_records_stat(tmp_path, cs, sc):
+_DATA: dict[str, bytes] = {}  # digest -> the bytes of an entry _two_chunk_entry made
+
+
+def _two_chunk_entry(cs: ContentStore, mode: int = 0o600) -> FileEntry:
+    """A file of two chunks (the second short) whose chunks are in ``cs``."""
     data = os.urandom(CS + 3)
-    entry = FileEntry("", len(data), 0o640, digest_of(data),
+    entry = FileEntry("", len(data), mode, digest_of(data),
                       (digest_of(data[:CS]), digest_of(data[CS:])))
     for piece in (data[:CS], data[CS:]):
         cs.put(digest_of(piece), piece)
+    _DATA[entry.digest] = data
+    return entry
+
+
+def test_assemble_sets_mode_and_records_stat(tmp_path, cs, sc):
+    entry = _two_chunk_entry(cs, 0o640)
+    data = _DATA[entry.digest]
     target = tmp_path / "new" / "deep" / "f"
     assemble(entry, target, CS, cs, sc)
     assert target.read_bytes() == data and stat.S_IMODE(target.stat().st_mode) == 0o640
@@ -406,11 +418,7 @@ def test_apply_attrs_never_touches_a_hard_link_to_an_outside_file(tmp_path):
 
 
 def test_assemble_returns_the_placed_inode_and_apply_attrs_accepts_it(tmp_path, cs, sc):
-    data = os.urandom(CS + 3)
-    entry = FileEntry("", len(data), 0o600, digest_of(data),
-                      (digest_of(data[:CS]), digest_of(data[CS:])))
-    for piece in (data[:CS], data[CS:]):
-        cs.put(digest_of(piece), piece)
+    entry = _two_chunk_entry(cs)
     target = tmp_path / "d" / "f"
     st = assemble(entry, target, CS, cs, sc)
     assert (st.st_dev, st.st_ino) == (target.stat().st_dev, target.stat().st_ino)
@@ -423,11 +431,7 @@ def test_our_own_rename_and_chmod_keep_the_stat_cache_valid(tmp_path, cs, sc):
     takes the new ctime (only when inode, size and mtime still match), so an unchanged
     redeploy is still answered from the cache; a later edit that keeps size and mtime
     is not."""
-    data = os.urandom(CS + 3)
-    entry = FileEntry("", len(data), 0o600, digest_of(data),
-                      (digest_of(data[:CS]), digest_of(data[CS:])))
-    for piece in (data[:CS], data[CS:]):
-        cs.put(digest_of(piece), piece)
+    entry = _two_chunk_entry(cs)
     target = tmp_path / "d" / "f"
     st = assemble(entry, target, CS, cs, sc)
     assert sc.lookup(target, CS) is not None  # recorded after the rename
