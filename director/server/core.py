@@ -66,6 +66,7 @@ class ServerCore:
         self.logs = LogLimiter()
         self.replies = ReplyLimiter()
         self.audit = Audit()
+        self.loop = LoopStats()
         self._address: str | None = None     # of the message being handled
         self._refused = (0, float("-inf"))    # handshake refusals reported, and when
         self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
@@ -97,6 +98,10 @@ class ServerCore:
             self.jobs.undelivered(event.key, event.jobs, now)
         self.after_events(now)
         return self.take()
+
+    def loop_took(self, seconds: float) -> None:
+        """The driver's measure of one loop iteration (its work, not its wait)."""
+        self.loop.took(seconds)
 
     def who(self, key: str) -> str:
         return self.keys.name(key) or (key[:8] + "...")
@@ -283,6 +288,36 @@ class ServerCore:
         """Write what is still in memory (best effort: the driver is stopping)."""
         self.jobs.flush()
         self.flush_seen()
+
+
+class LoopStats:
+    """How long the driver's loop iterations take: a frozen loop leaves heartbeats
+    unread, so the longest one is what operators and the scale benchmark watch."""
+
+    SLOW = 0.05
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.slow = 0          # iterations over SLOW
+        self.longest = 0.0     # since the server started
+        self.recent = 0.0      # since the last ``take_recent``
+
+    def took(self, seconds: float) -> None:
+        self.count += 1
+        if seconds > self.recent:
+            self.recent = seconds
+            if seconds > self.longest:
+                self.longest = seconds
+        if seconds > self.SLOW:
+            self.slow += 1
+
+    def doc(self, reset: bool) -> dict:
+        out = {"iterations": self.count, "slow_iterations": self.slow,
+               "longest_ms": round(self.longest * 1000, 3),
+               "longest_recent_ms": round(self.recent * 1000, 3)}
+        if reset:
+            self.recent = 0.0
+        return out
 
 
 def _ignore(key: str, route: bytes, msg: Any, now: float) -> None:

@@ -24,8 +24,9 @@ from director import __version__
 from director.config import Settings
 from director.errors import ConfigError, DirectorError
 from director.logsafe import shown
-from director.net import control, transport
+from director.net import control, sockfd, transport
 from director.protocol.messages import Chunk, ChunkErr, encode
+from director.server.connections import ConnectionTable, Limits
 from director.server.core import CoreConfig, ServerCore
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
 from director.server.manifests import ManifestBuilder
@@ -37,6 +38,8 @@ from director.trust.zap import ZapGate
 log = logging.getLogger("director.server")
 BATCH = 2000  # messages handled per socket before looking at the others
 TICK = 0.25
+GUARD = 0.05      # how often the memory of unproven connections is looked at
+RECOUNT = 2.0     # how often open files are counted
 
 
 class Server:
@@ -54,7 +57,8 @@ class Server:
         self._stop = False
         self._owns_control = False  # never remove another live server's socket
         self.ctx = zmq.Context(io_threads=2)  # CURVE encryption of chunk fan-out runs here
-        self.gate = ZapGate(self.ctx, self.core.keys.state)
+        self.conns = ConnectionTable(unproven_limits(settings))
+        self.gate = ZapGate(self.ctx, self.core.keys.state, self.conns.refusal)
         self.gate.start()  # before any CURVE socket exists: fail closed
         try:
             self.control = control.bind(self.ctx, self.home)
@@ -68,7 +72,10 @@ class Server:
             self.close()
             raise
         # connections closing (ZMTP heartbeat expiry, resets): their routes are dropped
-        self.monitor = self.router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = self.router.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self.rss = sockfd.ResidentSize()
+        self._cut_logged = float("-inf")
         endpoint = self.router.last_endpoint.decode()
         self.core.address = lambda: advertised_address(settings, endpoint)  # DNS: when asked
         self.builder = ManifestBuilder(settings.chunk_size)
@@ -85,11 +92,14 @@ class Server:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.builder.wake_r, zmq.POLLIN)
-        next_tick = time.monotonic()
+        next_tick = next_guard = next_count = time.monotonic()
         core = self.core
+        conns = self.conns
         while not self._stop:
-            timeout = max(0.0, next_tick - time.monotonic())
+            wake = min(next_tick, next_guard) if conns.unproven else next_tick
+            timeout = max(0.0, wake - time.monotonic())
             events = dict(poller.poll(int(timeout * 1000) + 1))
+            began = time.monotonic()  # the iteration's work, the poll's wait left out
             if self.monitor in events:  # first: a closed route is dropped before new traffic
                 self._on_monitor()
             if self.router in events:
@@ -101,10 +111,20 @@ class Server:
                     self._step(lambda now: core.jobs.on_manifests(r.ticket, r.built,
                                                                    r.error, now))
             self._step(core.after_events)
-            if time.monotonic() >= next_tick:
+            mono = time.monotonic()
+            if conns.unproven and mono >= next_guard:
+                self._guard()
+                next_guard = mono + GUARD
+            if mono >= next_count:
+                count = sockfd.open_files()
+                if count is not None:
+                    conns.recount(count)
+                next_count = mono + RECOUNT
+            if mono >= next_tick:
                 self._step(core.tick)
                 self._step(lambda now: core.handshakes_refused(self.gate.denied, now))
                 next_tick = time.monotonic() + TICK
+            core.loop_took(time.monotonic() - began)
             if not self.gate.is_alive():
                 log.error("ZAP handler died; stopping (fail closed)")
                 break
@@ -130,6 +150,8 @@ class Server:
                 sock.close(0)
         if hasattr(self, "gate"):
             self.gate.stop()
+        if hasattr(self, "rss"):
+            self.rss.close()
         if hasattr(self, "ctx"):
             self.ctx.term()
         if self._owns_control:
@@ -151,12 +173,31 @@ class Server:
                 event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                fd = int(event["value"])
+            fd = int(event["value"])
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self.conns.opened(fd, sockfd.peer_of(fd) or ("?", -1))
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self.conns.closed(fd)
                 self._step(lambda now: self.core.connection_closed(fd, now))
+
+    def _guard(self) -> None:
+        """Cut every unproven connection when they cost too much (connections.py)."""
+        doomed = self.conns.to_cut(self.rss())
+        if not doomed:
+            return
+        peers = self.conns.peer
+        cut = sum(sockfd.cut(fd, peers[fd]) for fd in doomed)
+        now = time.monotonic()
+        if now - self._cut_logged >= 60.0:  # at most one line a minute
+            self._cut_logged = now
+            log.warning("cut %d unproven connection(s): memory or open files ran short "
+                        "while they were open (see SECURITY.md, limits)", cut)
 
     def _on_node(self, sock: zmq.Socket) -> None:
         inc = transport.recv_from_node(sock, zmq.NOBLOCK)
+        if inc.fd >= 0 and inc.fd not in self.conns.proven \
+                and self.core.keys.state(inc.key) == "accepted":
+            self.conns.proved(inc.fd)
         try:  # the hot path: _step without its closure
             self.core.from_node(inc.routing_id, inc.key, inc.address, inc.frames, time.time(),
                                 inc.fd)
@@ -217,6 +258,16 @@ def advertised_address(settings: Settings, last_endpoint: str) -> str:
     if host in ("0.0.0.0", "*", "[::]", "::"):
         host = settings.server_address.rsplit(":", 1)[0] if settings.server_address else socket.getfqdn()
     return f"{host}:{port}"
+
+
+def unproven_limits(settings: Settings) -> Limits:
+    """The caps on unproven connections, from the settings and the open-file limit."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    fd_limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
+    return Limits(settings.max_strangers, settings.max_strangers_per_address, fd_limit,
+                  Limits.reserve_for(fd_limit), settings.stranger_buffer_mb << 20)
 
 
 def raise_fd_limit() -> int:

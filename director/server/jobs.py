@@ -367,6 +367,10 @@ class JobBook:
                 w.bytes_sent += min(manifest.chunk_size, entry.size - c * manifest.chunk_size)
 
     # -- queries ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return {"tasks_live": self.sched.live, "jobs_open": len(self.open),
+                "results_unwritten": len(self.dirty), "waiters": len(self.waiters)}
+
     def docs(self, job_ids: list[str]) -> list[dict]:
         from director.server.jobviews import job_doc
 

@@ -28,6 +28,13 @@ def health(core: Any, rid: bytes, args: dict, now: float) -> dict:
             "uptime": round(now - core.started, 3)}
 
 
+def server_stats(core: Any, rid: bytes, args: dict, now: float) -> dict:
+    """The server's own figures (loop iterations, peers, live tasks): for operators
+    and the scale benchmark; ``reset`` starts a new window for ``longest_recent_ms``."""
+    return {"loop": core.loop.doc(bool(args.get("reset"))), "peers": len(core.peers.by_key),
+            **core.jobs.stats()}
+
+
 def nodes(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
     out = []
     for rec in core.store.nodes():
@@ -139,7 +146,7 @@ OPS: dict[str, Op] = {
     "keys.server": keys_server, "token.create": token_create,
     "token.list": token_list, "token.revoke": token_revoke,
     "jobs.submit": jobs_submit, "jobs.get": jobs_get, "jobs.list": jobs_list,
-    "events.list": events_list,
+    "events.list": events_list, "server.stats": server_stats,
 }
 
 

@@ -39,9 +39,11 @@ class Scheduler:
     def __init__(self, window: int = 64):
         self.window = window
         self._nodes: dict[str, _NodeQueue] = {}
+        self.live = 0    # tasks queued or in flight, on every node
 
     def add(self, task: Task) -> None:
         q = self._nodes.setdefault(task.node, _NodeQueue())
+        self.live += 1
         if task.status == "running":  # reloaded after a restart: already on the node
             q.inflight[task.job_id] = task
         else:
@@ -76,6 +78,7 @@ class Scheduler:
         task = q.inflight.pop(job_id, None) if q else None
         if task is None:
             return None
+        self.live -= 1
         task.status = status
         return task
 
@@ -96,6 +99,7 @@ class Scheduler:
         dq = q.lanes.pop(lane, None) if q else None
         for t in dq or ():
             t.status = "cancelled"
+        self.live -= len(dq or ())
         return list(dq or ())
 
     def drop_node(self, node: str, status: str = "lost") -> list[Task]:
@@ -106,6 +110,7 @@ class Scheduler:
         tasks = list(q.inflight.values()) + [t for dq in q.lanes.values() for t in dq]
         for t in tasks:
             t.status = status
+        self.live -= len(tasks)
         return tasks
 
     def fail_inflight(self, node: str, status: str = "lost") -> list[Task]:
@@ -117,6 +122,7 @@ class Scheduler:
         q.inflight.clear()
         for t in tasks:
             t.status = status
+        self.live -= len(tasks)
         return tasks
 
     def inflight(self, node: str) -> list[Task]:
@@ -143,6 +149,7 @@ class Scheduler:
                     q.inflight.pop(t.job_id)
                     t.status = "lost"
                     late.append(t)
+        self.live -= len(late)
         return late
 
     def queued_since(self, node: str) -> float | None:
