@@ -37,9 +37,7 @@ class Ctx:
         self.config_path = config_path
         self._effective = None
 
-    def effective(self, log: bool = False, **overrides: Any):
-        """The settings; ``log`` also configures logging (long-running commands:
-        the others print one line and exit, and spare the import)."""
+    def _load(self, log: bool = False, **overrides: Any):
         from director.config import load_settings
 
         cli = dict(self.cli)
@@ -49,8 +47,28 @@ class Ctx:
             _setup_logging(eff.settings.log_level)
         return eff
 
+    def effective(self):
+        """The settings as this home runs with them, each with its source (for
+        ``director config``): an enrolled client's kept server and name included."""
+        from director.client import pinning
+        from director.config import with_home
+        from director.errors import ConfigError
+        from director.trust.keyfmt import key_to_z85
+
+        eff = self._load()
+        try:
+            kept = pinning.load(eff.settings.home)
+        except ConfigError:  # damaged: the client will say so when it starts
+            kept = None
+        if kept is None:
+            return eff
+        return with_home(eff, address=kept.address, server_key=key_to_z85(kept.server_key),
+                         name=kept.name)
+
     def settings(self, log: bool = False, **overrides: Any):
-        return self.effective(log, **overrides).settings
+        """The settings; ``log`` also configures logging (long-running commands:
+        the others print one line and exit, and spare the import)."""
+        return self._load(log, **overrides).settings
 
 
 def _setup_logging(level: str) -> None:
@@ -77,6 +95,10 @@ def _with_settings(f):
 def cli(ctx: click.Context, config_path: str | None, **settings: Any) -> None:
     """Director: zero-trust deployment and operations over ZeroMQ CURVE."""
     ctx.obj = Ctx(settings, config_path)
+    if os.environ.get("NOTIFY_SOCKET") and ctx.invoked_subcommand in (None, "server", "client"):
+        from director.cli.systemd import start_notifier  # started by a Type=notify unit
+
+        start_notifier(ctx.obj.settings().home)
     if ctx.invoked_subcommand is None:
         mode = ctx.obj.settings(log=True).mode
         from director.cli import run_cmds
@@ -85,9 +107,9 @@ def cli(ctx: click.Context, config_path: str | None, **settings: Any) -> None:
 
 
 def _register() -> None:
-    from director.cli import demo, job_cmds, run_cmds, trust_cmds
+    from director.cli import demo, install_cmds, job_cmds, run_cmds, trust_cmds
 
-    for mod in (run_cmds, trust_cmds, job_cmds, demo):
+    for mod in (run_cmds, trust_cmds, job_cmds, demo, install_cmds):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

@@ -82,16 +82,19 @@ def token_revoke(obj, token_id: str) -> None:
 @click.option("--server", "server_addr", required=True, help="HOST[:PORT] of the server.")
 @click.option("--token", default=None, help="Join token from 'director token create'.")
 @click.option("--server-key", default=None, help="Server public key (director keys server).")
+@click.option("--name", "node_name", default=None,
+              help="This node's name (default: the global --name, else the host name).")
 @click.option("--wait", is_flag=True, help="Wait until an operator accepts or refuses.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for an answer.")
 @JSON
 @click.pass_obj
-def enroll(obj, server_addr: str, token: str | None, server_key: str | None, wait: bool,
-           timeout: float, as_json: bool) -> None:
+def enroll(obj, server_addr: str, token: str | None, server_key: str | None,
+           node_name: str | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Create this node's key if missing, pin the server key and ask to join."""
     from director.client.enroll import enroll as do_enroll
 
-    settings = obj.settings(log=True, enroll_token=token)
+    # --name here and the global --name are one setting: validated the same way
+    settings = obj.settings(log=True, enroll_token=token, name=node_name)
     token = token or settings.enroll_token or None
     if token and server_key:
         raise click.UsageError("give --token or --server-key, not both")
@@ -104,8 +107,11 @@ def enroll(obj, server_addr: str, token: str | None, server_key: str | None, wai
         safe = output.safe_text
         click.echo(f"node {safe(out.name, inline=True)}: {safe(out.state, inline=True)}"
                    f"  (fingerprint {safe(out.fingerprint, inline=True)})")
-        if out.reason:
-            click.echo(safe(out.reason), err=out.state == "refused")
+        if out.state == "refused":  # the reason is the server's words: one safe line
+            reason = safe(out.reason or "no reason given", inline=True)
+            click.echo(f"director: enrollment refused: {reason}", err=True)
+        elif out.reason:
+            click.echo(safe(out.reason))
     raise SystemExit({"accepted": 0, "pending": 3}.get(out.state, 1))
 
 
@@ -151,16 +157,33 @@ _state_command("delete", "keys.delete", "Forget a node's key (it may enroll agai
 
 
 @keys.command("server")
+@click.option("--address", default=None, help="HOST:PORT nodes should use in the printed command.")
 @JSON
 @click.pass_obj
-def keys_server(obj, as_json: bool) -> None:
-    """The server's public key (the form --server-key accepts) and fingerprint."""
+def keys_server(obj, address: str | None, as_json: bool) -> None:
+    """The server's public key (Z85, and hex that needs no shell quoting), its fingerprint
+    and a ready 'director enroll' line for a node that joins without a token."""
+    import shlex
+
+    from director.trust.keyfmt import parse_public_key
+
     res = call(obj, "keys.server")
+    z85 = res["public_key"]
+    hex_key = parse_public_key(z85).hex()
+    where = address or res.get("address") or "SERVER:5555"
+    command = (f"director enroll --server {shlex.quote(where)} --server-key {shlex.quote(z85)}"
+               " --name NAME")
     if as_json:
-        output.emit_json(res)
-    else:
-        click.echo(f"public key:  {output.safe_text(res['public_key'], inline=True)}\n"
-                   f"fingerprint: {output.safe_text(res['fingerprint'], inline=True)}")
+        output.emit_json({"public_key": z85, "public_key_hex": hex_key,
+                          "fingerprint": res["fingerprint"], "address": where,
+                          "command": command})
+        return
+    safe = output.safe_text
+    click.echo(f"public key:  {safe(z85, inline=True)}\n"
+               f"public key (hex, shell-safe): {hex_key}\n"
+               f"fingerprint: {safe(res['fingerprint'], inline=True)}\n"
+               "# on the node (NAME: its node name; it stays pending until 'keys accept NAME'):\n"
+               f"{safe(command, inline=True)}")
 
 
 @click.command()
