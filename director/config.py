@@ -25,13 +25,13 @@ from director.trust.names import name_from_hostname, validate_name
 SYSTEM_CONFIG = "/etc/director/config.yaml"
 ENV_PREFIX = "DIRECTOR_"
 SECRET_KEYS = frozenset({"enroll_token"})
-SOURCES = ("default", "file", "env", "cli")
+SOURCES = ("default", "home", "file", "env", "cli")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MODES = ("server", "client")
 MIN_CHUNK, MAX_CHUNK = 4096, 64 * 1024 * 1024
 
 __all__ = ["Settings", "Effective", "SECRET_KEYS", "SYSTEM_CONFIG", "default_home",
-           "default_name", "load_settings", "server_endpoint", "parse_address"]
+           "default_name", "load_settings", "server_endpoint", "parse_address", "with_home"]
 
 
 def default_home() -> str:
@@ -102,6 +102,24 @@ class Effective:
             shown = _display(key, value) if key in SECRET_KEYS else value
             out[key] = {"value": shown, "source": self.sources[key]}
         return out
+
+
+def with_home(eff: Effective, *, address: str, server_key: str, name: str) -> Effective:
+    """``eff`` as an enrolled client runs it: the server address, server key and name kept
+    in its home (by ``director enroll``) fill what no file, variable or option set, and the
+    kept name is the one the client uses (source ``home``).  For ``director config``."""
+    values: dict[str, object] = {}
+    sources = dict(eff.sources)
+    s = eff.settings
+    for key, kept in (("server_address", address), ("server_key", server_key)):
+        if kept and not getattr(s, key):
+            values[key], sources[key] = kept, "home"
+    if name:
+        values["name"], sources["name"] = name, "home"
+    if not values:
+        return eff
+    shown = dataclasses.replace(s, **values)  # type: ignore[arg-type]
+    return Effective(shown, MappingProxyType(sources), eff.config_file)
 
 
 class _Bad(Exception):
