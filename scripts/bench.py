@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Director benchmarks beside the raw limits of this machine, measured in the same run.
 
-    .venv/bin/python scripts/bench.py [--quick] [--only jobs|latency|transfer]
+    .venv/bin/python scripts/bench.py [--quick] [--only jobs|latency|transfer|scale]
+        [--scale-nodes N]
 
 Prints a table and writes BENCHMARKS.md (only the sections of the benchmarks that ran are
 replaced; the others are kept).  Everything runs on 127.0.0.1 with real processes: a
@@ -18,6 +19,9 @@ Benchmarks:
             round trip through the control socket without CLI start-up, beside a bare spawn.
   transfer  issue 4: COPY of 1 GiB to 1 and 6 nodes beside a raw CURVE chunk stream,
             no-change redeploy of a 1,000-file tree, 100-byte delta, server peak RSS.
+  scale     issue 12 (only with --only scale): one server and --scale-nodes N simulated
+            nodes (scripts/simnodes.py): time to all online, idle CPU, RSS, fan-out,
+            a 100-job orchestration on every node, longest loop iteration, tasks lost.
 
 Internal modes (the raw-limit processes) are ``bench.py _raw-...``; they are not for users.
 """
@@ -1120,6 +1124,205 @@ def bench_transfer(sec: Section, quick: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# scale: one server, many simulated nodes (scripts/simnodes.py)
+# ----------------------------------------------------------------------------------------
+SCALE_NODES = 1000          # --scale-nodes
+SIM_PER_PROCESS = 5000      # sockets per simulator process (open files: 2 per socket)
+SCALE_JOBS = 100
+
+
+def _sim_status(paths: list[Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            out.append({})
+    return out
+
+
+def _server_stats(home: str, reset: bool = False) -> dict:
+    from director.net.control import ControlClient
+
+    with ControlClient(home, timeout=60) as c:
+        return c.call("server.stats", {"reset": reset})
+
+
+def bench_scale(sec: Section, quick: bool) -> None:
+    from director.jobs.dsl import parse_line
+    from director.net.control import ControlClient, result_of
+    from director.protocol.control import CtlReply
+
+    n = SCALE_NODES
+    njobs = 20 if quick else SCALE_JOBS
+    sec.key = "scale"
+    sec.title = f"Scale: one server, {n:,} simulated nodes (issue 12)"
+    nsim = (n + SIM_PER_PROCESS - 1) // SIM_PER_PROCESS
+    counts = [n // nsim + (i < n % nsim) for i in range(nsim)]
+    mesh = Mesh(0, heartbeat=5.0)
+    try:
+        print(f"scale: server + {nsim} simulator process(es) for {n:,} nodes ...", flush=True)
+        mesh._start("server", "--bind", f"tcp://127.0.0.1:{mesh.port}", "server")
+        mesh.wait_for("server start",
+                      lambda: mesh.cli("health", check=False, timeout=10).returncode == 0)
+        spid = mesh.pid()
+        tok = json.loads(mesh.cli("token", "create", "--uses", str(n), "--ttl", "1h",
+                                  "--address", f"127.0.0.1:{mesh.port}", "--json").stdout)
+        status = [mesh.root / f"sim{i}.json" for i in range(nsim)]
+        for i in range(nsim):
+            mesh.procs[f"sim{i}"] = spawn(
+                [sys.executable, str(ROOT / "scripts" / "simnodes.py"), "--server",
+                 f"127.0.0.1:{mesh.port}", "--token", tok["token"], "--count", str(counts[i]),
+                 "--prefix", f"s{i}n", "--status", str(status[i]), "--heartbeat", "5"],
+                log=mesh.root / f"sim{i}.log")
+
+        def phase(name: str) -> bool:
+            return all(s.get("phase") == name for s in _sim_status(status))
+
+        mesh.wait_for("every simulated node enrolled", lambda: phase("connecting")
+                      or phase("serving"), timeout=60 + n / 50)
+        mesh.wait_for("every simulated node said HELLO and was answered",
+                      lambda: phase("serving"), timeout=60 + n / 50)
+        sims = _sim_status(status)
+        enrolled = max(s["t_enrolled"] for s in sims)
+        online_sim = max(s["t_online"] for s in sims)
+
+        def health_online() -> bool:
+            with ControlClient(mesh.home(), timeout=30) as c:
+                return c.call("health")["nodes_online"] == n
+
+        mesh.wait_for(f"{n} nodes online on the server", health_online, timeout=120)
+        online_srv = time.time() - min(s["serve_started"] for s in sims)
+        print(f"scale: enrolled in {enrolled:.1f} s, all online {online_srv:.1f} s after "
+              "the agents connected", flush=True)
+
+        # idle: heartbeats only
+        time.sleep(3.0)
+        _server_stats(mesh.home(), reset=True)
+        idle_s = 5.0 if quick else 15.0
+        c0, t0 = cpu_seconds(spid), time.perf_counter()
+        time.sleep(idle_s)
+        idle_cpu = (cpu_seconds(spid) - c0) / (time.perf_counter() - t0)
+        idle_rss = proc_status(spid, "VmRSS") or 0
+        idle_loop = _server_stats(mesh.home(), reset=True)["loop"]
+        print(f"scale: idle server CPU {idle_cpu:.1%}, RSS {idle_rss / 1e6:.0f} MB, longest "
+              f"loop {idle_loop['longest_recent_ms']:.1f} ms", flush=True)
+
+        # fan-out: one RUN true to every node, through the CLI
+        try:
+            Path(f"/proc/{spid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+        fan_walls, rts, fan_bad = [], [], 0
+        for _ in range(3):
+            t0 = time.perf_counter()
+            p = mesh.cli("exec", "--wait", "--json", "RUN true", timeout=300, check=False)
+            fan_walls.append(time.perf_counter() - t0)
+            if p.returncode not in (0, 2) or not p.stdout.strip():
+                raise BenchError(f"fan-out exec exited {p.returncode}: "
+                                 f"{p.stderr.strip()[-300:]}")
+            res = json.loads(p.stdout)[0]["results"]
+            fan_bad += sum(r["status"] != "success" for r in res.values()) + n - len(res)
+            rts += [r["roundtrip_time"] for r in res.values()
+                    if r.get("roundtrip_time") is not None]
+            time.sleep(1.0)
+        fan_loop = _server_stats(mesh.home(), reset=True)["loop"]
+        print(f"scale: fan-out walls {', '.join(f'{w:.2f}' for w in fan_walls)} s",
+              flush=True)
+
+        # orchestration: njobs × RUN true on every node, one lane, --wait
+        instr = parse_line("RUN true").to_dict()
+        payload = {"steps": [{"targets": [], "async": False, "name": None,
+                              "jobs": [instr] * njobs}], "targets": [], "wait": True}
+        try:
+            Path(f"/proc/{spid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+        rss_before = proc_status(spid, "VmRSS") or 0
+        sims0 = _sim_status(status)
+        c0 = cpu_seconds(spid)
+        t0 = time.perf_counter()
+        docs = None
+        with RSSSampler(spid) as rss, ControlClient(mesh.home(), timeout=600) as c:
+            for msg in c.stream("jobs.submit", payload, timeout=600):
+                if isinstance(msg, CtlReply):
+                    docs = result_of(msg)
+        orch_wall = time.perf_counter() - t0
+        orch_cpu = cpu_seconds(spid) - c0
+        orch_peak = max(rss.peak, proc_status(spid, "VmHWM") or 0)
+        orch_loop = _server_stats(mesh.home(), reset=True)["loop"]
+        statuses: dict[str, int] = {}
+        for d in docs or []:
+            for r in d["results"].values():
+                statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+        total = n * njobs
+        got = statuses.get("success", 0)
+        del docs
+        time.sleep(5.0)
+        rest_rss = proc_status(spid, "VmRSS") or 0
+        sims1 = _sim_status(status)
+        lost = sum(v for k, v in statuses.items() if k != "success") + total - sum(
+            statuses.values())
+        offline = mesh.log_tail("server", 10**9).count("went offline")
+        with ControlClient(mesh.home(), timeout=30) as c:
+            still = c.call("health")["nodes_online"]
+        sim_cpu = sum(s.get("cpu", 0) for s in sims1) - sum(s.get("cpu", 0) for s in sims0)
+        unacked = sum(s.get("unacked", 0) for s in sims1)
+        print(f"scale: orchestration {orch_wall:.1f} s, {got:,}/{total:,} success, server "
+              f"CPU {orch_cpu:.1f} s, peak RSS {orch_peak / 1e6:.0f} MB", flush=True)
+    finally:
+        mesh.close()
+
+    per_result = orch_cpu / max(got, 1)
+    sec.rows += [
+        Row("enroll every node by token (ENROLL, 250 at a time)", f"{enrolled:.1f} s"),
+        Row("time to all online (agents connect at once, HELLO answered, server counts all)",
+            f"{online_srv:.1f} s", note=f"simulator saw every HELLO answered at "
+            f"{online_sim:.1f} s"),
+        Row("idle server CPU (heartbeats every 5 s)", f"{idle_cpu:.1%}", target="< 10 %",
+            ok=idle_cpu < 0.10 if n >= 5000 else None, note=f"over {idle_s:.0f} s"),
+        Row("server RSS idle / peak (orchestration) / at rest after it",
+            f"{idle_rss / 1e6:.0f} / {orch_peak / 1e6:.0f} / {rest_rss / 1e6:.0f} MB",
+            target="peak < 1 GiB", ok=orch_peak < GiB if n >= 5000 else None,
+            note=f"RSS before the orchestration {rss_before / 1e6:.0f} MB"),
+        Row(f"fan-out `exec --wait --json 'RUN true'` to all {n:,} (CLI wall, 3 runs)",
+            " / ".join(f"{w:.2f}" for w in fan_walls) + " s", target="< 1.5 s",
+            ok=min(fan_walls) < 1.5 if n >= 5000 else None,
+            note=f"failures {fan_bad}"),
+        Row("  fan-out round trip server→node→server (p50 / p90 / p99 / max)",
+            " / ".join(ms(pct(rts, q)) for q in (50, 90, 99)) + f" / {ms(max(rts))}"
+            if rts else "n/a"),
+        Row(f"{njobs}-job orchestration on every node ({total:,} results, --wait)",
+            f"{orch_wall:.1f} s ({got / orch_wall:,.0f} results/s)",
+            note="control socket, no CLI; " + ", ".join(f"{k} {v:,}"
+                                                        for k, v in sorted(statuses.items()))),
+        Row("  server CPU per result", f"{per_result * 1e6:.0f} µs", target="< 40 µs",
+            ok=per_result < 40e-6 if n >= 5000 else None,
+            note=f"server {orch_cpu:.1f} s CPU in {orch_wall:.1f} s; simulator "
+                 f"{sim_cpu:.1f} s"),
+        Row("longest server loop iteration: idle / fan-out / orchestration",
+            f"{idle_loop['longest_recent_ms']:.0f} / {fan_loop['longest_recent_ms']:.0f} / "
+            f"{orch_loop['longest_recent_ms']:.0f} ms", target="< 100 ms",
+            ok=max(idle_loop['longest_recent_ms'], fan_loop['longest_recent_ms'],
+                   orch_loop['longest_recent_ms']) < 100 if n >= 5000 else None,
+            note=f"iterations over 50 ms: {orch_loop['slow_iterations']}"),
+        Row("tasks lost or not success / nodes ever offline / unacked results",
+            f"{lost:,} / {offline} / {unacked:,}", target="0 / 0 / 0",
+            ok=lost == 0 and offline == 0 and unacked == 0,
+            note=f"{still:,} of {n:,} online at the end"),
+    ]
+    sec.notes += [
+        f"Simulated nodes: `scripts/simnodes.py` ({nsim} process(es)), each node a CURVE DEALER"
+        " with its own key, enrolled by a join token with the real ENROLL, then connected as an"
+        " agent (HELLO, HEARTBEAT every 5 s, each JOB/JOBS answered at once with `success`"
+        " RESULTS of at most 64, ACKs consumed); no process is spawned for a job, so the"
+        " figures are the server's. Server: defaults (heartbeat 5 s, node expiry 30 s).",
+        "Longest loop iteration: the server measures each poll-loop iteration's work (the wait"
+        " left out) and answers it in the `server.stats` control operation; targets are issue"
+        " 12's for 5,000 nodes (at smaller N the rows are for information).",
+    ]
+
+# ----------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------
 def print_table(sections: list[Section]) -> None:
@@ -1174,22 +1377,31 @@ Machine of the latest run: {facts}
 
 
 def write_md(path: Path, sections: list[Section], facts: dict[str, str], quick: bool) -> None:
+    """Replace the blocks of the sections that ran, in place; everything else in the
+    file (hand-written sections included) stays as it is; a new block goes last."""
     old = path.read_text() if path.exists() else ""
-    blocks: dict[str, str] = {}
-    for m in re.finditer(r"<!-- bench:(\w+) -->.*?<!-- /bench:\1 -->", old, re.S):
-        blocks[m.group(1)] = m.group(0)
+    if not old:
+        path.write_text(HEADER.format(facts=facts_line(facts)) + "\n" + "\n\n".join(
+            section_md(s, quick) for s in sections) + "\n")
+        return
+    text = re.sub(r"^Machine of the latest run: .*$",
+                  lambda _: "Machine of the latest run: " + facts_line(facts), old, count=1,
+                  flags=re.M)
     for s in sections:
-        blocks[s.key] = section_md(s, quick)
-    order = ["jobs", "latency", "transfer"]
-    body = [blocks[k] for k in order if k in blocks]
-    text = HEADER.format(facts=facts_line(facts)) + "\n" + "\n\n".join(body) + "\n"
+        block = section_md(s, quick)
+        pattern = re.compile(rf"<!-- bench:{s.key} -->.*?<!-- /bench:{s.key} -->", re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: block, text, count=1)
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
 
 
 # ----------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------
-BENCHES = {"jobs": bench_jobs, "latency": bench_latency, "transfer": bench_transfer}
+BENCHES = {"jobs": bench_jobs, "latency": bench_latency, "transfer": bench_transfer,
+           "scale": bench_scale}
 
 
 def _internal(argv: list[str]) -> None:
@@ -1209,6 +1421,7 @@ def _internal(argv: list[str]) -> None:
 
 
 def main() -> int:
+    global SCALE_NODES
     if len(sys.argv) > 1 and sys.argv[1].startswith("_raw-"):
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         _internal(sys.argv[1:])
@@ -1218,6 +1431,8 @@ def main() -> int:
                     help="200 jobs per node, 128 MiB transfers (a smoke run)")
     ap.add_argument("--only", choices=sorted(BENCHES), action="append",
                     help="run only this benchmark (repeatable)")
+    ap.add_argument("--scale-nodes", type=int, default=SCALE_NODES, metavar="N",
+                    help="simulated nodes for --only scale (1000; try 5000 or 10000)")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="report file")
     ap.add_argument("--no-write", action="store_true", help="do not write the report")
     ap.add_argument("--clean-data", action="store_true",
@@ -1228,6 +1443,9 @@ def main() -> int:
         print(f"removed {DATA}")
         return 0
     sys.path.insert(0, str(ROOT))
+    if not 1 <= opts.scale_nodes <= 10000:
+        ap.error("--scale-nodes must be 1 to 10000")
+    SCALE_NODES = opts.scale_nodes
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     facts = machine_facts()
     print(f"bench: {facts_line(facts)}", flush=True)

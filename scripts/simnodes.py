@@ -39,6 +39,7 @@ from director.trust.tokens import JoinToken  # noqa: E402
 RESULT_BATCH = 64          # the agent's limit (client/core.py)
 HWM = 10000                # as transport.py sets
 ENROLL_WAVE = 250          # enrollments in flight at once
+ENROLL_PATIENCE = 10.0     # s without an answer (a refused handshake): try again
 _TYPES = frozenset(M.TYPES)
 
 
@@ -66,15 +67,19 @@ class Sim:
         self.opts = opts
         token = JoinToken.decode(opts.token)
         self.server_key = token.server_key
-        self.endpoint = f"tcp://{opts.server}"
         self.ctx = zmq.Context(io_threads=opts.io_threads)
         self.ctx.setsockopt(zmq.MAX_SOCKETS, opts.count + 64)
         self.keys = [zmq.curve_keypair() for _ in range(opts.count)]
         self.names = [f"{opts.prefix}{i:05d}" for i in range(opts.count)]
         self.stop = False
+        host, _, port = opts.server.rpartition(":")
+        # each node connects from its own loopback address, as nodes on a network do
+        # (the server caps unproven connections per source address)
+        self.endpoints = [f"tcp://127.{10 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}:0;"
+                          f"{host}:{port}" for i in range(opts.count)]
         self.stats = {"count": opts.count, "enrolled": 0, "refused": 0, "online": 0,
                       "jobs": 0, "results": 0, "acked": 0, "unacked": 0, "errors": 0,
-                      "revoked": 0, "heartbeats": 0, "phase": "enrolling",
+                      "revoked": 0, "heartbeats": 0, "enroll_retries": 0, "phase": "enrolling",
                       "t_enrolled": None, "t_online": None, "error_text": ""}
         self.unacked: set[str] = set()
         self.t0 = time.monotonic()
@@ -93,7 +98,7 @@ class Sim:
     def enroll(self) -> None:
         """Every key enrolls by token, ENROLL_WAVE at a time, on its own connection."""
         todo = deque(range(self.opts.count))
-        live: dict[zmq.Socket, int] = {}
+        live: dict[zmq.Socket, tuple[int, float]] = {}
         poller = zmq.Poller()
         last_status = 0.0
         while (todo or live) and not self.stop:
@@ -101,16 +106,16 @@ class Sim:
                 i = todo.popleft()
                 pub, sec = self.keys[i]
                 s = _socket(self.ctx, pub, sec, self.server_key, self.opts.heartbeat)
-                s.connect(self.endpoint)
+                s.connect(self.endpoints[i])
                 s.send_multipart(_frames(M.Enroll(self.names[i], self.opts.token, "sim")))
-                live[s] = i
+                live[s] = (i, time.monotonic() + ENROLL_PATIENCE)
                 poller.register(s, zmq.POLLIN)
             for s, _ in poller.poll(1000):
                 try:
                     msg = M.decode(s.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     continue
-                i = live.pop(s)
+                live.pop(s)
                 poller.unregister(s)
                 s.close(0)
                 if isinstance(msg, M.Enrolled) and msg.state == "accepted":
@@ -118,9 +123,17 @@ class Sim:
                 else:
                     self.stats["refused"] += 1
                     self.stats["error_text"] = str(msg)[:300]
-            if time.monotonic() - last_status > 0.5:
+            now = time.monotonic()
+            for s, (i, deadline) in list(live.items()):
+                if now > deadline:  # never answered: its handshake was refused; again
+                    del live[s]
+                    poller.unregister(s)
+                    s.close(0)
+                    todo.append(i)
+                    self.stats["enroll_retries"] += 1
+            if now - last_status > 0.5:
                 self.write_status()
-                last_status = time.monotonic()
+                last_status = now
         self.stats["t_enrolled"] = time.monotonic() - self.t0
 
     # -- serving ----------------------------------------------------------------
@@ -135,7 +148,7 @@ class Sim:
         hello_answered = [False] * opts.count
         for i, (pub, sec) in enumerate(self.keys):
             s = _socket(self.ctx, pub, sec, self.server_key, opts.heartbeat)
-            s.connect(self.endpoint)
+            s.connect(self.endpoints[i])
             s.send_multipart(_frames(M.Hello(self.names[i], "sim", f"sim{os.getpid()}")))
             socks.append(s)
             index[s] = i
