@@ -63,6 +63,9 @@ class Settings:
     enroll_token: str = field(default="", repr=False)
     server_key: str = ""
     max_pending: int = 100
+    max_strangers: int = 1000             # open connections not yet proven by an accepted key
+    max_strangers_per_address: int = 64   # ... from one source address
+    stranger_buffer_mb: int = 128         # memory growth tolerated while they are open
 
 
 # Field name -> Python type (annotations are strings under ``from __future__``).
@@ -308,8 +311,10 @@ def _validate(s: Settings, sources: Mapping[str, str], path: str | None) -> Sett
         )
     if not MIN_CHUNK <= s.chunk_size <= MAX_CHUNK:
         raise fail("chunk_size", f"must be between {MIN_CHUNK} and {MAX_CHUNK}, got {s.chunk_size}")
-    if s.max_pending < 1:
-        raise fail("max_pending", f"must be at least 1, got {s.max_pending}")
+    for key in ("max_pending", "max_strangers", "max_strangers_per_address",
+                "stranger_buffer_mb"):
+        if getattr(s, key) < 1:
+            raise fail(key, f"must be at least 1, got {getattr(s, key)}")
     level = s.log_level.strip().lower()
     level = "warning" if level == "warn" else level
     if level not in LOG_LEVELS:

@@ -21,6 +21,7 @@ from director.trust.zap import ZAP_DOMAIN
 log = logging.getLogger("director.net")
 
 MAX_MSG = MAX_BODY + 80 * 1024 * 1024  # body + one chunk (chunk_size max 64 MiB)
+MAX_FROM_NODE = MAX_BODY + 64 * 1024
 HANDSHAKE_MS = 5000
 SNDHWM = 10000
 
@@ -41,6 +42,9 @@ def server_socket(ctx: zmq.Context, pair: KeyPair, bind: str, heartbeat_s: float
     """A CURVE ROUTER that only talks to peers the ZAP handler admitted."""
     sock = ctx.socket(zmq.ROUTER)
     _common(sock, heartbeat_s)
+    # nodes send the server bodies only (chunks flow the other way): a frame past
+    # this is refused by libzmq before it is kept whole
+    sock.maxmsgsize = MAX_FROM_NODE
     sock.curve_server = True
     sock.curve_secretkey = pair.secret
     sock.curve_publickey = pair.public

@@ -167,7 +167,8 @@ class ServerCore:
         seen, at = self._refused
         if total > seen and now - at >= 60.0:
             self.audit.record(now, "handshake_refused", detail=f"{total - seen} refused"
-                              " handshake(s) (revoked, rejected or unknown state keys)")
+                              " handshake(s) (revoked or rejected keys, or past the caps"
+                              " on unproven connections)")
             self._refused = (total, now)
 
     def _error(self, route: bytes, key: str, code: str, text: str, now: float) -> None:

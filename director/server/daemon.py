@@ -58,7 +58,8 @@ class Server:
         self._owns_control = False  # never remove another live server's socket
         self.ctx = zmq.Context(io_threads=2)  # CURVE encryption of chunk fan-out runs here
         self.conns = ConnectionTable(unproven_limits(settings))
-        self.gate = ZapGate(self.ctx, self.core.keys.state, self.conns.refusal)
+        self.gate = ZapGate(self.ctx, self.core.keys.state,
+                            lambda address: self.conns.refusal(address, time.monotonic()))
         self.gate.start()  # before any CURVE socket exists: fail closed
         try:
             self.control = control.bind(self.ctx, self.home)
@@ -175,20 +176,21 @@ class Server:
                 return
             fd = int(event["value"])
             if event["event"] == zmq.EVENT_ACCEPTED:
-                self.conns.opened(fd, sockfd.peer_of(fd) or ("?", -1))
+                self.conns.opened(fd, sockfd.peer_of(fd) or ("?", -1), time.monotonic())
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self.conns.closed(fd)
                 self._step(lambda now: self.core.connection_closed(fd, now))
 
     def _guard(self) -> None:
         """Cut every unproven connection when they cost too much (connections.py)."""
+        self.conns.age(time.monotonic())
         doomed = self.conns.to_cut(self.rss())
         if not doomed:
             return
         peers = self.conns.peer
         cut = sum(sockfd.cut(fd, peers[fd]) for fd in doomed)
         now = time.monotonic()
-        if now - self._cut_logged >= 60.0:  # at most one line a minute
+        if cut and now - self._cut_logged >= 60.0:  # at most one line a minute
             self._cut_logged = now
             log.warning("cut %d unproven connection(s): memory or open files ran short "
                         "while they were open (see SECURITY.md, limits)", cut)

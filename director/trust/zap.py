@@ -62,17 +62,21 @@ class ZapGate:
     """Starts pyzmq's ZAP thread with ``decide`` as the CURVE policy.
 
     ``lookup(z85_key) -> state`` must be safe to call from the ZAP thread (plain
-    dict reads are).  ``counts`` is accepted and ignored: the policy does not
-    depend on the pending queue (see ``decide``); drop it once no caller passes it.
+    dict reads are).  ``limit(address) -> reason | None`` is asked about every
+    handshake that would not prove an accepted key (strangers, pending keys): the
+    caps on unproven connections (server/connections.py); None admits.
     """
 
-    def __init__(self, context, lookup: Callable[[str], str | None]):
+    def __init__(self, context, lookup: Callable[[str], str | None],
+                 limit: Callable[[str], str | None] | None = None):
         import threading  # here, not at the top: the pure policy above needs no threads
 
         self._context = context
         self._lookup = lookup
+        self._limit = limit
         self._auth = None
         self.denied = 0
+        self.capped = 0
         self._held = 0
         self._logged_at = float("-inf")
         self._lock = threading.Lock()
@@ -81,6 +85,12 @@ class ZapGate:
     def callback(self, domain: str, key: bytes | str) -> bool:
         z85 = key.decode("ascii") if isinstance(key, bytes) else key
         d = decide(self._lookup(z85), domain=domain)
+        if d.allowed and d.role is not Role.NODE and self._limit is not None:
+            address = getattr(self._auth, "peer_address", "")
+            reason = self._limit(address)
+            if reason is not None:
+                self.capped += 1
+                d = Decision(False, None, reason)
         if not d.allowed:
             import time
 
@@ -96,9 +106,8 @@ class ZapGate:
         return d.allowed
 
     def start(self) -> None:
-        from zmq.auth.thread import ThreadAuthenticator
-
-        auth = ThreadAuthenticator(self._context, log=logging.getLogger("director.zap.pyzmq"))
+        auth = _authenticator_class()(self._context,
+                                      log=logging.getLogger("director.zap.pyzmq"))
         auth.start()
         auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
         self._auth = auth
@@ -112,3 +121,18 @@ class ZapGate:
 
     def is_alive(self) -> bool:
         return self._auth is not None and self._auth.is_alive()
+
+
+def _authenticator_class():
+    """pyzmq's ZAP thread, keeping each request's Peer-Address for ``callback`` (the
+    thread answers one request at a time, so one attribute is enough)."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    class AddressedAuthenticator(ThreadAuthenticator):
+        peer_address = ""
+
+        async def handle_zap_message(self, msg: list[bytes]) -> None:
+            self.peer_address = msg[3].decode("ascii", "replace") if len(msg) > 3 else ""
+            await super().handle_zap_message(msg)
+
+    return AddressedAuthenticator

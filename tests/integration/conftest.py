@@ -71,6 +71,14 @@ def _options(settings: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _limit_files(n: int) -> Callable[[], None]:
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return limit
+
+
 class Proc:
     """A long-running director process started by the mesh."""
 
@@ -238,8 +246,9 @@ class Mesh:
     # -- processes -------------------------------------------------------------
     def spawn(self, *args: str, home: str | None = None, name: str = "proc",
               env: Mapping[str, str] | None = None, capture_stdout: bool = False,
-              global_opts: Sequence[str] = ()) -> Proc:
-        """Start ``director --home HOME [global_opts] ARGS...`` in the background."""
+              global_opts: Sequence[str] = (), nofile: int | None = None) -> Proc:
+        """Start ``director --home HOME [global_opts] ARGS...`` in the background
+        (``nofile``: its open-file limit, soft and hard)."""
         home = home or self.home
         argv = [*DIRECTOR, "--home", home, *global_opts, *args]
         log = self._log(name)
@@ -250,6 +259,7 @@ class Mesh:
                 popen = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=out_fh, stderr=err_fh,
                     env=clean_env(env), start_new_session=True, cwd=str(self.root),
+                    preexec_fn=None if nofile is None else _limit_files(nofile),
                 )
             finally:
                 if out:
@@ -260,7 +270,7 @@ class Mesh:
 
     def server(self, *, home: str | None = None, port: int | None = None, wait: bool = True,
                env: Mapping[str, str] | None = None, args: Sequence[str] = ("server",),
-               **settings: Any) -> Proc:
+               nofile: int | None = None, **settings: Any) -> Proc:
         """Start the server (same home/port as before unless given) and wait until healthy."""
         if home is not None:
             self.home = home
@@ -271,7 +281,7 @@ class Mesh:
         opts = {"bind": self.bind, "heartbeat_interval": HEARTBEAT, "node_expiry": EXPIRY}
         opts.update(settings)
         proc = self.spawn(*args, home=self.home, name="server", env=env,
-                          global_opts=_options(opts))
+                          global_opts=_options(opts), nofile=nofile)
         self.server_proc = proc
         if wait:
             self.wait_healthy(proc)

@@ -41,6 +41,7 @@ PURE_GLOBS = [
     "director/transfer/session.py",
     "director/server/scheduler.py",
     "director/server/core*.py",
+    "director/server/connections.py",
     "director/client/core*.py",
 ]
 IO_MODULES = {"zmq", "sqlite3", "socket", "subprocess", "threading", "selectors",
