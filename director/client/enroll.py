@@ -49,9 +49,10 @@ def enroll(settings: Settings, *, server: str, token: str | None, server_key: st
             f"this home is already pinned to another server key ({pinning.path(settings.home)});"
             " use a fresh --home or remove that file to re-pin"
         )
+    endpoint = server_endpoint(_with_address(settings, server))
+    check_resolves(endpoint)  # before anything is written: a typo writes no key
     keystore.ensure_private_dir(keystore.keys_dir(settings.home))
     pair, created = keystore.load_or_create(settings.home)
-    endpoint = server_endpoint(_with_address(settings, server))
     ctx = zmq.Context()
     link = Link(ctx, pair, key, endpoint, settings.heartbeat_interval)
     try:
@@ -60,6 +61,21 @@ def enroll(settings: Settings, *, server: str, token: str | None, server_key: st
     finally:
         link.close()
         ctx.term()
+
+
+def check_resolves(endpoint: str) -> None:
+    """Refuse a host name that does not resolve, naming it (ZeroMQ would retry it silently
+    until the answer timeout, which reads like a server that is down)."""
+    import socket
+
+    host, _, port = endpoint.split("://", 1)[-1].rpartition(":")
+    host = host.strip("[]")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else "bad name"
+        raise ConnectionFailed(f"cannot resolve {host}: {why} (check the --server address)"
+                               ) from None
 
 
 def _with_address(settings: Settings, server: str) -> Settings:

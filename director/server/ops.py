@@ -80,7 +80,8 @@ def keys_delete(core: Any, rid: bytes, args: dict, now: float) -> dict:
 
 
 def keys_server(core: Any, rid: bytes, args: dict, now: float) -> dict:
-    return {"public_key": key_to_z85(core.server_key), "fingerprint": core.fingerprint}
+    return {"public_key": key_to_z85(core.server_key), "fingerprint": core.fingerprint,
+            "address": core.address()}
 
 
 def token_create(core: Any, rid: bytes, args: dict, now: float) -> dict:

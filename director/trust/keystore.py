@@ -8,6 +8,7 @@ someone else, or readable by group/others -- the things pyzmq's
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from director.errors import KeyFileError
 from director.trust.keyfmt import fingerprint, key_to_z85, z85_to_key
+
+log = logging.getLogger("director.keys")
 
 PUBLIC_FILE = "node.key"
 SECRET_FILE = "node.key_secret"
@@ -64,8 +67,12 @@ def ensure_private_dir(path: Path) -> Path:
         raise KeyFileError(f"{path} must be a real directory, not a symlink")
     if st.st_uid != os.geteuid():
         raise KeyFileError(f"{path} is owned by uid {st.st_uid}, not by this user")
-    if stat.S_IMODE(st.st_mode) != 0o700:
+    mode = stat.S_IMODE(st.st_mode)
+    if mode != 0o700:
         os.chmod(path, 0o700)
+        if mode & 0o077:  # an operator's directory made private: say so, once
+            log.warning("%s had mode %04o: changed to 0700 (it holds keys and state only"
+                        " this user may read)", path, mode)
     return path
 
 
