@@ -17,7 +17,8 @@ import click
 # shutil, signal, socket, subprocess and tempfile are imported where used: every
 # other director command loads this module, and they cost ~10 ms of start-up.
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+# Package data, so an installed director has it too (examples/ in a checkout links here).
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "demo.yaml"
 
 
 def _free_port() -> int:
