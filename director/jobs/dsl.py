@@ -152,8 +152,19 @@ def _parse(text: str, source: str | None, line: int | None) -> Instruction:
 def _verb(word: str) -> Verb:
     verb = TABLE.get(word.upper()) if word.isascii() else None
     if verb is None:
-        raise Invalid(f"unknown verb {short(word)}: expected one of {_verb_list()}")
+        raise Invalid(f"unknown verb {short(word)}: expected one of {_verb_list()}"
+                      f"{_yaml_hint(word)}")
     return verb
+
+
+def _yaml_hint(word: str) -> str:
+    """A word that starts YAML, not a job line: say how each form is written."""
+    if word in ("-", "---"):
+        return ("; this looks like YAML: a YAML orchestration is a list like"
+                " '- jobs: [RUN: echo hi]' from its first line")
+    if word.endswith(":") and word[:-1].upper() in TABLE:
+        return f"; write '{word[:-1].upper()} ARGS' ('{word[:-1]}: ARGS' is the YAML form)"
+    return ""
 
 
 def _owners(opt: str) -> str:

@@ -11,22 +11,24 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from director.errors import DSLError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction, parse_line
 
-__all__ = ["Step", "load_orchestration", "parse_directorfile", "parse_yaml", "parse_job_text"]
+if TYPE_CHECKING:
+    import yaml  # imported when a YAML file is parsed: 'director exec' never needs it
+
+__all__ = ["Step", "load_orchestration", "looks_like_yaml", "parse_directorfile", "parse_yaml",
+           "parse_job_text"]
 
 _STR = "tag:yaml.org,2002:str"
 _BOOL = "tag:yaml.org,2002:bool"
 _PLAIN_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
 _ITEM_KEYS = ("targets", "jobs", "async", "name")
 _VERB_WORD_RE = re.compile(r"[A-Za-z]+")
-# libyaml's parser when PyYAML has it (~10x faster on big files); same safe node graph
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_START_RE = re.compile(r"-(?:\s|$)|---|%|\[|\{")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class Step:
 
 
 def load_orchestration(path: str | Path) -> list[Step]:
-    """Read and parse one orchestration file: YAML by suffix, else a Directorfile."""
+    """Read and parse one orchestration file: YAML by its suffix (``.yaml``/``.yml``) or
+    its first line, else a Directorfile."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -50,9 +53,20 @@ def load_orchestration(path: str | Path) -> list[Step]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DSLError(f"cannot read orchestration file: {reason}; check the path",
                        source=source) from None
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
+    if Path(path).suffix.lower() in (".yaml", ".yml") or looks_like_yaml(text):
         return parse_yaml(text, source)
     return parse_directorfile(text, source)
+
+
+def looks_like_yaml(text: str) -> bool:
+    """True when the first line that is not blank or a comment can only start YAML: a
+    list item (``- ...``), a document marker or directive (``---``, ``%YAML``) or a flow
+    collection (``[``, ``{``); a Directorfile line starts with a verb word."""
+    for raw in _physical_lines(text):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            return bool(_YAML_START_RE.match(line))
+    return False
 
 
 def parse_directorfile(text: str, source: str) -> list[Step]:
@@ -108,9 +122,12 @@ def _finish(pieces: list[str], source: str, line: int | None) -> Instruction:
 
 def parse_yaml(text: str, source: str) -> list[Step]:
     """The directord format: a list of ``{targets, jobs: [{VERB: ARGS}], async, name}``."""
+    import yaml
 
+    # libyaml's parser when PyYAML has it (~10x faster on big files); same safe node graph
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        root = yaml.compose(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
@@ -138,6 +155,8 @@ def _line(node: yaml.Node) -> int:
 
 def _check_tags(root: yaml.Node, source: str) -> None:
     """Refuse explicit tags (``!!python/...``, ``!foo``) on lists and mappings outright."""
+    import yaml
+
     stack, seen = [root], set()
     while stack:
         node = stack.pop()
@@ -154,6 +173,8 @@ def _check_tags(root: yaml.Node, source: str) -> None:
 
 
 def _parse_item(item: yaml.Node, index: int, source: str) -> Step:
+    import yaml
+
     def fail(message: str, node: yaml.Node) -> DSLError:
         return DSLError(message, source=source, line=_line(node))
 
@@ -208,6 +229,8 @@ def _parse_item(item: yaml.Node, index: int, source: str) -> Step:
 
 
 def _parse_job(job: yaml.Node, source: str) -> Instruction:
+    import yaml
+
     line = _line(job)
     if not (isinstance(job, yaml.MappingNode) and len(job.value) == 1):
         raise DSLError("each job must be a mapping with exactly one key, the verb: "

@@ -221,11 +221,12 @@ def test_load_directorfile_for_other_names(tmp_path):
     assert step.jobs[0].command == "echo hi" and step.jobs[0].source == str(path)
 
 
-def test_load_yaml_content_in_non_yaml_file_is_a_directorfile(tmp_path):
+def test_load_yaml_content_in_non_yaml_file_is_yaml(tmp_path):
+    """Issue 15 item 9: YAML is recognised by its content too (was "unknown verb '-'")."""
     path = tmp_path / "deploy.txt"
     path.write_text("- jobs: [RUN: x]\n")
-    with pytest.raises(DSLError, match="unknown verb '-'"):
-        load_orchestration(path)
+    (step,) = load_orchestration(path)
+    assert step.jobs[0].command == "x" and step.jobs[0].line == 1
 
 
 def test_load_missing_file(tmp_path):
