@@ -6,7 +6,6 @@ file:line and no node ever sees any of it.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -17,51 +16,33 @@ from director.cli import output
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 TARGET = click.option("--target", "-t", "targets", multiple=True,
                       help="Node name or glob (repeatable). Default: every online node.")
-SILENT_AFTER_SUBMIT = 5.0  # seconds without progress that mean the server went away
 WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exit 2 on failure.")
 
 
-def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
-    from director.errors import ConnectionFailed
-    from director.net.control import ControlClient, result_of
-    from director.protocol.control import CtlEvent
+def _submit(obj, jobs, targets, wait: bool, as_json: bool) -> None:
+    """Submit through ``director.api`` and show what came back (exit 2 if a job failed)."""
+    from director.cli.run_cmds import api_client
 
-    payload = {"steps": [{"targets": list(s.targets), "async": s.async_, "name": s.name,
-                          "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
-               "targets": list(targets), "wait": wait, "base": os.getcwd()}
-    with ControlClient(obj.settings().home, timeout=10.0) as c:
-        if not wait:
-            res = c.call("jobs.submit", payload)
-            if as_json:
-                output.emit_json(res)
-            else:
-                click.echo("\n".join(output.safe_text(j, inline=True) for j in res["jobs"]))
-            return
-        progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
-        docs = None
-        c.send("jobs.submit", payload)
-        while True:
-            try:  # the server sends progress every 0.25 s once the work is submitted
-                msg = c.recv(SILENT_AFTER_SUBMIT if progress.jobs else 15.0)
-            except ConnectionFailed:
-                progress.close()
-                if not progress.jobs:
-                    raise
-                raise ConnectionFailed(
-                    f"the server went away while the jobs ran (they go on once it is back);"
-                    f" follow them with: director job {progress.jobs[-1]}"
-                    f" (all: director jobs)") from None
-            if isinstance(msg, CtlEvent):
-                progress.update(msg.event, msg.data if isinstance(msg.data, dict) else {})
-                continue
+    client = api_client(obj)
+    if not wait:
+        sub = client.submit(jobs, targets)
+        if as_json:
+            output.emit_json(sub)
+        else:
+            click.echo("\n".join(output.safe_text(j, inline=True) for j in sub.jobs))
+        return
+    progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
+    try:
+        if as_json and not sys.stdout.isatty():
+            # already encoded as compact --json output: pass it through untouched
+            raw = client.submit_encoded(jobs, targets, on_event=progress.update)
             progress.close()
-            if as_json and msg.ok and msg.result_json and not sys.stdout.isatty():
-                # already encoded as compact --json output: pass it through untouched
-                sys.stdout.buffer.write(msg.data + b"\n")
-                sys.stdout.flush()
-                raise SystemExit(2 if msg.failed else 0)
-            docs = result_of(msg)
-            break
+            sys.stdout.buffer.write(raw.data + b"\n")
+            sys.stdout.flush()
+            raise SystemExit(2 if raw.failed else 0)
+        docs = client.submit(jobs, targets, wait=True, on_event=progress.update)
+    finally:
+        progress.close()
     if as_json:
         output.emit_json(docs)
     else:
@@ -69,8 +50,7 @@ def _submit(obj, steps, targets, wait: bool, as_json: bool) -> None:
 
         for doc in docs:
             print_results(doc, header=len(docs) > 1)
-    failed = [d for d in docs if d["status"] != "success"]
-    raise SystemExit(2 if failed else 0)
+    raise SystemExit(0 if all(d.ok for d in docs) else 2)
 
 
 class _Progress:
@@ -108,6 +88,7 @@ class _Progress:
         if self.shown:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
+            self.shown = False
 
 
 def _count(value: object) -> int:
@@ -117,7 +98,39 @@ def _count(value: object) -> int:
         and value == value and abs(value) < 1e18 else 0
 
 
-@click.command("exec")
+class _JobLineCommand(click.Command):
+    """``exec``: an option click does not know, written after the verb, was meant for the
+    job (``director exec RUN --skip-cache true``): say to quote the job line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # click's parser consumes the list it parses
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            hint = _quote_hint(given, exc.option_name)
+            if hint is None:
+                raise
+            raise click.UsageError(f"{exc.format_message().rstrip('.')} for exec; {hint}",
+                                   ctx) from None
+
+
+def _quote_hint(args: list[str], option: str) -> str | None:
+    """``... quote the whole job line: director exec ... 'VERB ...'`` when ``option``
+    comes after a verb word in ``args``; None when it does not (a mistyped exec option)."""
+    import shlex
+
+    from director.jobs.verbs import TABLE
+
+    verb_at = next((i for i, a in enumerate(args) if a.upper() in TABLE), None)
+    if verb_at is None or not any(a.startswith(option) for a in args[verb_at + 1:]):
+        return None  # ('-l' comes from '-la', '--x' from '--x=1')
+    line = shlex.quote(" ".join(args[verb_at:]))
+    before = " ".join(shlex.quote(a) for a in args[:verb_at])
+    return (f"if it is part of the job, quote the whole job line:"
+            f" director exec {before + ' ' if before else ''}{line}")
+
+
+@click.command("exec", cls=_JobLineCommand)
 @TARGET
 @WAIT
 @JSON
@@ -125,10 +138,7 @@ def _count(value: object) -> int:
 @click.pass_obj
 def exec_(obj, targets, wait: bool, as_json: bool, job: tuple[str, ...]) -> None:
     """Run one job line ('RUN uptime') on the targets."""
-    from director.jobs.files import parse_job_text
-
-    steps = parse_job_text(" ".join(job))
-    _submit(obj, steps, targets, wait, as_json)
+    _submit(obj, " ".join(job), targets, wait, as_json)
 
 
 @click.command()
@@ -139,10 +149,9 @@ def exec_(obj, targets, wait: bool, as_json: bool, job: tuple[str, ...]) -> None
 @click.pass_obj
 def orchestrate(obj, targets, wait: bool, as_json: bool, files: tuple[str, ...]) -> None:
     """Run Directorfiles or directord-style YAML orchestrations."""
-    from director.jobs.files import load_orchestration
+    from pathlib import Path
 
-    steps = [s for f in files for s in load_orchestration(f)]
-    _submit(obj, steps, targets, wait, as_json)
+    _submit(obj, [Path(f) for f in files], targets, wait, as_json)
 
 
 @click.command()
@@ -151,9 +160,9 @@ def orchestrate(obj, targets, wait: bool, as_json: bool, files: tuple[str, ...])
 @click.pass_obj
 def jobs(obj, limit: int, as_json: bool) -> None:
     """Recent jobs: id, verb, targets, status, counts, age."""
-    from director.cli.run_cmds import call
+    from director.cli.run_cmds import api_client
 
-    rows = call(obj, "jobs.list", {"limit": limit})
+    rows = api_client(obj).jobs(limit)
     if as_json:
         output.emit_json(rows)
         return
@@ -176,9 +185,9 @@ def _targets(names: list[str]) -> str:
 def job(obj, job_id: str, as_json: bool) -> None:
     """A job's definition and its result on each node (ID or 'last')."""
     from director.cli.job_view import print_results
-    from director.cli.run_cmds import call
+    from director.cli.run_cmds import api_client
 
-    doc = call(obj, "jobs.get", {"id": job_id})
+    doc = api_client(obj).job(job_id)
     if as_json:
         output.emit_json(doc)
     else:

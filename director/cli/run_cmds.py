@@ -65,7 +65,7 @@ def health(obj, as_json: bool, timeout: float) -> None:
 @click.pass_obj
 def nodes(obj, as_json: bool) -> None:
     """Accepted nodes: name, state, last seen, address, version, fingerprint."""
-    rows = call(obj, "nodes")
+    rows = api_client(obj).nodes()
     if as_json:
         output.emit_json(rows)
         return
@@ -90,12 +90,16 @@ def config(obj, as_json: bool) -> None:
     click.echo(output.table(["KEY", "VALUE", "SOURCE"], eff.as_table()))
 
 
+def api_client(obj):
+    """The ``director.api`` Client for the server in this home (job commands use it)."""
+    from director.api import Client
+
+    return Client(obj.settings().home)
+
+
 def call(obj, op: str, args: dict | None = None, timeout: float = 10.0):
     """One control-socket request to the server in this home."""
-    from director.net.control import ControlClient
-
-    with ControlClient(obj.settings().home, timeout=timeout) as c:
-        return c.call(op, args)
+    return api_client(obj).request(op, args, timeout)
 
 
 COMMANDS = [server, client, health, nodes, config]

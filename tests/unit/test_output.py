@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from director.cli import job_cmds, output, run_cmds, trust_cmds
+from director import api
+from director.cli import job_cmds, output
 from director.cli.job_view import print_results
 from director.cli.main import cli
 from director.cli.output import emit_json, safe_text, table
@@ -102,8 +103,9 @@ def served(monkeypatch):
         "keys.list": [{"name": "n\x1b]0;t\x07", "state": "pending", "fingerprint": "f",
                        "updated": None}],
     }
-    for mod in (run_cmds, trust_cmds):
-        monkeypatch.setattr(mod, "call", lambda obj, op, args=None, timeout=10.0: answers[op])
+    # the CLI reaches the server only through director.api's Client.request
+    monkeypatch.setattr(api.Client, "request", lambda self, op, args=None, timeout=None:
+                        answers[op])
     return answers
 
 
@@ -144,9 +146,9 @@ def test_errors_from_the_server_are_stripped(monkeypatch, capsys):
     from director.errors import DirectorError
     from director.cli import main as main_mod
 
-    def boom(obj, op, args=None, timeout=10.0):
+    def boom(self, op, args=None, timeout=None):
         raise DirectorError("no node named 'x\x1b]0;t\x07'")
-    monkeypatch.setattr(run_cmds, "call", boom)
+    monkeypatch.setattr(api.Client, "request", boom)
     with pytest.raises(SystemExit):
         main_mod.main(["nodes"])
     err = capsys.readouterr().err

@@ -1,0 +1,242 @@
+"""The Python API: what the ``director`` job commands do, for programs.
+
+    from pathlib import Path
+    from director.api import Client
+
+    c = Client(home="/var/lib/director")        # the server's home (its control socket)
+    for job in c.submit("RUN uptime", targets=["web*"], wait=True):
+        for node, r in job.results.items():
+            print(node, r.status, r.stdout.strip())
+    sub = c.submit(Path("site.yaml"))            # an orchestration file; returns at once
+    done = [c.wait(j) for j in sub.jobs]         # each ends success/failed/timeout/lost/...
+
+Results are the documents ``--json`` prints (``director.documents``: dicts with typed
+attributes); every error is a ``director.errors.DirectorError`` (``DSLError`` for a bad
+job line or file -- nothing is sent then --, ``ConnectionFailed`` when no server answers).
+The CLI's exec, orchestrate, job, jobs and nodes commands are built on this module.
+
+It talks to the server in ``home`` over its local control socket, so it runs as the
+server's user.  Imports stay small (no server, node protocol or DSL until a submission
+needs it): ``director exec`` starts through here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+from director.documents import (FINAL, Job, JobSummary, Node, Submission, job_summaries_of,
+                                jobs_of, nodes_of)
+from director.errors import ConnectionFailed, DirectorError
+
+__all__ = ["Client", "EncodedResults", "Unsupported", "WaitTimedOut", "Job", "JobSummary",
+           "Node", "Submission", "CANCEL_OP", "FINAL"]
+
+CANCEL_OP = "jobs.cancel"   # the control operation ``cancel`` sends: {"id": ID}
+FIRST_ANSWER = 15.0         # s until a waiting submission is acknowledged (COPY hashes first)
+SILENT_AFTER_SUBMIT = 5.0   # s without progress that mean the server went away
+JobsSpec = Union[str, Sequence[str], "os.PathLike[str]", Sequence["os.PathLike[str]"]]
+OnEvent = Callable[[str, dict], None]
+
+
+class Unsupported(DirectorError):
+    """The server does not know the operation asked for (it is older than this client)."""
+
+
+class WaitTimedOut(DirectorError):
+    """``Client.wait`` gave up before the job ended (the job goes on)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class EncodedResults:
+    """The server's answer to a waiting submission, still encoded: ``data`` is exactly the
+    JSON ``exec --wait --json`` prints; ``failed`` counts jobs that did not succeed."""
+
+    data: bytes
+    failed: int
+
+
+class Client:
+    """The server whose home is ``home`` (default: ``--home``'s default and config:
+    ``DIRECTOR_HOME``, the config file, then the built-in default)."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, timeout: float = 10.0):
+        if home is None:
+            from director.config import load_settings
+
+            home = load_settings(cli={}, environ=os.environ, config_path=None).settings.home
+        self.home = Path(home)
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Client(home={str(self.home)!r})"
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _connect(self, timeout: float | None = None):
+        from director.net.control import ControlClient
+
+        return ControlClient(self.home, timeout=self.timeout if timeout is None else timeout)
+
+    def request(self, op: str, args: dict[str, Any] | None = None,
+                timeout: float | None = None) -> Any:
+        """One raw control request and its decoded answer (the other methods use this);
+        a refusal raises DirectorError with the server's words and exit code."""
+        with self._connect(timeout) as c:
+            return c.call(op, args)
+
+    # -- queries ----------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        """Accepted nodes (``director nodes --json``)."""
+        return nodes_of(self.request("nodes"))
+
+    def jobs(self, limit: int = 20) -> list[JobSummary]:
+        """The ``limit`` most recent jobs, newest first (``director jobs --json``)."""
+        return job_summaries_of(self.request("jobs.list", {"limit": limit}))
+
+    def job(self, job_id: str) -> Job:
+        """One job and its result on each node (``director job ID --json``); ``job_id``
+        may be ``last`` or a unique prefix of at least 4 characters."""
+        return Job(self.request("jobs.get", {"id": job_id}))
+
+    def wait(self, job_id: str, timeout: float | None = None, interval: float = 0.5) -> Job:
+        """The job once it has ended on every node it targets (polling ``job``).
+
+        Raises WaitTimedOut after ``timeout`` seconds (None: no limit: the server ends
+        every task within its own timeout); the job is not touched by giving up."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.05
+        while True:
+            doc = self.job(job_id)
+            if doc.done:
+                return doc
+            job_id = doc.id  # 'last' or a prefix: the same job from now on
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimedOut(f"job {doc.id} is still {doc.status} after {timeout:g} s")
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, interval)
+
+    # -- changes ----------------------------------------------------------------------
+    def submit(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *, wait: bool = False,
+               base: str | os.PathLike[str] | None = None,
+               on_event: OnEvent | None = None) -> Any:
+        """Run jobs on the targets (default: every online node).
+
+        ``jobs`` is a job line (``"RUN uptime"``; several lines run in order), a list of
+        lines, an orchestration file as a ``pathlib.Path`` (Directorfile or YAML) or a
+        list of them.  Everything is parsed first: a bad line raises DSLError and nothing
+        is sent.  ``base`` is the directory relative COPY sources resolve against
+        (default: the working directory).
+
+        Without ``wait``: a Submission (orchestration id, job ids), at once.  With it: the
+        list of Jobs once every node answered (check ``job.ok``); ``on_event(event,
+        data)`` sees the server's ``submitted`` and ``progress`` events meanwhile."""
+        payload = self._payload(jobs, targets, wait, base)
+        if not wait:
+            return Submission(self.request("jobs.submit", payload))
+        import json
+
+        raw = self._submit_waiting(payload, on_event)
+        try:
+            docs = json.loads(raw.data)
+        except (ValueError, RecursionError):
+            from director.errors import ProtocolError
+
+            raise ProtocolError("the server's job results are not valid JSON") from None
+        return jobs_of(docs)
+
+    def submit_encoded(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
+                       base: str | os.PathLike[str] | None = None,
+                       on_event: OnEvent | None = None) -> EncodedResults:
+        """``submit(..., wait=True)`` with the results left as the server encoded them,
+        for passing on untouched (``exec --wait --json`` prints these bytes)."""
+        return self._submit_waiting(self._payload(jobs, targets, True, base), on_event)
+
+    def cancel(self, job_id: str) -> Any:
+        """Cancel a job (queued tasks end unsent, running ones are stopped): sends the
+        ``jobs.cancel`` control operation with ``{"id": job_id}`` and returns the server's
+        answer.  A server without that operation raises Unsupported (a DirectorError)."""
+        try:
+            return self.request(CANCEL_OP, {"id": job_id})
+        except Unsupported:
+            raise
+        except DirectorError as exc:
+            if str(exc).startswith("unknown control operation"):
+                raise Unsupported(f"the director in {self.home} cannot cancel jobs (it has no"
+                                  f" '{CANCEL_OP}' operation): upgrade it and restart it"
+                                  ) from None
+            raise
+
+    # -- submission internals -----------------------------------------------------------
+    def _payload(self, jobs: JobsSpec, targets: str | Sequence[str], wait: bool,
+                 base: str | os.PathLike[str] | None) -> dict[str, Any]:
+        steps = _steps(jobs)
+        if isinstance(targets, str):
+            targets = [targets]
+        elif not all(isinstance(t, str) for t in targets):
+            raise TypeError("targets must be a string or a list of strings")
+        return {"steps": [{"targets": list(s.targets), "async": s.async_, "name": s.name,
+                           "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
+                "targets": list(targets), "wait": wait,
+                "base": os.path.abspath(base) if base is not None else os.getcwd()}
+
+    def _submit_waiting(self, payload: dict[str, Any], on_event: OnEvent | None
+                        ) -> EncodedResults:
+        from director.net.control import result_of
+        from director.protocol.control import CtlEvent
+
+        submitted: list[str] = []  # job ids, once the server took the work
+        with self._connect() as c:
+            c.send("jobs.submit", payload)
+            while True:
+                try:  # the server sends progress every 0.25 s once the work is submitted
+                    msg = c.recv(SILENT_AFTER_SUBMIT if submitted else FIRST_ANSWER)
+                except ConnectionFailed:
+                    if not submitted:
+                        raise
+                    raise ConnectionFailed(
+                        f"the server went away while the jobs ran (they go on once it is"
+                        f" back); follow them with: director job {submitted[-1]}"
+                        f" (all: director jobs)") from None
+                if isinstance(msg, CtlEvent):
+                    data = msg.data if isinstance(msg.data, dict) else {}
+                    if msg.event == "submitted":
+                        ids = data.get("jobs")
+                        submitted = [j for j in ids if isinstance(j, str)] \
+                            if isinstance(ids, list) else []
+                        submitted = submitted or ["last"]
+                    if on_event is not None:
+                        on_event(msg.event, data)
+                    continue
+                if msg.ok and msg.result_json:
+                    return EncodedResults(msg.data, msg.failed or 0)
+                result = result_of(msg)  # a refusal raises here
+                import json
+
+                docs = jobs_of(result)
+                return EncodedResults(json.dumps(docs).encode(),
+                                      sum(1 for d in docs if d.status != "success"))
+
+
+def _steps(jobs: JobsSpec) -> list:
+    """Parsed Steps from a job line, lines, a file or files (DSLError on any mistake)."""
+    from director.jobs.files import load_orchestration, parse_job_text
+
+    if isinstance(jobs, str):
+        return parse_job_text(jobs)
+    if isinstance(jobs, os.PathLike):
+        return load_orchestration(jobs)
+    if isinstance(jobs, (list, tuple)):
+        if all(isinstance(j, str) for j in jobs):
+            return parse_job_text("\n".join(jobs))
+        if all(isinstance(j, os.PathLike) for j in jobs):
+            return [s for f in jobs for s in load_orchestration(f)]
+    raise TypeError("jobs must be a job line (str), a list of lines, an orchestration file"
+                    " (pathlib.Path) or a list of files")
+
