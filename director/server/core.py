@@ -31,6 +31,7 @@ from director.server.registry import KeyTable, Registry
 from director.trust.zap import Role, role_of
 
 log = logging.getLogger("director.server")
+STALL = 1.0  # s: a loop iteration longer than this restarts every node's expiry
 
 # Which messages each role may send.  Anything else: "not permitted".
 DISPATCH: dict[Role, frozenset[type]] = {
@@ -99,9 +100,13 @@ class ServerCore:
         self.after_events(now)
         return self.take()
 
-    def loop_took(self, seconds: float) -> None:
-        """The driver's measure of one loop iteration (its work, not its wait)."""
+    def loop_took(self, seconds: float, now: float | None = None) -> None:
+        """The driver's measure of one loop iteration (its work, not its wait).  One
+        over STALL left the sockets unread that long: nodes get a full expiry again."""
         self.loop.took(seconds)
+        if seconds > STALL and now is not None:
+            log.warning("the server did not read its sockets for %.1f s", seconds)
+            self.peers.stalled(now)
 
     def who(self, key: str) -> str:
         return self.keys.name(key) or (key[:8] + "...")
@@ -132,10 +137,15 @@ class ServerCore:
                           msg.TYPE, self.who(key), role.value)
             return
         if role is not Role.STRANGER:
+            before = self.peers.get(key)
+            serving = before is not None and before.hello
             peer, moved = self.peers.seen(key, route, address, msg.TYPE, now,
                                           role is Role.NODE, fd)
             if moved and role is Role.NODE:
                 if peer.hello:  # a new connection of a node already serving: go on there
+                    if not serving:
+                        log.info("node %s is online again (heard from on a live"
+                                 " connection)", self.who(key))
                     self.jobs.node_ready(key)
                 else:
                     log.info("node %s is online from %s", self.who(key), address)
@@ -206,7 +216,7 @@ class ServerCore:
         peer.version = msg.version[:32]
         peer.boot = msg.boot
         peer.hello = True
-        self.peers.dirty[key] = (peer.last_seen, peer.address, peer.version)
+        self.peers.mark_dirty(peer)
         self.out.append(Send(route, m.encode(m.Enrolled("accepted", self.keys.name(key) or ""))))
         # after a reconnect, an agent or a server restart alike: the node's journal says
         # what became of each job in flight there (never run twice)

@@ -9,10 +9,17 @@ reconnecting node sends before its HELLO already prove its new route.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 ROUTE_FROM = frozenset({"HELLO", "HEARTBEAT", "ENROLL", "ENROLL_STATUS", "RESULT", "RESULTS"})
+# what only a serving agent sends on its main connection: an accepted key heard saying
+# one of these is online, HELLO or not (an agent whose connection never dropped does
+# not say HELLO again after the server gave up on it; a frozen loop must not strand it)
+AGENT_TRAFFIC = frozenset({"HEARTBEAT", "RESULT", "RESULTS"})
 MAX_PEERS = 200_000     # keys the table holds at once (strangers included)
+SEEN_EVERY = 60.0       # s: how often a talking node's last-seen time is written
+MAX_SEEN_ROWS = 2000    # last-seen rows written in one go
 
 
 @dataclass
@@ -27,12 +34,17 @@ class Peer:
     boot: str | None = None
     hello: bool = False  # an agent said HELLO (an enroll-only connection is not online)
     fd: int = -1         # the server-side socket of ``route`` (to notice it closing)
+    written: float = float("-inf")  # when its last-seen row was last queued for writing
 
 
 class Peers:
     def __init__(self, expiry: float):
         self.expiry = expiry
         self.by_key: dict[str, Peer] = {}
+        # keys by when they were last heard from, oldest first: expiry looks at the front
+        # only, so its cost follows the peers that expire, not the peers there are
+        self._quiet: OrderedDict[str, None] = OrderedDict()
+        self.resumed = float("-inf")  # the end of the server's last stall (see ``stalled``)
         self.dirty: dict[str, tuple[float, str | None, str | None]] = {}  # last-seen rows
 
     def get(self, key: str) -> Peer | None:
@@ -40,7 +52,14 @@ class Peers:
 
     def online(self, key: str, now: float) -> bool:
         peer = self.by_key.get(key)
-        return peer is not None and peer.hello and now - peer.last_seen <= self.expiry
+        return (peer is not None and peer.hello
+                and now - max(peer.last_seen, self.resumed) <= self.expiry)
+
+    def stalled(self, now: float) -> None:
+        """The server did not read its sockets for a while (a long step, a paused
+        process): what nodes sent meanwhile is still queued, unread, so their silence
+        counts from ``now``; none expires before it had a full expiry to be heard."""
+        self.resumed = now
 
     def route(self, key: str) -> bytes | None:
         peer = self.by_key.get(key)
@@ -59,11 +78,22 @@ class Peers:
         elif mtype in ROUTE_FROM and (peer.route != route or fd != peer.fd):
             peer.route, peer.fd, moved = route, fd, True
         peer.last_seen = now
-        if address:
+        self._quiet[key] = None
+        self._quiet.move_to_end(key)
+        if address and address != peer.address:
             peer.address = address
+            peer.written = float("-inf")
         if node:
-            self.dirty[key] = (now, peer.address, peer.version)
+            if mtype in AGENT_TRAFFIC and not peer.hello:
+                peer.hello = moved = True  # heard from, connection alive: online again
+            if now - peer.written >= SEEN_EVERY:
+                self.mark_dirty(peer)
         return peer, moved
+
+    def mark_dirty(self, peer: Peer) -> None:
+        """Queue the peer's last-seen row (written in bounded batches by the core)."""
+        peer.written = peer.last_seen
+        self.dirty[peer.key] = (peer.last_seen, peer.address, peer.version)
 
     def closed(self, fd: int) -> list[str]:
         """The connection on ``fd`` closed: keys whose route it was lose that route
@@ -75,17 +105,39 @@ class Peers:
         return gone
 
     def forget(self, key: str) -> Peer | None:
+        self._quiet.pop(key, None)
         return self.by_key.pop(key, None)
 
     def expired(self, now: float) -> list[str]:
-        """Keys silent for longer than the expiry: forgotten and returned."""
-        gone = [k for k, p in self.by_key.items() if now - p.last_seen > self.expiry]
-        for k in gone:
-            del self.by_key[k]
+        """Keys silent for longer than the expiry: forgotten and returned (their last
+        word queued for writing).  Only the oldest are looked at."""
+        limit = now - self.expiry
+        if self.resumed > limit:
+            return []  # after a stall, everyone gets a full expiry to be heard
+        old = []
+        for key in self._quiet:
+            peer = self.by_key.get(key)
+            if peer is not None and peer.last_seen >= limit:
+                break
+            old.append(key)
+        gone = []
+        for key in old:
+            del self._quiet[key]
+            peer = self.by_key.pop(key, None)
+            if peer is not None:
+                gone.append(key)
+                if peer.hello:
+                    self.mark_dirty(peer)
         return gone
 
-    def take_dirty(self) -> dict[str, tuple[float, str | None, str | None]]:
-        out, self.dirty = self.dirty, {}
+    def take_dirty(self, limit: int = MAX_SEEN_ROWS
+                   ) -> dict[str, tuple[float, str | None, str | None]]:
+        if len(self.dirty) <= limit:
+            out, self.dirty = self.dirty, {}
+            return out
+        out = {}
+        for key in list(self.dirty)[:limit]:
+            out[key] = self.dirty.pop(key)
         return out
 
     def _evict(self, now: float) -> None:
@@ -94,3 +146,4 @@ class Peers:
                        key=lambda p: p.last_seen)[: max(1, len(self.by_key) // 10)]
         for p in quiet:
             del self.by_key[p.key]
+            self._quiet.pop(p.key, None)

@@ -1,0 +1,98 @@
+"""The server core's rules for many nodes (issue 12), in-process: a node heard from is
+online, a stalled loop strands nobody, last-seen rows are written in bounded batches,
+and live tasks (jobs x nodes) are capped."""
+
+from __future__ import annotations
+
+import pytest
+from coretools import CoreHarness, jobs_in, run_steps
+
+from director.protocol import messages as m
+from director.server import peers as peers_mod
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
+
+
+def submit(h: CoreHarness, *lines: str, **kw) -> tuple[dict, list[m.Job]]:
+    reply = h.op("jobs.submit", **run_steps(*lines, **kw))
+    assert isinstance(reply, m.CtlReply) and reply.ok, reply
+    return reply.result, jobs_in(h.pending)
+
+
+def state(h: CoreHarness, name: str) -> str:
+    return {n["name"]: n["state"] for n in h.ok("nodes")}[name]
+
+
+def test_a_node_heard_from_after_expiry_is_online_again_and_gets_jobs(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN sleep 1000")
+    h.tick(31.0)  # its heartbeats went unread: the server gave up on it
+    assert state(h, "web1") == "offline"
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "lost"
+    # its connection never dropped, so its agent never says HELLO again: a heartbeat
+    # on that connection is enough
+    h.from_node(key, m.Heartbeat(1), b"route-web1")
+    assert state(h, "web1") == "online"
+    assert h.ok("health")["nodes_online"] == 1
+    _, more = submit(h, "RUN echo again")
+    assert [j.instruction.command for j in more] == ["echo again"]
+    # and what it ran meanwhile is its word, not 'lost'
+    h.from_node(key, m.Result(jobs[0].job_id, "success", rc=0), b"route-web1")
+    h.tick()
+    assert h.ok("jobs.get", id=jobs[0].job_id)["results"]["web1"]["status"] == "success"
+
+
+def test_an_enroll_only_connection_of_an_accepted_key_is_not_online(h):
+    key = h.accepted_node("web1")
+    h.tick(31.0)
+    h.from_node(key, m.EnrollStatus(), b"route-enroll")
+    assert state(h, "web1") == "offline"
+
+
+def test_after_a_stalled_loop_no_node_expires_before_it_could_be_heard(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN sleep 1000")
+    h.now += 29.0
+    h.core.loop_took(25.0, h.now)  # one step held the loop: heartbeats are queued
+    h.tick(5.0)                    # 34 s since it was last read from
+    assert state(h, "web1") == "online"
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
+    h.from_node(key, m.Heartbeat(1), b"route-web1")  # the queued heartbeat, read at last
+    h.tick(29.0)
+    assert state(h, "web1") == "online"
+    h.tick(2.0)  # and a node really silent for a whole expiry after that does expire
+    assert state(h, "web1") == "offline"
+    assert h.ok("server.stats")["loop"]["slow_iterations"] == 1
+
+
+def test_expiry_looks_only_at_the_quietest_peers(h):
+    keys = [h.accepted_node(f"n{i}") for i in range(5)]
+    h.now += 20.0
+    for k in keys[2:]:
+        h.from_node(k, m.Heartbeat(0), f"route-n{keys.index(k)}".encode())
+    h.tick(11.0)
+    assert [state(h, f"n{i}") for i in range(5)] == ["offline"] * 2 + ["online"] * 3
+
+
+def test_last_seen_rows_are_written_once_a_minute_not_per_heartbeat(h, monkeypatch):
+    key = h.accepted_node("web1")
+    writes: list[int] = []
+    real = h.store.touch_many
+    monkeypatch.setattr(h.store, "touch_many", lambda rows: (writes.append(len(rows)),
+                                                             real(rows))[1])
+    for _ in range(100):  # 100 heartbeats over 50 s
+        h.now += 0.5
+        h.from_node(key, m.Heartbeat(0), b"route-web1")
+        h.tick(0.0)
+    assert sum(writes) <= 1
+    h.now += peers_mod.SEEN_EVERY
+    h.from_node(key, m.Heartbeat(0), b"route-web1")
+    h.tick()
+    assert sum(writes) >= 1
+    row = next(r for r in h.store.nodes() if r.name == "web1")
+    assert row.last_seen == pytest.approx(h.now - 0.25)
