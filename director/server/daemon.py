@@ -125,7 +125,7 @@ class Server:
                 self._step(core.tick)
                 self._step(lambda now: core.handshakes_refused(self.gate.denied, now))
                 next_tick = time.monotonic() + TICK
-            core.loop_took(time.monotonic() - began)
+            core.loop_took(time.monotonic() - began, time.time())
             if not self.gate.is_alive():
                 log.error("ZAP handler died; stopping (fail closed)")
                 break
