@@ -193,3 +193,18 @@ def test_python_api_example_in_readme_runs(grid, tmp_path):
     assert cp.returncode == 0, cp.stderr[-2000:]
     assert "web1 success" in cp.stdout and "web2 success" in cp.stdout
     assert "\nsuccess\n" in cp.stdout  # the orchestration job waited for
+
+
+def test_server_gone_during_a_waiting_submit_names_the_job_to_follow(mesh):
+    mesh.server()
+    mesh.add_node("web1")
+    c = api.Client(home=mesh.home)
+    seen: list[str] = []
+
+    def on_event(event: str, data: dict) -> None:
+        if event == "submitted":
+            seen.extend(data["jobs"])
+            assert mesh.stop_server() == 0  # the work is queued: the server goes away
+    with pytest.raises(ConnectionFailed) as info:
+        c.submit("RUN sleep 1", wait=True, on_event=on_event)
+    assert seen and f"follow them with: director job {seen[-1]}" in str(info.value)
