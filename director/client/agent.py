@@ -69,6 +69,7 @@ class Agent:
         self.ctx = zmq.Context()
         self.control = control.bind(self.ctx, self.home)
         self.link = Link(self.ctx, self.pair, server_key, self.endpoint, hb)
+        self.core.where = f"the server at {self.endpoint}"
         self.poller = zmq.Poller()
         watcher = _PollerWatcher(self.poller)
         self.state = NodeState(self.home)
@@ -160,7 +161,7 @@ class Agent:
         elif what == "auth":
             self._do(core.auth_refused(now))
         elif what == "handshake":
-            self._do(core.handshake_failed(now))
+            self._do(core.handshake_failed(now, self.link.quick))
 
     def _drain_server(self, now: float) -> None:
         sock, core = self.link.sock, self.core

@@ -7,6 +7,8 @@ clear error instead of a hang.
 
 from __future__ import annotations
 
+import time
+
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -33,12 +35,16 @@ class Link:
         self.up = False
         self.connects = 0
         self.failed_handshakes = 0
+        self.quick = False          # the last failed handshake was closed by the peer fast
+        self._connected_at: float | None = None
+        self._failed = False        # this connection's failure was reported already
 
     def read_event(self) -> str | None:
         """Consume one monitor event; returns what it means for the link."""
         ev = recv_monitor_message(self.monitor)["event"]
         if ev == zmq.EVENT_CONNECTED:
             self.connects += 1
+            self._connected_at, self._failed = time.monotonic(), False
             return None
         if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.up = True
@@ -49,14 +55,24 @@ class Link:
             return "auth"
         if ev in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
             self.failed_handshakes += 1
-            return "handshake"
+            return self._handshake_failed()
         if ev == zmq.EVENT_DISCONNECTED:
             was_up, self.up = self.up, False
             if not was_up:
                 self.failed_handshakes += 1
-                return "handshake"
+                return self._handshake_failed()
             return "down"
         return None
+
+    def _handshake_failed(self) -> str | None:
+        """One report per connection (libzmq may send two events for one failure);
+        ``quick`` when the peer closed it well before the handshake timeout."""
+        if self._failed:
+            return None
+        self._failed = True
+        at = self._connected_at
+        self.quick = at is not None and time.monotonic() - at < transport.HANDSHAKE_MS / 2000
+        return "handshake"
 
     def close(self) -> None:
         try:

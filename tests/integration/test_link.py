@@ -111,3 +111,38 @@ def test_link_socket_has_the_transport_client_options():
         link.close()
         ref.close(0)
         ctx.term()
+
+
+def test_an_agent_facing_another_server_key_exits_with_one_line(mesh):
+    """The pinned server's address now answers with another key: the agent retries a
+    bounded while (one log line), then exits 1 saying so; never forever."""
+    from director.client.core import MISMATCH_SPAN
+
+    mesh.server()
+    mesh.add_node("web1")
+    mesh.clients["web1"].stop()
+    mesh.stop_server()
+    mesh.server(home=mesh.new_home("other"))    # same port, another key
+    started = time.monotonic()
+    agent = mesh.client("web1")
+    rc = agent.wait(timeout=MISMATCH_SPAN + 30)
+    took = time.monotonic() - started
+    log = agent.log()
+    assert rc == 1, log
+    assert MISMATCH_SPAN <= took < MISMATCH_SPAN + 25, took
+    assert "does not hold the pinned server key" in log
+    warnings = [ln for ln in log.splitlines() if " WARNING " in ln]
+    assert len(warnings) <= 2, warnings
+
+
+def test_an_agent_whose_server_is_down_waits_quietly_and_comes_back(mesh):
+    mesh.server()
+    mesh.add_node("web1")
+    mesh.stop_server()
+    time.sleep(6)  # connects refused, and handshakes with nothing behind them
+    agent = mesh.clients["web1"]
+    assert agent.alive()
+    warnings = [ln for ln in agent.log().splitlines() if " WARNING " in ln]
+    assert len(warnings) <= 2, warnings
+    mesh.server()
+    mesh.wait_online("web1", timeout=15)

@@ -96,6 +96,46 @@ def test_handshake_failure_is_not_fatal():
     assert c.stopped is None
 
 
+def test_handshakes_closed_by_the_peer_stop_the_agent_only_after_many_and_long():
+    from director.client.core import MISMATCH_SPAN, MISMATCH_TRIES
+
+    c = new()
+    for i in range(MISMATCH_TRIES * 3):       # many, but all within the span
+        assert c.handshake_failed(i * MISMATCH_SPAN / (MISMATCH_TRIES * 4), quick=True) == []
+    acts = c.handshake_failed(MISMATCH_SPAN + 1, quick=True)
+    assert [type(a) for a in acts] == [Stop] and acts[0].code == 1
+    assert "does not hold the pinned server key" in acts[0].reason
+
+
+def test_a_silent_failure_or_a_good_handshake_resets_the_count():
+    from director.client.core import MISMATCH_SPAN, MISMATCH_TRIES
+
+    c = new()
+    for i in range(MISMATCH_TRIES):
+        c.handshake_failed(float(i), quick=True)
+    c.handshake_failed(MISMATCH_SPAN, quick=False)   # nothing answered: a server down
+    assert c.handshake_failed(MISMATCH_SPAN + 1, quick=True) == []
+    c.link_up(MISMATCH_SPAN + 2)
+    for i in range(MISMATCH_TRIES):
+        assert not any(isinstance(a, Stop) for a in
+                       c.handshake_failed(MISMATCH_SPAN * 3 + i, quick=True))
+    assert c.stopped is None
+
+
+def test_a_server_down_for_long_is_one_log_line(caplog):
+    c = new()
+    with caplog.at_level("WARNING", logger="director.client"):
+        for i in range(500):
+            c.handshake_failed(i * 5.0)
+        c.link_up(5000.0)
+        c.link_down(5001.0)
+        for i in range(100):
+            c.handshake_failed(5002.0 + i * 5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "no handshake answer" in lines[0] and "lost the server" in lines[1]
+
+
 def test_accepted_takes_the_servers_name_and_serves():
     c = new()
     c.link_up(0.0)
