@@ -1,7 +1,7 @@
-"""Job commands: exec, orchestrate, jobs, job.
+"""Job commands: exec, orchestrate, jobs, job -- presentation over ``director.api``.
 
-Files are parsed here, before anything is sent: a bad line is reported with
-file:line and no node ever sees any of it.
+The API parses job lines and files before anything is sent: a bad line is reported
+with file:line and no node ever sees any of it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool) -> None:
         if as_json and not sys.stdout.isatty():
             # already encoded as compact --json output: pass it through untouched
             raw = client.submit_encoded(jobs, targets, on_event=progress.update)
-            progress.close()
             sys.stdout.buffer.write(raw.data + b"\n")
             sys.stdout.flush()
             raise SystemExit(2 if raw.failed else 0)
