@@ -54,6 +54,7 @@ class JobBook:
         self.node_expiry = node_expiry
         self.new_id = new_id
         self.sched = Scheduler(window=64)
+        self.max_live = submission.MAX_LIVE_TASKS
         self.bodies: dict[str, bytes] = {}         # job id -> encoded JOB body
         self.orch_of: dict[str, str] = {}          # job id -> orchestration id
         self.open: dict[str, int] = {}             # job id -> tasks not yet final
@@ -114,7 +115,8 @@ class JobBook:
                                 " under the server's home (work in flight resumes by itself)")
         accepted = {r.name: r.key for r in self.store.nodes() if r.state == "accepted"}
         online = [n for n, k in accepted.items() if self.peers.online(k, now)]
-        sub = submission.plan(args, built, accepted, online, now, self.new_id())
+        sub = submission.plan(args, built, accepted, online, now, self.new_id(),
+                              self.sched.live, self.max_live)
         try:
             self.store.insert(sub.jobs, sub.rows)
         except StorageError as exc:
@@ -368,7 +370,7 @@ class JobBook:
 
     # -- queries ------------------------------------------------------------------------
     def stats(self) -> dict:
-        return {"tasks_live": self.sched.live, "jobs_open": len(self.open),
+        return {"tasks_live": self.sched.live, "tasks_cap": self.max_live, "jobs_open": len(self.open),
                 "results_unwritten": len(self.dirty), "waiters": len(self.waiters)}
 
     def docs(self, job_ids: list[str]) -> list[dict]:

@@ -19,6 +19,7 @@ from director.protocol.messages import Job, encode_body, job_body
 from director.server.scheduler import Task
 
 MAX_JOBS = 100_000   # jobs in one submission
+MAX_LIVE_TASKS = 1_000_000  # tasks (jobs x nodes) queued or running at once, server-wide
 
 
 @dataclass
@@ -48,8 +49,9 @@ def copy_jobs(steps: Any) -> list[tuple[tuple[int, int], Instruction]]:
 
 
 def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], now: float,
-         orch: str) -> Submission:
-    """Every row, task and body of a submission; DirectorError if anything is wrong."""
+         orch: str, live: int = 0, cap: int = MAX_LIVE_TASKS) -> Submission:
+    """Every row, task and body of a submission; DirectorError if anything is wrong
+    (among it: more than ``cap`` tasks live at once, ``live`` of them already)."""
     steps = args.get("steps")
     if not isinstance(steps, list) or not steps:
         raise DirectorError("nothing to run: no jobs given")
@@ -101,6 +103,11 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
                              "instruction": instruction, "hash_extra": hash_extra,
                              "created": now, "targets": targets_json})
             sub.open_counts[job_id] = len(chosen)
+            if live + len(sub.tasks) + len(chosen) > cap:
+                raise DirectorError(
+                    f"too many tasks at once: the server holds at most {cap:,} jobs x nodes"
+                    f" queued or running ({live:,} now) and this submission has more than"
+                    f" {max(cap - live, 0):,}; submit fewer jobs or targets, or wait")
             for name in chosen:
                 sub.rows.append((job_id, accepted[name], name, "queued"))
                 sub.tasks.append(Task(job_id, accepted[name], lane, seq,

@@ -96,3 +96,24 @@ def test_last_seen_rows_are_written_once_a_minute_not_per_heartbeat(h, monkeypat
     assert sum(writes) >= 1
     row = next(r for r in h.store.nodes() if r.name == "web1")
     assert row.last_seen == pytest.approx(h.now - 0.25)
+
+
+def test_live_tasks_are_capped_with_a_clear_refusal_and_nothing_stored(h):
+    keys = [h.accepted_node(f"n{i}") for i in range(3)]
+    h.core.jobs.max_live = 10
+    _, jobs = submit(h, "RUN one", "RUN two", "RUN three")   # 3 jobs x 3 nodes live
+    reply = h.op("jobs.submit", **run_steps("RUN four", "RUN five"))
+    assert isinstance(reply, m.CtlReply) and not reply.ok
+    assert reply.error.startswith("too many tasks at once: the server holds at most 10 ")
+    assert "(9 now)" in reply.error
+    assert jobs_in(h.pending) == []
+    assert len(h.ok("jobs.list", limit=100)) == 3  # the refused one left no trace
+    assert h.ok("server.stats")["tasks_live"] == 9
+    # as tasks end, room comes back
+    for i, key in enumerate(keys):
+        mine = {j.job_id for j in jobs}  # every job went to every node
+        h.from_node(key, m.Results(tuple(m.Result(j, "success", rc=0) for j in sorted(mine))),
+                    f"route-n{i}".encode())
+    assert h.ok("server.stats")["tasks_live"] == 0
+    _, again = submit(h, "RUN four", "RUN five")
+    assert len(again) == 6
