@@ -18,7 +18,7 @@ def keygen(obj, force: bool, as_json: bool) -> None:
     """Create this home's Curve25519 keypair."""
     from director.trust import keystore
 
-    home = obj.settings().home
+    home = obj.settings(log=True).home  # log: a home made private is reported
     keystore.ensure_private_dir(__import__("pathlib").Path(home))
     pair = keystore.generate()
     backup = keystore.save(home, pair, force=force)
