@@ -63,7 +63,16 @@ class ControlClient:
         self.home = Path(home)
         self.timeout = timeout
         path = socket_path(home)
-        if not path.exists():
+        try:
+            present = path.exists()
+        except PermissionError:
+            present = True  # it may well be there: the access check below says so
+        if present and not (os.access(path.parent, os.X_OK)
+                            and os.access(path, os.R_OK | os.W_OK)):
+            raise ConnectionFailed(
+                f"cannot reach the server's control socket in {self.home}: permission"
+                " denied (it serves only the user it runs as)")
+        if not present:
             raise ConnectionFailed(
                 f"no director running in {self.home} (no {path.name}): start it with"
                 f" 'director --home {self.home} server' or pass the right --home"
@@ -111,6 +120,24 @@ class ControlClient:
             yield msg
             if isinstance(msg, CtlReply):
                 return
+
+
+def peer_uid(peer_address: str) -> int | None:
+    """The user id libzmq read with SO_PEERCRED for an ipc connection: its
+    ``Peer-Address`` is ``HOST:UID:GID:PID``; None when it is not that."""
+    parts = peer_address.split(":")
+    if len(parts) < 4 or not parts[-3].isdigit():
+        return None
+    return int(parts[-3])
+
+
+def refuses_peer(peer_address: str, own_uid: int) -> bool:
+    """The control socket serves its own user (and root, who can read the keys
+    anyway); file permissions say the same, this holds even if they are loosened.
+    A peer whose credentials cannot be read (no SO_PEERCRED) is served: the
+    0700 directory and 0600 socket still guard it."""
+    uid = peer_uid(peer_address)
+    return uid is not None and uid not in (own_uid, 0)
 
 
 def result_of(msg: CtlReply | CtlEvent) -> Any:

@@ -26,6 +26,8 @@ from director.errors import ConfigError, DirectorError
 from director.logsafe import shown
 from director.net import control, sockfd, transport
 from director.protocol.messages import Chunk, ChunkErr, encode
+from director.protocol.control import CtlReply
+from director.protocol.control import encode as encode_ctl
 from director.server.connections import ConnectionTable, Limits
 from director.server.core import CoreConfig, ServerCore
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
@@ -55,6 +57,8 @@ class Server:
             self.pair.public, self.pair.fingerprint, settings.node_expiry,
             settings.max_pending), time.time())
         self._stop = False
+        self.uid = os.getuid()
+        self._refused_user_logged = float("-inf")
         self._owns_control = False  # never remove another live server's socket
         self.ctx = zmq.Context(io_threads=2)  # CURVE encryption of chunk fan-out runs here
         self.conns = ConnectionTable(unproven_limits(settings))
@@ -210,8 +214,28 @@ class Server:
             self._execute(self.core.take())
 
     def _on_control(self, sock: zmq.Socket) -> None:
-        frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+        parts = transport.recv_frames(sock, zmq.NOBLOCK)
+        frames = [f.bytes for f in parts]
+        try:
+            peer = parts[0].get("Peer-Address")
+        except zmq.ZMQError:
+            peer = ""
+        if control.refuses_peer(peer or "", self.uid):
+            self._refuse_user(frames[0], peer)
+            return
         self._step(lambda now: self.core.request(frames[0], frames[1:], now))
+
+    def _refuse_user(self, rid: bytes, peer: str) -> None:
+        """Another user reached the control socket (permissions loosened by hand)."""
+        uid = control.peer_uid(peer)
+        now = time.monotonic()
+        if now - self._refused_user_logged >= 60.0:
+            self._refused_user_logged = now
+            log.warning("control request from uid %s refused: this server serves uid %d",
+                        uid, self.uid)
+        transport.send_to(self.control, rid, encode_ctl(CtlReply(
+            False, error=f"this server serves only uid {self.uid}; run as that user",
+            code=1)))
 
     def _step(self, call: Callable[[float], None]) -> None:
         """Run one core step with the time, then what it decided; contained."""
