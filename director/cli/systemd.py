@@ -141,13 +141,10 @@ def render(role: str, *, home: str | None, user: str | None,
 
 # -- readiness and watchdog (sd_notify) ---------------------------------------------
 
-def _notify(message: str) -> bool:
-    """Send one sd_notify datagram; False when there is no systemd to tell."""
+def _notify(target: str, message: str) -> bool:
+    """Send one sd_notify datagram to ``target``; False when it cannot be told."""
     import socket
 
-    target = os.environ.get("NOTIFY_SOCKET", "")
-    if not target:
-        return False
     if target.startswith("@"):
         target = "\0" + target[1:]
     try:
@@ -170,10 +167,15 @@ def watchdog_interval() -> float | None:
 
 def start_notifier(home: str) -> threading.Thread | None:
     """When started by systemd as ``Type=notify``, report readiness (and feed the watchdog)
-    from the daemon's own health answer.  A daemon thread: it never delays exit."""
-    if not os.environ.get("NOTIFY_SOCKET"):
+    from the daemon's own health answer.  A daemon thread: it never delays exit.  The
+    variables are taken out of the environment, so RUN jobs do not inherit them."""
+    target = os.environ.pop("NOTIFY_SOCKET", "")
+    interval = watchdog_interval()
+    os.environ.pop("WATCHDOG_USEC", None)
+    os.environ.pop("WATCHDOG_PID", None)
+    if not target:
         return None
-    thread = threading.Thread(target=_notify_loop, args=(home, watchdog_interval()),
+    thread = threading.Thread(target=_notify_loop, args=(target, home, interval),
                               name="sd-notify", daemon=True)
     thread.start()
     return thread
@@ -185,18 +187,18 @@ def _status(info: dict) -> str:
     return "STATUS=running, not serving yet (a client: waiting for its server)"
 
 
-def _notify_loop(home: str, watchdog: float | None) -> None:
+def _notify_loop(target: str, home: str, watchdog: float | None) -> None:
     import time
 
     from director.net.control import ping
 
     while (info := ping(home, timeout=5.0)) is None:
         time.sleep(0.2)
-    _notify(f"READY=1\n{_status(info)}")
+    _notify(target, f"READY=1\n{_status(info)}")
     while watchdog is not None:
         time.sleep(watchdog)
         info = ping(home, timeout=5.0)
         if info is not None:
-            _notify(f"WATCHDOG=1\n{_status(info)}")
+            _notify(target, f"WATCHDOG=1\n{_status(info)}")
         else:
-            _notify("STATUS=its control socket did not answer 'health'")
+            _notify(target, "STATUS=its control socket did not answer 'health'")

@@ -198,6 +198,10 @@ def test_client_exec_start_runs_and_its_node_comes_online(mesh, tmp_path):
     try:
         notify.wait_for("READY=1", timeout=20)
         mesh.wait_online("unit1", timeout=15)
+        [job] = mesh.json("exec", "--wait", "RUN env")  # systemd's variables stay with the agent
+        out = job["results"]["unit1"]["stdout"]
+        assert "HOME=" in out or "PATH=" in out
+        assert "NOTIFY_SOCKET" not in out and "WATCHDOG_USEC" not in out
     finally:
         rc = _stop(proc)
         log.close()
