@@ -36,7 +36,7 @@ def completion(ctx: click.Context, shell: str) -> None:
 
     \b
     bash: director completion bash > ~/.local/share/bash-completion/completions/director
-    zsh:  director completion zsh > ~/.zfunc/_director   (with fpath+=~/.zfunc)
+    zsh:  director completion zsh > ~/.director-complete.zsh   (source it in ~/.zshrc)
     fish: director completion fish > ~/.config/fish/completions/director.fish
     """
     from click.shell_completion import get_completion_class
