@@ -13,6 +13,7 @@ once.  A node that vanishes ends its jobs as ``lost``, never as success.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from typing import Any, Callable
@@ -38,6 +39,8 @@ GRACE = 30.0
 PROGRESS_EVERY = 0.2
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
 MAX_BUILDING = 64          # submissions waiting for their manifests at once
+FLUSH_ROWS = 2000          # result rows written in one go: one loop iteration's share
+PUMP_NODES = 200           # nodes sent jobs in one go (the rest go on the next turn)
 DEFERRED = object()        # an operation returns this when it will reply later
 
 
@@ -66,7 +69,8 @@ class JobBook:
         self.building: dict[int, tuple[bytes, dict]] = {}     # ticket -> (rid, args)
         self.tickets = 0
         self.storage_error: str | None = None
-        self.to_ack: dict[str, list[str]] = {}     # node key -> job ids to ack once committed
+        self.to_ack: dict[str, list[str]] = {}     # node key -> job ids committed, to ack
+        self.ack_wait: set[tuple[str, str]] = set()  # (job id, node key): ack once written
         # (job id, node) -> True when the server ended it ``lost`` (a node's word may
         # still replace that), False when it is final for good
         self.finals: LRUCache = LRUCache(maxsize=100_000)
@@ -145,12 +149,17 @@ class JobBook:
 
     # -- dispatch -------------------------------------------------------------------
     def pump(self, now: float) -> None:
-        for node in self.to_pump:
+        """Fill the windows of nodes with work to take, PUMP_NODES at a time (a
+        submission to thousands of nodes goes out over several loop turns)."""
+        if len(self.to_pump) <= PUMP_NODES:
+            nodes, self.to_pump = self.to_pump, set()
+        else:
+            nodes = [self.to_pump.pop() for _ in range(PUMP_NODES)]
+        for node in nodes:
             if self.peers.online(node, now) and self.peers.route(node) is not None:
                 tasks = self.sched.take(node, now)
                 if tasks:
                     self._send_jobs(node, tasks, now)
-        self.to_pump.clear()
 
     def _send_jobs(self, node: str, tasks: list[Task], now: float | None) -> None:
         """Send tasks to a node, several per message; ``now`` marks them running
@@ -190,6 +199,8 @@ class JobBook:
     def after_events(self, now: float) -> None:
         if self.to_pump:
             self.pump(now)
+        if len(self.dirty) >= FLUSH_ROWS:  # a backlog: written a slice per loop turn
+            self.flush(FLUSH_ROWS)
         self._progress(now, force=False)
 
     def node_ready(self, key: str) -> None:
@@ -211,9 +222,9 @@ class JobBook:
         if task is None:
             self._late_result(key, msg, now)
             return
-        self.to_ack.setdefault(key, []).append(msg.job_id)
         self._final(task, result_fields(msg, now - task.sent_at if task.sent_at
                                               else None), now, by_node=True)
+        self._ack_later(key, msg.job_id)
         if msg.status != "success":
             for t in self.sched.cancel_lane(key, task.lane):
                 self._final(t, {"status": "cancelled", "error": "an earlier job failed"}, now)
@@ -237,7 +248,14 @@ class JobBook:
             row = self.dirty.setdefault((msg.job_id, key), blank(Task(msg.job_id, key, "", 0, 0)))
             row.update(result_fields(msg, None), finished=now)
         self.finals[(msg.job_id, key)] = False
-        self.to_ack.setdefault(key, []).append(msg.job_id)
+        self._ack_later(key, msg.job_id)
+
+    def _ack_later(self, key: str, job_id: str) -> None:
+        """Ack a node's result once its row is committed (now, if it already is)."""
+        if (job_id, key) in self.dirty:
+            self.ack_wait.add((job_id, key))
+        else:
+            self.to_ack.setdefault(key, []).append(job_id)
 
     def _mark(self, task: Task, fields: dict[str, Any]) -> None:
         row = self.dirty.setdefault((task.job_id, task.node), blank(task))
@@ -273,33 +291,50 @@ class JobBook:
                 self.event(w.rid, "progress", w.progress())
 
     def tick(self, now: float) -> None:
-        self.flush()
-        for node in self.sched.nodes():
+        self.flush(FLUSH_ROWS)
+        for node in self.sched.nodes():  # nodes with work only; online ones cost a lookup
+            if self.peers.online(node, now):
+                continue
             since = self.sched.queued_since(node)
-            if (since is not None and not self.peers.online(node, now)
-                    and now - since > self.node_expiry):
+            if since is not None and now - since > self.node_expiry:
                 self.node_lost(node, now)
         for task in self.sched.overdue(now, GRACE):
             self._final(task, {"status": "lost", "error": NO_ANSWER}, now)
         self._progress(now, force=True)
 
-    def flush(self) -> bool:
-        """Write changed result rows, then ack them; on a storage failure keep both
-        for the next try."""
+    def flush(self, limit: int | None = None) -> bool:
+        """Write changed result rows (the oldest ``limit`` of them, or all), then ack
+        what is committed; on a storage failure keep both for the next try.  True
+        when nothing is left to write."""
         if not self.dirty:
             self._send_acks()  # repeats of results committed before
             return True
+        if limit is None or len(self.dirty) <= limit:
+            keys, rows = None, list(self.dirty.values())
+        else:
+            keys = list(itertools.islice(self.dirty, limit))
+            rows = [self.dirty[k] for k in keys]
         try:
-            self.store.update_results(list(self.dirty.values()))
+            self.store.update_results(rows)
         except StorageError as exc:
             self._storage_failed(exc)
             return False
-        self.dirty = {}
+        if keys is None:
+            keys = list(self.dirty)
+            self.dirty = {}
+        else:
+            for k in keys:
+                del self.dirty[k]
+        if self.ack_wait:
+            for k in keys:
+                if k in self.ack_wait:
+                    self.ack_wait.discard(k)
+                    self.to_ack.setdefault(k[1], []).append(k[0])
         if self.storage_error is not None:
             log.warning("server storage works again; results written")
             self.storage_error = None
         self._send_acks()
-        return True
+        return not self.dirty
 
     def _send_acks(self) -> None:
         """Acknowledge results now committed, so their nodes may forget them."""

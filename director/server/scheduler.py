@@ -9,13 +9,14 @@ order and stops a lane at its first failure.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
 FINAL = frozenset({"success", "failed", "timeout", "lost", "cancelled"})
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """One job on one node."""
 
@@ -40,12 +41,17 @@ class Scheduler:
         self.window = window
         self._nodes: dict[str, _NodeQueue] = {}
         self.live = 0    # tasks queued or in flight, on every node
+        # when each node with tasks in flight must next be looked at for overdue ones
+        # (the earliest sent_at + timeout there): a heap, so a tick looks at those only
+        self._checks: list[tuple[float, str]] = []
+        self._check_at: dict[str, float] = {}
 
     def add(self, task: Task) -> None:
         q = self._nodes.setdefault(task.node, _NodeQueue())
         self.live += 1
         if task.status == "running":  # reloaded after a restart: already on the node
             q.inflight[task.job_id] = task
+            self._due(task.node, (task.sent_at or 0.0) + task.timeout)
         else:
             q.lanes.setdefault(task.lane, deque()).append(task)
 
@@ -66,6 +72,7 @@ class Scheduler:
                     del q.lanes[lane]
                 task.status, task.sent_at = "running", now
                 q.inflight[task.job_id] = task
+                self._due(node, now + task.timeout)
                 out.append(task)
                 room -= 1
                 if room == 0:
@@ -80,6 +87,8 @@ class Scheduler:
             return None
         self.live -= 1
         task.status = status
+        if not q.inflight and not q.lanes:
+            del self._nodes[node]  # idle nodes cost nothing
         return task
 
     def unsend(self, node: str, job_ids: tuple[str, ...]) -> list[Task]:
@@ -105,6 +114,7 @@ class Scheduler:
     def drop_node(self, node: str, status: str = "lost") -> list[Task]:
         """Everything queued or in flight on ``node`` ends with ``status``."""
         q = self._nodes.pop(node, None)
+        self._check_at.pop(node, None)
         if q is None:
             return []
         tasks = list(q.inflight.values()) + [t for dq in q.lanes.values() for t in dq]
@@ -140,15 +150,37 @@ class Scheduler:
     def nodes(self) -> list[str]:
         return list(self._nodes)
 
+    def _due(self, node: str, at: float) -> None:
+        """Look at ``node`` for overdue tasks no later than ``at``."""
+        if at < self._check_at.get(node, float("inf")):
+            self._check_at[node] = at
+            heapq.heappush(self._checks, (at, node))
+
     def overdue(self, now: float, grace: float) -> list[Task]:
-        """In-flight tasks far past their timeout: the node will not answer."""
+        """In-flight tasks far past their timeout: the node will not answer.  Only
+        nodes whose earliest deadline has passed are looked at."""
         late = []
-        for node, q in self._nodes.items():
+        checks = self._checks
+        while checks and checks[0][0] + grace < now:
+            at, node = heapq.heappop(checks)
+            if self._check_at.get(node) != at:
+                continue  # superseded by an earlier deadline, or the node was dropped
+            del self._check_at[node]
+            q = self._nodes.get(node)
+            if q is None:
+                continue
+            nxt = float("inf")
             for t in list(q.inflight.values()):
                 if t.sent_at is not None and now - t.sent_at > t.timeout + grace:
                     q.inflight.pop(t.job_id)
                     t.status = "lost"
                     late.append(t)
+                elif t.sent_at is not None:
+                    nxt = min(nxt, t.sent_at + t.timeout)
+            if nxt != float("inf"):
+                self._due(node, nxt)
+            if not q.inflight and not q.lanes:
+                del self._nodes[node]
         self.live -= len(late)
         return late
 
