@@ -181,7 +181,10 @@ class Client:
             targets = [targets]
         elif not all(isinstance(t, str) for t in targets):
             raise TypeError("targets must be a string or a list of strings")
-        return {"steps": [{"targets": list(s.targets), "async": s.async_, "name": s.name,
+        # comma lists (-t web1,web2); given targets override those written in a file
+        targets = [t.strip() for given in targets for t in given.split(",") if t.strip()]
+        return {"steps": [{"targets": [] if targets else list(s.targets), "async": s.async_,
+                           "name": s.name,
                            "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
                 "targets": list(targets), "wait": wait,
                 "base": os.path.abspath(base) if base is not None else os.getcwd()}
@@ -231,12 +234,30 @@ def _steps(jobs: JobsSpec) -> list:
     if isinstance(jobs, str):
         return parse_job_text(jobs)
     if isinstance(jobs, os.PathLike):
-        return load_orchestration(jobs)
+        return _rebased(load_orchestration(jobs), jobs)
     if isinstance(jobs, (list, tuple)):
         if all(isinstance(j, str) for j in jobs):
             return parse_job_text("\n".join(jobs))
         if all(isinstance(j, os.PathLike) for j in jobs):
-            return [s for f in jobs for s in load_orchestration(f)]
+            return [s for f in jobs for s in _rebased(load_orchestration(f), f)]
     raise TypeError("jobs must be a job line (str), a list of lines, an orchestration file"
                     " (pathlib.Path) or a list of files")
 
+
+
+def _rebased(steps: list, path: os.PathLike) -> list:
+    """COPY/ADD sources written in a file are relative to that file's directory (as in
+    a Containerfile's build context), not to wherever the command was typed."""
+    from dataclasses import replace
+
+    from director.jobs import verbs
+
+    here = os.path.dirname(os.path.abspath(path))
+
+    def rebase(job):
+        if not verbs.spec(job.verb).transfers or not job.sources:
+            return job
+        return replace(job, sources=tuple(src if os.path.isabs(src) else
+                                          os.path.join(here, src) for src in job.sources))
+
+    return [replace(s, jobs=tuple(rebase(j) for j in s.jobs)) for s in steps]

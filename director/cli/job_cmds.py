@@ -15,7 +15,8 @@ from director.cli import output
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 TARGET = click.option("--target", "-t", "targets", multiple=True,
-                      help="Node name or glob (repeatable). Default: every online node.")
+                      help="Node name or glob (repeatable, or a comma list); overrides"
+                      " targets written in a file. Default: every online node.")
 WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exit 2 on failure.")
 
 
@@ -40,6 +41,14 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool) -> None:
             sys.stdout.flush()
             raise SystemExit(2 if raw.failed else 0)
         docs = client.submit(jobs, targets, wait=True, on_event=progress.update)
+    except KeyboardInterrupt:
+        progress.close()
+        if not progress.jobs:
+            raise  # nothing was submitted: a plain interruption
+        # as Salt prints the jid: the work goes on, and here is how to find it again
+        click.echo(f"director: interrupted; the jobs go on. Follow them with: director job"
+                   f" {progress.jobs[-1]} (all {len(progress.jobs)}: director jobs)", err=True)
+        raise SystemExit(130) from None
     finally:
         progress.close()
     if as_json:
