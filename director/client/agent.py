@@ -69,7 +69,7 @@ class Agent:
         self.ctx = zmq.Context()
         self.control = control.bind(self.ctx, self.home)
         self.link = Link(self.ctx, self.pair, server_key, self.endpoint, hb)
-        self.core.where = f"the server at {self.endpoint}"
+        self.core.link.where = f"the server at {self.endpoint}"
         self.poller = zmq.Poller()
         watcher = _PollerWatcher(self.poller)
         self.state = NodeState(self.home)

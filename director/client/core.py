@@ -28,15 +28,12 @@ from director.client.ledger import MemoryJournal
 from director.client.results import GONE, result_of, size_of
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
 from director.client.controlops import answer
+from director.client.linkstate import LinkState
 
 log = logging.getLogger("director.client")
 
 MAX_PROCESSES = 8        # jobs running at once (other than COPY); more lanes wait for a slot
 RESULT_DELAY = 0.02      # a result waits at most this long for others to share its message
-# a peer that closes every handshake this many times, over at least this long, is not
-# the pinned server (a server merely down or slow never closes handshakes quickly)
-MISMATCH_TRIES = 20
-MISMATCH_SPAN = 30.0
 RESULT_BATCH = 64        # results in one RESULTS message at most
 RESULT_BYTES = 2 * 1024 * 1024  # characters of output in one RESULTS message at most
 MAX_QUEUED = 50_000      # jobs queued here at once; beyond that a job is refused
@@ -71,10 +68,7 @@ class AgentCore:
         self.hello_at: float | None = None  # HELLO sent, nothing heard since
         self.next_hb = now + heartbeat_interval
         self.stopped: Stop | None = None
-        self.where = "the server"            # for messages: the driver names the address
-        self._link_note = ""                 # last link state logged (one line per change)
-        self._mismatch_since: float | None = None
-        self._mismatches = 0
+        self.link = LinkState()
         # jobs
         self.lanes: dict[str, deque[M.Job]] = {}
         self.active: dict[str, str] = {}      # lane -> job id running (process or COPY)
@@ -112,7 +106,7 @@ class AgentCore:
     def link_up(self, now: float) -> list:
         log.info("secure link to the server is up")
         self.linked = True
-        self._link_note, self._mismatch_since, self._mismatches = "up", None, 0
+        self.link.up()
         self._hello(now)
         return self._take()
 
@@ -120,14 +114,8 @@ class AgentCore:
         self.linked = False
         if self.state != "connecting":
             self.state = "connecting"
-        self._note("down", "lost the server; reconnecting")
+        self.link.down()
         return self._take()
-
-    def _note(self, state: str, line: str) -> None:
-        """Log the link's state when it changes: a server down for hours is one line."""
-        if self._link_note != state:
-            self._link_note = state
-            log.warning("%s", line)
 
     def auth_refused(self, now: float) -> list:
         self.linked = False
@@ -136,24 +124,11 @@ class AgentCore:
         return self._take()
 
     def handshake_failed(self, now: float, quick: bool = False) -> list:
-        """``quick``: the peer closed the connection during the handshake (something
-        answers at the address, but cannot prove the pinned key); otherwise nothing
-        answered in time (network or server down: retried forever)."""
+        """A handshake failed; ``quick`` when the peer closed it (linkstate.py)."""
         self.linked = False
-        if not quick:
-            self._mismatch_since, self._mismatches = None, 0
-            self._note("silent", f"no handshake answer from {self.where}; retrying"
-                       " (server down or network cut?)")
-            return self._take()
-        if self._mismatch_since is None:
-            self._mismatch_since, self._mismatches = now, 0
-        self._mismatches += 1
-        self._note("mismatch", f"{self.where} answers but does not prove the pinned server"
-                   " key; retrying a little")
-        if self._mismatches >= MISMATCH_TRIES and now - self._mismatch_since >= MISMATCH_SPAN:
-            self._stop(f"{self.where} does not hold the pinned server key: it is another"
-                       " server, or the server's key changed (check server_address, or"
-                       " enroll this home again)")
+        reason = self.link.failed(now, quick)
+        if reason is not None:
+            self._stop(reason)
         return self._take()
 
     def _hello(self, now: float) -> None:

@@ -116,7 +116,7 @@ def test_link_socket_has_the_transport_client_options():
 def test_an_agent_facing_another_server_key_exits_with_one_line(mesh):
     """The pinned server's address now answers with another key: the agent retries a
     bounded while (one log line), then exits 1 saying so; never forever."""
-    from director.client.core import MISMATCH_SPAN
+    from director.client.linkstate import MISMATCH_SPAN
 
     mesh.server()
     mesh.add_node("web1")

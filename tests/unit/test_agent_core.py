@@ -97,7 +97,7 @@ def test_handshake_failure_is_not_fatal():
 
 
 def test_handshakes_closed_by_the_peer_stop_the_agent_only_after_many_and_long():
-    from director.client.core import MISMATCH_SPAN, MISMATCH_TRIES
+    from director.client.linkstate import MISMATCH_SPAN, MISMATCH_TRIES
 
     c = new()
     for i in range(MISMATCH_TRIES * 3):       # many, but all within the span
@@ -108,7 +108,7 @@ def test_handshakes_closed_by_the_peer_stop_the_agent_only_after_many_and_long()
 
 
 def test_a_silent_failure_or_a_good_handshake_resets_the_count():
-    from director.client.core import MISMATCH_SPAN, MISMATCH_TRIES
+    from director.client.linkstate import MISMATCH_SPAN, MISMATCH_TRIES
 
     c = new()
     for i in range(MISMATCH_TRIES):
