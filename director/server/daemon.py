@@ -39,6 +39,7 @@ from director.trust.zap import ZapGate
 
 log = logging.getLogger("director.server")
 BATCH = 2000  # messages handled per socket before looking at the others
+DRAIN = 0.02  # s: ... or this long (a RESULTS message may hold 256 results)
 TICK = 0.25
 GUARD = 0.05      # how often the memory of unproven connections is looked at
 RECOUNT = 2.0     # how often open files are counted
@@ -166,10 +167,13 @@ class Server:
 
     # -- moving bytes ------------------------------------------------------------
     def _drain(self, sock: zmq.Socket, handler: Callable[[zmq.Socket], None]) -> None:
-        for _ in range(BATCH):
+        until = time.monotonic() + DRAIN  # then the tick and the other sockets get a turn
+        for i in range(BATCH):
             try:
                 handler(sock)
             except zmq.Again:
+                return
+            if i & 15 == 15 and time.monotonic() > until:
                 return
 
     def _on_monitor(self) -> None:
