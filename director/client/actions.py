@@ -31,6 +31,14 @@ class StartCopy:
 
 
 @dataclass(frozen=True, slots=True)
+class StopJob:
+    """The operator cancelled this running job: kill its process group, or make its
+    COPY give up; its end comes back through ``AgentCore.job_ended`` as usual."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Stop the agent: restarting will not help (refused, revoked, unknown key)."""
 

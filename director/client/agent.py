@@ -22,7 +22,7 @@ from pathlib import Path
 import zmq
 
 from director.client import pinning
-from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
+from director.client.actions import Reply, Send, StartCopy, StartRun, Stop, StopJob
 from director.client.copying import CopyDriver
 from director.client.core import AgentCore
 from director.client.journal import open_journal
@@ -208,6 +208,9 @@ class Agent:
                     self.copies.start(act.job)
                 elif cls is Reply:
                     self.control.send_multipart([act.ident, *encode(act.msg)])
+                elif cls is StopJob:
+                    if not procs.stop(act.job_id):
+                        self.copies.stop(act.job_id)
                 elif cls is Stop:
                     log.error("%s", act.reason)
                     self.exit_code = act.code

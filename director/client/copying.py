@@ -56,6 +56,11 @@ class CopyDriver:
     def start(self, job: M.Job) -> None:
         self.pool.submit(self._copy, job)
 
+    def stop(self, job_id: str) -> None:
+        """The operator cancelled ``job_id``: its transfer gives up at the next chunk
+        (its temp files are removed; chunks already written are kept for a retry)."""
+        self.copier.cancelled.add(job_id)
+
     def _copy(self, job: M.Job) -> None:
         try:
             out = execute(job.instruction, self.state, self.cache, hash_extra=job.hash_extra,
@@ -65,6 +70,7 @@ class CopyDriver:
             log.error("job %s crashed: %s: %s", job.job_id, type(exc).__name__, exc,
                       exc_info=exc)
             out = Outcome("failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        self.copier.cancelled.discard(job.job_id)
         self.done.put((job.job_id, out))
         try:
             os.write(self.wake_w, b"x")
@@ -116,6 +122,7 @@ class Copier:
         self.inflight_file = root / "inflight.json"
         self.lock = threading.Lock()
         self.stopping = threading.Event()  # set by the agent: transfers give up at once
+        self.cancelled: set[str] = set()   # jobs the operator cancelled (set by the loop)
         self._clean_previous()
 
     def _clean_previous(self) -> None:
@@ -253,6 +260,8 @@ class _Stream:
             raise DirectorError(f"transfer timed out after {self.timeout:g} s")
         if self.copier.stopping.is_set():
             raise DirectorError("the node agent is stopping")
+        if self.job_id in self.copier.cancelled:
+            raise DirectorError("cancelled by the operator")
         if not self.sock.poll(int(min(left, 1.0) * 1000)):  # 1 s slices: notice a stop
             if time.monotonic() - self.last_heard >= CHUNK_TIMEOUT:
                 s.on_timeout()

@@ -28,6 +28,7 @@ from director.client.ledger import MemoryJournal
 from director.client.results import GONE, result_of, size_of
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
 from director.client.controlops import answer
+from director.client.cancelling import Cancelling
 from director.client.linkstate import LinkState
 
 log = logging.getLogger("director.client")
@@ -54,7 +55,7 @@ def is_copy(instr: Any) -> bool:
 _COPY_VERBS = frozenset(n for n in verbs.names() if verbs.spec(n).transfers)
 
 
-class AgentCore:
+class AgentCore(Cancelling):
     """All agent state and rules.  Each event method returns the actions to carry out."""
 
     def __init__(self, name: str, boot: str, heartbeat_interval: float, now: float,
@@ -76,6 +77,7 @@ class AgentCore:
         self.slots = 0                        # running jobs holding a process slot
         self.waiting: dict[str, None] = {}    # lanes whose head waits for a free slot
         self.known: set[str] = set()          # job ids queued or running here
+        self.cancelling: set[str] = set()     # running jobs the operator cancelled
         self.failed_lanes: LRUCache = LRUCache(maxsize=REMEMBER)
         # every job id this node has seen, across restarts, and the unacked outbox
         self.journal = journal if journal is not None else MemoryJournal()
@@ -183,6 +185,8 @@ class AgentCore:
             self._job(msg, now)
         elif cls is M.Ack:
             self.journal.acked(msg.job_ids)
+        elif cls is M.Cancel:
+            self._cancel(msg.job_ids, now)
         elif cls is M.Enrolled:
             self._enrolled(msg, now)
         elif cls is M.Revoked:
@@ -317,6 +321,8 @@ class AgentCore:
         if not is_copy(job.instruction):
             self.slots -= 1
         result = result_of(job_id, outcome)
+        if self.cancelling:
+            result = self._as_cancelled(result)
         self._record(result, now, lane)
         if result.status != "success":
             self.failed_lanes[lane] = True

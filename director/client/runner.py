@@ -111,6 +111,15 @@ class ProcessDriver:
         self._sync(run)
         return None
 
+    def stop(self, job_id: str) -> bool:
+        """Kill the process group of running ``job_id`` (cancelled): its end is then
+        seen as usual.  False when no process of that job runs here."""
+        for run in self.running:
+            if run.job_id == job_id:
+                run.proc.kill()
+                return True
+        return False
+
     def release(self) -> None:
         """Let the jobs spawned since the last call run (their pids are durable now)."""
         gated, self.gated = self.gated, []

@@ -291,6 +291,26 @@ class Ack(Msg):
 
 
 @dataclass(frozen=True)
+class Cancel(Msg):
+    """The operator cancelled these jobs: queued ones end unstarted, running ones are
+    stopped (the whole process group; a COPY gives up and removes its temp files); each
+    ends ``cancelled`` -- unless it had already ended, which the node reports as it was."""
+
+    TYPE: ClassVar[str] = "CANCEL"
+    job_ids: tuple[str, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"job_ids": list(self.job_ids)}
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Cancel:
+        ids = F.array(cls.TYPE, b, "job_ids", MAX_ACK)
+        if not all(i.__class__ is str and F.JOB_ID_RE.fullmatch(i) for i in ids):
+            raise F.fail(cls.TYPE, "job_ids", "must hold job ids")
+        return cls(tuple(ids))
+
+
+@dataclass(frozen=True)
 class Revoked(Msg):
     TYPE: ClassVar[str] = "REVOKED"
     reason: str
@@ -320,7 +340,7 @@ class Error(Msg):
 
 TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
     Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
-    Chunk, ChunkErr, Ack, Revoked, Error, Ctl, CtlReply, CtlEvent)}
+    Chunk, ChunkErr, Ack, Cancel, Revoked, Error, Ctl, CtlReply, CtlEvent)}
 
 
 def decode(frames: Any) -> Msg:

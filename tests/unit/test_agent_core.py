@@ -461,3 +461,53 @@ def test_control_refuses_server_commands_and_malformed_requests():
     assert not r2.msg.ok and r2.ident == b"b"
     (r3,) = c.control(b"c", frames(M.Hello("x", "1")))
     assert not r3.msg.ok and "expected CTL" in r3.msg.error
+
+
+# -- CANCEL ---------------------------------------------------------------------------
+def _all_results(c: AgentCore, acts: list, now: float) -> dict[str, M.Result]:
+    acts = acts + c.tick(now + 1.0) + c.flush()
+    return {r.job_id: r for r in results(acts)}
+
+
+def test_cancel_ends_queued_jobs_unstarted_and_stops_the_running_one():
+    from director.client.actions import StopJob
+
+    c = accepted()
+    acts = c.frames(frames(M.Jobs((job(1, "RUN sleep 100"), job(2), job(3)))), 0.0)
+    assert [a.job.job_id for a in acts if isinstance(a, StartRun)] == [jid(1)]
+    acts = c.frames(frames(M.Cancel((jid(1), jid(2)))), 0.1)
+    assert [a.job_id for a in acts if isinstance(a, StopJob)] == [jid(1)]
+    got = _all_results(c, acts, 0.1)
+    assert got[jid(2)].status == "cancelled" and "before it started" in got[jid(2)].error
+    # the killed process ends as a failure (SIGKILL): reported as cancelled
+    acts = c.job_ended(jid(1), Outcome("failed", rc=-9, stdout="partial\n"), 0.2)
+    got = _all_results(c, acts, 0.2)
+    assert got[jid(1)].status == "cancelled" and got[jid(1)].stdout == "partial\n"
+    # the lane's rest (job 3, not cancelled) follows a failed lane's rule: not run
+    assert got[jid(3)].status == "cancelled"
+    assert not c.running and not c.lanes and not c.cancelling
+
+
+def test_a_job_that_succeeded_before_the_stop_says_so():
+    c = accepted()
+    c.frames(frames(M.Job(jid(1), parse_line("RUN true"), "aaaaaaaa.0", 0)), 0.0)
+    c.frames(frames(M.Cancel((jid(1),))), 0.1)
+    got = _all_results(c, c.job_ended(jid(1), Outcome("success", rc=0), 0.2), 0.2)
+    assert got[jid(1)].status == "success"
+
+
+def test_a_job_cancelled_before_it_arrived_is_answered_never_run():
+    c = accepted()
+    got = _all_results(c, c.frames(frames(M.Cancel((jid(7),))), 0.0), 0.0)
+    assert got[jid(7)].status == "cancelled"
+    acts = c.frames(frames(M.Job(jid(7), parse_line("RUN true"), "aaaaaaaa.0", 0)), 1.0)
+    assert not [a for a in acts if isinstance(a, StartRun)]
+    assert _all_results(c, acts, 1.0)[jid(7)].status == "cancelled"
+
+
+def test_cancelling_a_finished_job_changes_nothing():
+    c = accepted()
+    c.frames(frames(M.Job(jid(1), parse_line("RUN true"), "aaaaaaaa.0", 0)), 0.0)
+    first = _all_results(c, c.job_ended(jid(1), Outcome("success", rc=0), 0.1), 0.1)
+    assert first[jid(1)].status == "success"
+    assert results(c.frames(frames(M.Cancel((jid(1),))), 0.5) + c.flush()) == []

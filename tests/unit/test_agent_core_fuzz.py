@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from director.client import core as C
-from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
+from director.client.actions import Reply, Send, StartCopy, StartRun, Stop, StopJob
 from director.client.journal import Journal
 from director.jobs.dsl import parse_line
 from director.jobs.executor import Outcome
@@ -137,6 +137,8 @@ class AgentCoreMachine(RuleBasedStateMachine):
                     self.results.setdefault(r.job_id, []).append(r)
             elif cls is Reply:
                 M.decode(M.encode(a.msg))
+            elif cls is StopJob:  # the driver kills it; its end comes later (job_ends)
+                assert a.job_id in self.running, f"stop for {a.job_id}, not running"
             else:
                 assert cls is Stop and a.code == 1
         if j.dirty:
@@ -201,6 +203,13 @@ class AgentCoreMachine(RuleBasedStateMachine):
         self._apply(self.core.frames(M.encode(M.Ack(tuple(ids))), self.now))
         self.unacked -= set(ids)
         self.acked_names |= set(ids)
+
+    @rule(ids=st.lists(st.sampled_from(IDS) | st.sampled_from(["ffffffff", "deadbeef"]),
+                       max_size=4))
+    def cancel(self, ids):
+        self._apply(self.core.frames(M.encode(M.Cancel(tuple(ids))), self.now))
+        for jid in ids:  # nothing cancelled is queued here afterwards
+            assert all(j.job_id != jid for dq in self.core.lanes.values() for j in dq)
 
     @rule()
     def reconnect(self):

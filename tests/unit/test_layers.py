@@ -43,6 +43,8 @@ PURE_GLOBS = [
     "director/server/core*.py",
     "director/server/connections.py",
     "director/client/core*.py",
+    "director/client/linkstate.py",
+    "director/client/cancelling.py",
 ]
 IO_MODULES = {"zmq", "sqlite3", "socket", "subprocess", "threading", "selectors",
               "concurrent.futures", "shutil", "click"}

@@ -64,6 +64,7 @@ VALID: list[M.Msg] = [
     M.ChunkErr(JOB_ID, 2, 5, "gone"),
     M.Ack((JOB_ID, "f" * 24)),
     M.Ack(()),
+    M.Cancel((JOB_ID, "f" * 24)),
     M.Revoked("this node's key is revoked"),
     M.Error("not_permitted", "no"),
     M.Ctl("health", {}),
@@ -164,6 +165,7 @@ FIELDS: dict[type[M.Msg], tuple[M.Msg, dict[str, tuple[str, dict]]]] = {
         "job_id": ("job_id", {"req": True}), "file": integer(-1, M.MAX_INDEX, req=True),
         "chunk": integer(-1, M.MAX_INDEX, req=True), "error": text(M.MAX_TEXT, req=True)}),
     M.Ack: (M.Ack((JOB_ID,)), {}),
+    M.Cancel: (M.Cancel((JOB_ID,)), {}),
     M.Revoked: (M.Revoked("r"), {"reason": text(M.MAX_TEXT, req=True)}),
     M.Error: (M.Error("internal", "m"), {
         "code": ("choice", {"allowed": M.ERROR_CODES, "req": True}),
@@ -457,7 +459,8 @@ def test_arbitrary_batch_items_raise_only_protocol_error(mtype, items):
                                json.dumps({key: items}).encode()])
 
 
+@pytest.mark.parametrize("mtype", ["ACK", "CANCEL"])
 @pytest.mark.parametrize("ids", [["j1"], [5], ["A" * 8], ["0" * 8] * (M.MAX_ACK + 1), "x"])
-def test_ack_holds_only_job_ids_and_is_bounded(ids):
-    with pytest.raises(ProtocolError, match="ACK: field 'job_ids'"):
-        M.decode(frames.join("ACK", {"job_ids": ids}))
+def test_ack_and_cancel_hold_only_job_ids_and_are_bounded(mtype, ids):
+    with pytest.raises(ProtocolError, match=f"{mtype}: field 'job_ids'"):
+        M.decode(frames.join(mtype, {"job_ids": ids}))
