@@ -18,9 +18,13 @@ TARGET = click.option("--target", "-t", "targets", multiple=True,
                       help="Node name or glob (repeatable, or a comma list); overrides"
                       " targets written in a file. Default: every online node.")
 WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exit 2 on failure.")
+CANCEL_ON_INTERRUPT = click.option(
+    "--cancel-on-interrupt", is_flag=True,
+    help="With --wait: Ctrl-C cancels the work (default: it goes on, and its id is shown).")
 
 
-def _submit(obj, jobs, targets, wait: bool, as_json: bool) -> None:
+def _submit(obj, jobs, targets, wait: bool, as_json: bool,
+            cancel_on_interrupt: bool = False) -> None:
     """Submit through ``director.api`` and show what came back (exit 2 if a job failed)."""
     from director.cli.run_cmds import api_client
 
@@ -45,9 +49,15 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool) -> None:
         progress.close()
         if not progress.jobs:
             raise  # nothing was submitted: a plain interruption
+        if cancel_on_interrupt:
+            done = client.cancel(progress.orch or progress.jobs[-1])
+            click.echo(f"director: interrupted; {_cancel_line(done)}", err=True)
+            raise SystemExit(130) from None
         # as Salt prints the jid: the work goes on, and here is how to find it again
+        last = progress.jobs[-1]
         click.echo(f"director: interrupted; the jobs go on. Follow them with: director job"
-                   f" {progress.jobs[-1]} (all {len(progress.jobs)}: director jobs)", err=True)
+                   f" {last} (all {len(progress.jobs)}: director jobs); stop them with:"
+                   f" director job cancel {progress.orch or last}", err=True)
         raise SystemExit(130) from None
     finally:
         progress.close()
@@ -70,12 +80,15 @@ class _Progress:
         self.start = time.monotonic()
         self.shown = False
         self.jobs: list[str] = []   # ids, once submitted
+        self.orch = ""              # the orchestration id, once submitted
 
     def update(self, event: str, data: dict) -> None:
         if event == "submitted":
             self.total = _count(data.get("tasks"))
             jobs = data.get("jobs")
             self.jobs = [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
+            orch = data.get("orch")
+            self.orch = orch if isinstance(orch, str) and orch.isalnum() else ""
         if not self.enabled or event != "progress":
             return
         done = _count(data.get("success"))
@@ -141,25 +154,29 @@ def _quote_hint(args: list[str], option: str) -> str | None:
 @click.command("exec", cls=_JobLineCommand)
 @TARGET
 @WAIT
+@CANCEL_ON_INTERRUPT
 @JSON
 @click.argument("job", nargs=-1, required=True)
 @click.pass_obj
-def exec_(obj, targets, wait: bool, as_json: bool, job: tuple[str, ...]) -> None:
+def exec_(obj, targets, wait: bool, as_json: bool, cancel_on_interrupt: bool,
+          job: tuple[str, ...]) -> None:
     """Run one job line ('RUN uptime') on the targets."""
-    _submit(obj, " ".join(job), targets, wait, as_json)
+    _submit(obj, " ".join(job), targets, wait, as_json, cancel_on_interrupt)
 
 
 @click.command()
 @TARGET
 @WAIT
+@CANCEL_ON_INTERRUPT
 @JSON
 @click.argument("files", nargs=-1, required=True)
 @click.pass_obj
-def orchestrate(obj, targets, wait: bool, as_json: bool, files: tuple[str, ...]) -> None:
+def orchestrate(obj, targets, wait: bool, as_json: bool, cancel_on_interrupt: bool,
+                files: tuple[str, ...]) -> None:
     """Run Directorfiles or directord-style YAML orchestrations."""
     from pathlib import Path
 
-    _submit(obj, [Path(f) for f in files], targets, wait, as_json)
+    _submit(obj, [Path(f) for f in files], targets, wait, as_json, cancel_on_interrupt)
 
 
 @click.command()
@@ -186,11 +203,26 @@ def _targets(names: list[str]) -> str:
     return ",".join(names) if len(names) <= 3 else f"{len(names)} nodes"
 
 
-@click.command()
+class _JobGroup(click.Group):
+    """``job ID`` shows a job (``job show ID``); ``job cancel ID`` acts on it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = next((a for a in args if not a.startswith("-")), None)
+        if first is not None and first not in self.commands:
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_JobGroup)
+def job() -> None:
+    """A job's result on each node (job ID|last), or act on it (job cancel ID|last)."""
+
+
+@job.command("show")
 @click.argument("job_id")
 @JSON
 @click.pass_obj
-def job(obj, job_id: str, as_json: bool) -> None:
+def job_show(obj, job_id: str, as_json: bool) -> None:
     """A job's definition and its result on each node (ID or 'last')."""
     from director.cli.job_view import print_results
     from director.cli.run_cmds import api_client
@@ -200,6 +232,30 @@ def job(obj, job_id: str, as_json: bool) -> None:
         output.emit_json(doc)
     else:
         print_results(doc, header=True)
+
+
+@job.command("cancel")
+@click.argument("job_id")
+@JSON
+@click.pass_obj
+def job_cancel(obj, job_id: str, as_json: bool) -> None:
+    """Cancel a job or an orchestration (ID or 'last'): queued tasks end unsent,
+    running ones are stopped on their nodes; all end 'cancelled'."""
+    from director.cli.run_cmds import api_client
+
+    done = api_client(obj).cancel(job_id)
+    if as_json:
+        output.emit_json(done)
+    else:
+        click.echo(_cancel_line(done))
+
+
+def _cancel_line(done: object) -> str:
+    """What a cancel did, from the server's answer (numbers only: nothing from the wire
+    is printed as text)."""
+    d = done if isinstance(done, dict) else {}
+    return (f"cancelled {_count(d.get('cancelled'))} queued task(s); stopping"
+            f" {_count(d.get('stopping'))} running; {_count(d.get('ended'))} had ended")
 
 
 COMMANDS = [exec_, orchestrate, jobs, job]
