@@ -108,6 +108,10 @@ class ServerCore:
             log.warning("the server did not read its sockets for %.1f s", seconds)
             self.peers.stalled(now)
 
+    def busy(self) -> bool:
+        """More work is due on the next loop turn: the driver polls without waiting."""
+        return self.jobs.busy()
+
     def who(self, key: str) -> str:
         return self.keys.name(key) or (key[:8] + "...")
 

@@ -104,7 +104,7 @@ class Server:
         while not self._stop:
             wake = min(next_tick, next_guard) if conns.unproven else next_tick
             timeout = max(0.0, wake - time.monotonic())
-            events = dict(poller.poll(int(timeout * 1000) + 1))
+            events = dict(poller.poll(0 if core.busy() else int(timeout * 1000) + 1))
             began = time.monotonic()  # the iteration's work, the poll's wait left out
             if self.monitor in events:  # first: a closed route is dropped before new traffic
                 self._on_monitor()

@@ -16,7 +16,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from typing import Any, Callable
+from collections import deque
+from typing import Any, Callable, Iterator
 
 from cachetools import LRUCache
 
@@ -39,9 +40,21 @@ GRACE = 30.0
 PROGRESS_EVERY = 0.2
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
 MAX_BUILDING = 64          # submissions waiting for their manifests at once
-FLUSH_ROWS = 2000          # result rows written in one go: one loop iteration's share
-PUMP_NODES = 200           # nodes sent jobs in one go (the rest go on the next turn)
+FLUSH_ROWS = 1000          # result rows written in one go: one loop iteration's share
+PUMP_NODES = 100           # nodes sent jobs in one go (the rest go on the next turn)
+SUBMIT_SLICE = 2000        # tasks (jobs x nodes) of a submission made and stored at once
 DEFERRED = object()        # an operation returns this when it will reply later
+
+
+class Feed:
+    """A submission whose tasks are still being made, a slice per loop turn."""
+
+    __slots__ = ("slices", "left", "pending")
+
+    def __init__(self, slices: Iterator[tuple[list, list]], left: int):
+        self.slices = slices
+        self.left = left
+        self.pending: tuple[list, list] | None = None   # a slice the store refused
 
 
 class JobBook:
@@ -58,6 +71,9 @@ class JobBook:
         self.new_id = new_id
         self.sched = Scheduler(window=64)
         self.max_live = submission.MAX_LIVE_TASKS
+        self.feeding: deque[Feed] = deque()   # big submissions whose tasks are being made
+        self.unfed = 0                         # their tasks not made yet
+        self.stopped_lanes: set[tuple[str, str]] = set()  # (node, lane) failed meanwhile
         self.bodies: dict[str, bytes] = {}         # job id -> encoded JOB body
         self.orch_of: dict[str, str] = {}          # job id -> orchestration id
         self.open: dict[str, int] = {}             # job id -> tasks not yet final
@@ -120,9 +136,11 @@ class JobBook:
         accepted = {r.name: r.key for r in self.store.nodes() if r.state == "accepted"}
         online = [n for n, k in accepted.items() if self.peers.online(k, now)]
         sub = submission.plan(args, built, accepted, online, now, self.new_id(),
-                              self.sched.live, self.max_live)
-        try:
-            self.store.insert(sub.jobs, sub.rows)
+                              self.live_tasks(), self.max_live)
+        feed = submission.slices(sub, SUBMIT_SLICE)
+        rows, tasks = next(feed, ([], []))
+        try:  # the job rows and the first slice of tasks in one transaction
+            self.store.insert(sub.jobs, rows)
         except StorageError as exc:
             self._storage_failed(exc)
             raise DirectorError(f"server storage full: {exc}; nothing was submitted") from None
@@ -131,21 +149,62 @@ class JobBook:
         self.copies.update(sub.copies)
         self.open.update(sub.open_counts)
         self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
-        for t in sub.tasks:
-            self.sched.add(t)
-            self.to_pump.add(t.node)
+        self._add_tasks(tasks, now)
+        if sub.ntasks > len(tasks):  # the rest: a slice per loop turn (after_events)
+            self.feeding.append(Feed(feed, sub.ntasks - len(tasks)))
+            self.unfed += sub.ntasks - len(tasks)
         ids = [j["id"] for j in sub.jobs]
-        log.info("orchestration %s: %d job(s), %d task(s)", sub.orch, len(ids), len(sub.tasks))
-        summary = {"orch": sub.orch, "jobs": ids, "tasks": len(sub.tasks)}
+        log.info("orchestration %s: %d job(s), %d task(s)", sub.orch, len(ids), sub.ntasks)
+        summary = {"orch": sub.orch, "jobs": ids, "tasks": sub.ntasks}
         if args.get("wait"):
             names = {accepted[n]: n for n in accepted}
-            self.waiters[sub.orch] = Waiter(rid, sub.jobs, names, len(sub.tasks),
+            self.waiters[sub.orch] = Waiter(rid, sub.jobs, names, sub.ntasks,
                                             sub.open_counts)
             self.event(rid, "submitted", summary)
             self.pump(now)
             return DEFERRED
         self.pump(now)
         return summary
+
+    def busy(self) -> bool:
+        """Work waits for the next loop turn (the driver should not sleep till then)."""
+        if self.storage_error is not None:  # retried on the tick, not in a spin
+            return bool(self.to_pump)
+        return bool(self.feeding or self.to_pump or len(self.dirty) >= FLUSH_ROWS)
+
+    def live_tasks(self) -> int:
+        return self.sched.live + self.unfed
+
+    def _add_tasks(self, tasks: list[Task], now: float) -> None:
+        stopped = self.stopped_lanes
+        for t in tasks:
+            self.sched.add(t)
+            if stopped and (t.node, t.lane) in stopped:  # its lane failed on that node
+                self.sched.cancel_lane(t.node, t.lane)   # before this task was made
+                self._final(t, {"status": "cancelled", "error": "an earlier job failed"}, now)
+            else:
+                self.to_pump.add(t.node)
+
+    def _feed(self, now: float) -> None:
+        """One slice of a big submission's tasks: rows stored, tasks queued.  A failing
+        store keeps the slice for the next turn (the submission was accepted)."""
+        feed = self.feeding[0]
+        if feed.pending is None:
+            feed.pending = next(feed.slices, None)
+            if feed.pending is None:
+                self.feeding.popleft()
+                if not self.feeding:
+                    self.stopped_lanes.clear()
+                return
+        rows, tasks = feed.pending
+        try:
+            self.store.insert([], rows)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        feed.pending = None
+        self.unfed -= len(tasks)
+        self._add_tasks(tasks, now)
 
     # -- dispatch -------------------------------------------------------------------
     def pump(self, now: float) -> None:
@@ -197,6 +256,8 @@ class JobBook:
             self._mark(task, {"status": "queued", "sent": None})
 
     def after_events(self, now: float) -> None:
+        if self.feeding:
+            self._feed(now)
         if self.to_pump:
             self.pump(now)
         if len(self.dirty) >= FLUSH_ROWS:  # a backlog: written a slice per loop turn
@@ -226,6 +287,8 @@ class JobBook:
                                               else None), now, by_node=True)
         self._ack_later(key, msg.job_id)
         if msg.status != "success":
+            if self.feeding:  # tasks of this lane still to be made are cancelled too
+                self.stopped_lanes.add((key, task.lane))
             for t in self.sched.cancel_lane(key, task.lane):
                 self._final(t, {"status": "cancelled", "error": "an earlier job failed"}, now)
         self.to_pump.add(key)
@@ -405,7 +468,7 @@ class JobBook:
 
     # -- queries ------------------------------------------------------------------------
     def stats(self) -> dict:
-        return {"tasks_live": self.sched.live, "tasks_cap": self.max_live, "jobs_open": len(self.open),
+        return {"tasks_live": self.live_tasks(), "tasks_cap": self.max_live, "jobs_open": len(self.open),
                 "results_unwritten": len(self.dirty), "waiters": len(self.waiters)}
 
     def docs(self, job_ids: list[str]) -> list[dict]:

@@ -8,7 +8,7 @@ checked here (they arrive as JSON from the control socket).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from director.errors import DirectorError, ProtocolError
 from director.jobs import verbs
@@ -26,11 +26,33 @@ MAX_LIVE_TASKS = 1_000_000  # tasks (jobs x nodes) queued or running at once, se
 class Submission:
     orch: str
     jobs: list[dict[str, Any]] = field(default_factory=list)     # job rows
-    rows: list[tuple] = field(default_factory=list)              # result rows (queued)
-    tasks: list[Task] = field(default_factory=list)
     bodies: dict[str, bytes] = field(default_factory=dict)       # job id -> JOB body
     copies: dict[str, tuple] = field(default_factory=dict)       # job id -> manifest etc.
     open_counts: dict[str, int] = field(default_factory=dict)    # job id -> tasks
+    # job id, lane, seq, timeout, node names (one list shared by a step's jobs): the
+    # tasks (jobs x nodes) are made from these a slice at a time (``slices``)
+    fanout: list[tuple[str, str, int, float, list[str]]] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)           # node name -> key
+    ntasks: int = 0
+    now: float = 0.0
+
+
+def slices(sub: Submission, size: int) -> Iterator[tuple[list[tuple], list[Task]]]:
+    """The submission's queued result rows and tasks, ``size`` at a time, in job order
+    (so every node's lanes fill in order while later slices are still being made)."""
+    rows: list[tuple] = []
+    tasks: list[Task] = []
+    keys, now = sub.keys, sub.now
+    for job_id, lane, seq, timeout, names in sub.fanout:
+        for name in names:
+            key = keys[name]
+            rows.append((job_id, key, name, "queued"))
+            tasks.append(Task(job_id, key, lane, seq, timeout, queued_at=now))
+            if len(tasks) >= size:
+                yield rows, tasks
+                rows, tasks = [], []
+    if tasks:
+        yield rows, tasks
 
 
 def copy_jobs(steps: Any) -> list[tuple[tuple[int, int], Instruction]]:
@@ -56,7 +78,7 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
     if not isinstance(steps, list) or not steps:
         raise DirectorError("nothing to run: no jobs given")
     cli_targets = str_list(args.get("targets", []), "targets")
-    sub = Submission(orch)
+    sub = Submission(orch, keys=accepted, now=now)
     lane_no = seq = 0
     step_targets: list[str] | None = None   # the last target list, and its JSON
     targets_json = ""
@@ -103,15 +125,13 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
                              "instruction": instruction, "hash_extra": hash_extra,
                              "created": now, "targets": targets_json})
             sub.open_counts[job_id] = len(chosen)
-            if live + len(sub.tasks) + len(chosen) > cap:
+            if live + sub.ntasks + len(chosen) > cap:
                 raise DirectorError(
                     f"too many tasks at once: the server holds at most {cap:,} jobs x nodes"
                     f" queued or running ({live:,} now) and this submission has more than"
                     f" {max(cap - live, 0):,}; submit fewer jobs or targets, or wait")
-            for name in chosen:
-                sub.rows.append((job_id, accepted[name], name, "queued"))
-                sub.tasks.append(Task(job_id, accepted[name], lane, seq,
-                                      instr.options.timeout, queued_at=now))
+            sub.fanout.append((job_id, lane, seq, instr.options.timeout, chosen))
+            sub.ntasks += len(chosen)
     if not sub.jobs:
         raise DirectorError("nothing to run: no jobs given")
     return sub

@@ -117,3 +117,28 @@ def test_live_tasks_are_capped_with_a_clear_refusal_and_nothing_stored(h):
     assert h.ok("server.stats")["tasks_live"] == 0
     _, again = submit(h, "RUN four", "RUN five")
     assert len(again) == 6
+
+
+def test_a_big_submission_is_made_a_slice_per_turn_and_a_failed_lane_stays_cancelled(
+        h, monkeypatch):
+    from director.server import jobs as jobs_mod
+
+    monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
+    keys = [h.accepted_node(f"n{i}") for i in range(3)]
+    res, first = submit(h, "RUN one", "RUN two", "RUN three", "RUN four")
+    assert res["tasks"] == 12
+    assert len(first) == 2  # one slice with the job rows, one at the same turn's end
+    assert h.ok("server.stats")["tasks_live"] == 12
+    # n0 fails its first job before the rest of its lane was even made
+    one = next(j for j in first if j.instruction.command == "one")
+    h.from_node(keys[0], m.Result(one.job_id, "failed", rc=1), b"route-n0")
+    sent = []
+    for _ in range(10):  # the rest comes a slice per loop turn
+        sent += jobs_in(h.tick(0.01))
+    assert {j.job_id for j in first + sent} == set(res["jobs"])
+    docs = [h.ok("jobs.get", id=j) for j in res["jobs"]]
+    assert [len(d["results"]) for d in docs] == [3, 3, 3, 3]  # every row stored
+    assert docs[0]["results"]["n0"]["status"] == "failed"
+    assert [d["results"]["n0"]["status"] for d in docs[1:]] == ["cancelled"] * 3
+    assert all(d["results"]["n1"]["status"] in ("queued", "running") for d in docs)
+    assert h.ok("server.stats")["tasks_live"] == 12 - 4
