@@ -49,6 +49,15 @@ def _options(cmd: click.Command) -> dict[str, click.Parameter]:
     return opts
 
 
+def _implied(group: click.Group, rest: list[str]) -> str | None:
+    """The sub-command ``group``'s own parsing picks for ``rest`` (a group may add one)."""
+    ctx = click.Context(group, info_name=group.name, resilient_parsing=True)
+    group.parse_args(ctx, list(rest))
+    state = vars(ctx)  # protected_args moved to _protected_args in click 8.2
+    words = [*state.get("_protected_args", state.get("protected_args", [])), *ctx.args]
+    return words[0] if words and words[0] in group.commands else None
+
+
 def walk(line: str) -> list[str]:
     """Problems with one documented line: unknown sub-commands are placeholders unless the
     current command is a group with no such word; unknown options are always problems."""
@@ -69,11 +78,13 @@ def walk(line: str) -> list[str]:
                 if takes_value and i + 1 < len(toks) and not toks[i + 1].startswith("-"):
                     i += 1
         elif isinstance(cmd, click.Group):
-            sub = cmd.commands.get(tok)
-            if sub is None:
+            name = tok if tok in cmd.commands else _implied(cmd, toks[i:])
+            if name is None:
                 problems.append(f"{' '.join(path)}: no sub-command {tok!r}")
                 break
-            cmd, path = sub, [*path, tok]
+            cmd, path = cmd.commands[name], [*path, name]
+            if name != tok:
+                continue  # a group that names the sub-command itself (`job ID` = `job show ID`)
         i += 1
     return problems
 
@@ -98,6 +109,8 @@ def test_the_walk_finds_a_wrong_option():
     assert walk("director enroll --server H --no-such-flag") == [
         "director enroll: no option --no-such-flag"]
     assert walk("director keys frobnicate") == ["director keys: no sub-command 'frobnicate'"]
+    assert walk("director job last --json") == []  # `job ID` is `job show ID`
+    assert walk("director job last --nope") == ["director job show: no option --nope"]
 
 
 def test_enroll_takes_name_after_the_sub_command_and_before_it():
