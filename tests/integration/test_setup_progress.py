@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,9 @@ def test_each_setup_step_prints_one_line_and_a_ready_tree_prints_none(tmp_path):
     lines = first.stderr.splitlines()
     assert [line.split(" ", 2)[1] for line in lines] == ["creating", "installing", "compiling"]
     assert all(line.startswith("setup: ") for line in lines)
-    assert "installing director and its 8 packages" in lines[1]  # 6 runtime + 2 test
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    count = len(project["dependencies"]) + len(project["optional-dependencies"]["test"])
+    assert f"installing director and its {count} packages" in lines[1]
     assert "-m pip install" in calls.read_text()
 
     again = _setup(root, stub, calls)
