@@ -4,6 +4,7 @@ package data (issue 15 item 5), not files found only in a source tree."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,10 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_carries_the_example_and_its_demo_runs_outside_the_tree(tmp_path):
+    src = tmp_path / "src"  # a clean copy, as scripts/build-image builds: no build/ in the tree
+    shutil.copytree(ROOT / "director", src / "director",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src)
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
+         "--no-deps", "--wheel-dir", str(wheels), str(src)],
         capture_output=True, text=True, timeout=300, env=clean_env(), cwd=tmp_path)
     if build.returncode != 0:  # pip fetches the build backend (setuptools) for the build
         pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1:]}")
