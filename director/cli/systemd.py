@@ -132,6 +132,8 @@ def render(role: str, *, home: str | None, user: str | None,
     if home.startswith("/var/lib/") and home.count("/") == 3:
         # systemd creates it, owned by the user, before the sandbox is set up
         lines += [f"StateDirectory={_escape(home[len('/var/lib/'):])}", "StateDirectoryMode=0700"]
+    else:
+        lines.append(f"# {home} must exist first: install -d -m 700 -o {user or 'root'} {home}")
     hardening = SERVER_HARDENING if role == "server" else CLIENT_HARDENING
     lines.append(hardening.format(home=_escape(home), protect_home=_protect_home(home, exe[0]),
                                   user=user or "root").rstrip("\n"))
