@@ -207,7 +207,8 @@ class Copier:
             "skipped": sum(1 for p in plans if p.unchanged),
         }  # the executor reads it as a dict (cached or not); the core bounds it
         return Outcome("success", rc=0, exec_time=time.perf_counter() - start,
-                       transfer=transfer)
+                       transfer=transfer,  # ADD --blueprint renders the files it placed
+                       placed=[str(p.target) for p in plans] if instr.flags else None)
 
 
 class _Stream:

@@ -12,8 +12,8 @@ from typing import Any
 
 from director.errors import DSLError, ProtocolError
 from director.jobs.rules import (DEFAULT_TIMEOUT, MAX_TIMEOUT, PLACEHOLDER_RE, TOKEN_RE, Invalid,
-                                 check_chown, short, unquote)
-from director.jobs.verbs import COMMON_OPTIONS, TABLE, Verb
+                                 check_chown, check_vars, short, unquote)
+from director.jobs.verbs import COMMON_OPTIONS, TABLE, UNSUPPORTED, Verb
 
 __all__ = [
     "VERBS", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "MAX_LINE_LENGTH", "MAX_INSTRUCTION_SIZE",
@@ -55,6 +55,9 @@ class Instruction:
     name: str = ""
     value: str = ""
     path: str = ""
+    stderr_arg: str | None = None
+    flags: tuple[str, ...] = ()    # the verb's bare options that were given (--blueprint)
+    vars: str = ""                 # YAML per-job vars: a JSON object, seen by templates
     line: int | None = None
     source: str | None = None
     text: str = ""
@@ -62,7 +65,8 @@ class Instruction:
     def to_dict(self) -> dict[str, Any]:
         """A flat JSON-safe dict (str/float/bool/list/None, plus int ``line``) for the wire.
 
-        ``argv`` is only present when set, so shell-form jobs look as they always did.
+        ``argv``, ``stderr_arg``, ``flags`` and ``vars`` are only present when set, so the
+        jobs that existed before them look as they always did.
         """
         out: dict[str, Any] = {
             "verb": self.verb, "timeout": float(self.options.timeout),
@@ -74,6 +78,12 @@ class Instruction:
         }
         if self.argv:
             out["argv"] = list(self.argv)
+        if self.stderr_arg is not None:
+            out["stderr_arg"] = self.stderr_arg
+        if self.flags:
+            out["flags"] = list(self.flags)
+        if self.vars:
+            out["vars"] = self.vars
         return out
 
     @classmethod
@@ -94,7 +104,10 @@ class Instruction:
                                         ("--run-once", self.options.run_once)) if on]
         for opt in verb.options:
             value = getattr(self, opt.field)
-            if value:
+            if opt.field == "flags":
+                if opt.name in value:
+                    parts.append(opt.name)
+            elif value:
                 parts.append(f"{opt.name} {value}")
         parts.append(verb.describe(self))
         out = " ".join(parts).replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
@@ -144,13 +157,20 @@ def _parse(text: str, source: str | None, line: int | None) -> Instruction:
     )
     fields = verb.parse(verb.name, rest.strip())
     for opt in verb.options:
-        fields[opt.field] = values.get(opt.name)
+        if opt.field != "flags":
+            fields[opt.field] = values.get(opt.name)
+    flags = tuple(o.name for o in verb.options if o.field == "flags" and o.name in values)
+    if flags:
+        verb.check_flags(verb.name, flags)
+        fields["flags"] = flags
     return Instruction(verb=verb.name, options=options, line=line, source=source, text=text,
                        **fields)
 
 
 def _verb(word: str) -> Verb:
     verb = TABLE.get(word.upper()) if word.isascii() else None
+    if verb is None and word.isascii() and word.upper() in UNSUPPORTED:
+        raise Invalid(f"unsupported verb {word.upper()} (directord)")
     if verb is None:
         raise Invalid(f"unknown verb {short(word)}: expected one of {_verb_list()}"
                       f"{_yaml_hint(word)}")
@@ -216,9 +236,12 @@ def _parse_options(verb: Verb, rest: str) -> tuple[dict[str, str], str]:
         values[name] = opt.check(value)
 
 
-_DEFAULTS = {**Instruction(verb="").to_dict(), "argv": []}  # every field at its default
-_OPTIONAL_STR = ("stdout_arg", "chmod", "chown", "source")
-_STRING_FIELDS = ("verb", "command", "dest", "name", "value", "path", "text") + _OPTIONAL_STR
+# every field at its default
+_DEFAULTS = {**Instruction(verb="").to_dict(), "argv": [], "stderr_arg": None, "flags": [],
+             "vars": ""}
+_OPTIONAL_STR = ("stdout_arg", "stderr_arg", "chmod", "chown", "source")
+_STRING_FIELDS = ("verb", "command", "dest", "name", "value", "path", "text",
+                  "vars") + _OPTIONAL_STR
 
 
 def _decode(data: Any) -> Instruction:
@@ -239,7 +262,11 @@ def _decode(data: Any) -> Instruction:
     if not isinstance(argv, (list, tuple)) or not all(isinstance(a, str) for a in argv):
         raise Invalid("'argv' must be a list of strings")
     d["argv"] = list(argv)
-    strings = strings + d["argv"]
+    flags = d["flags"]
+    if not isinstance(flags, (list, tuple)) or not all(isinstance(f, str) for f in flags):
+        raise Invalid("'flags' must be a list of strings")
+    d["flags"] = list(flags)
+    strings = strings + d["argv"] + d["flags"]
     for key in ("skip_cache", "run_once"):
         if not isinstance(d[key], bool):
             raise Invalid(f"{key!r} must be a boolean")
@@ -268,11 +295,19 @@ def _decode(data: Any) -> Instruction:
         raise Invalid(f"'timeout' must be in (0, {MAX_TIMEOUT:g}]")
     verb.check(verb.name, d)
     for opt in verb.options:
-        if d[opt.field] is not None:
+        if opt.field != "flags" and d[opt.field] is not None:
             opt.check(d[opt.field])
+    known = {o.name for o in verb.options if o.field == "flags"}
+    if any(f not in known for f in d["flags"]) or len(set(d["flags"])) != len(d["flags"]):
+        raise Invalid(f"'flags' must be distinct options of {verb.name}")
+    if d["flags"]:
+        verb.check_flags(verb.name, tuple(d["flags"]))
+    if d["vars"]:
+        check_vars(d["vars"])
     return Instruction(
         verb=verb.name, options=Options(float(timeout), d["skip_cache"], d["run_once"]),
         command=d["command"], argv=tuple(d["argv"]), stdout_arg=d["stdout_arg"], sources=tuple(d["sources"]),
         dest=d["dest"], chmod=d["chmod"], chown=d["chown"], name=d["name"], value=d["value"],
-        path=d["path"], line=d["line"], source=d["source"], text=d["text"],
+        path=d["path"], stderr_arg=d["stderr_arg"], flags=tuple(d["flags"]), vars=d["vars"],
+        line=d["line"], source=d["source"], text=d["text"],
     )

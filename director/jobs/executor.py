@@ -82,4 +82,6 @@ def conclude(step: Pending, ran: Ran, state: NodeState, cache: JobCache) -> Outc
     cache.put(step.hash, CachedResult(0, out, err))
     if step.stdout_arg:
         state.update(node_arg=(step.stdout_arg, out.strip()))
+    if step.stderr_arg:
+        state.update(node_arg=(step.stderr_arg, err.strip()))
     return Outcome("success", rc=0, stdout=out, stderr=err, exec_time=elapsed)

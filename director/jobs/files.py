@@ -7,8 +7,10 @@ Python object is ever constructed from a file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from director.errors import DSLError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction, parse_line
+from director.jobs.rules import Invalid, check_vars
 
 if TYPE_CHECKING:
     import yaml  # imported when a YAML file is parsed: 'director exec' never needs it
@@ -29,6 +32,9 @@ _PLAIN_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")
 _ITEM_KEYS = ("targets", "jobs", "async", "name")
 _VERB_WORD_RE = re.compile(r"[A-Za-z]+")
 _YAML_START_RE = re.compile(r"-(?:\s|$)|---|%|\[|\{")
+_ASYNC_WORDS = {**{w: True for w in ("true", "yes", "on", "y", "1")},
+                **{w: False for w in ("false", "no", "off", "n", "0")}}
+_JOB_KEYS = ("name", "vars")  # besides the verb, a job may have these (directord)
 
 
 @dataclass(frozen=True)
@@ -213,8 +219,9 @@ def _parse_item(item: yaml.Node, index: int, source: str) -> Step:
     if "async" in fields:
         node = fields["async"][1]
         value = None
-        if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL:
-            value = yaml.SafeLoader.bool_values.get(node.value.lower())  # None: '!!bool foo'
+        if isinstance(node, yaml.ScalarNode) and node.tag in (_BOOL, _STR):
+            # a bool, or a string directord takes for one ("true", "no", ...)
+            value = _ASYNC_WORDS.get(node.value.strip().lower())
         if value is None:
             raise fail(f"'async' in item {index} must be true or false", node)
         async_ = value
@@ -232,11 +239,21 @@ def _parse_job(job: yaml.Node, source: str) -> Instruction:
     import yaml
 
     line = _line(job)
-    if not (isinstance(job, yaml.MappingNode) and len(job.value) == 1):
-        raise DSLError("each job must be a mapping with exactly one key, the verb: "
-                       "e.g. '- RUN: echo hello'", source=source, line=line)
-    key, value = job.value[0]
+    extra: dict[str, yaml.Node] = {}
+    pairs = []
+    for k, v in job.value if isinstance(job, yaml.MappingNode) else ():
+        word = k.value if isinstance(k, yaml.ScalarNode) and k.tag == _STR else None
+        if word in _JOB_KEYS and word not in extra:
+            extra[word] = v
+        else:
+            pairs.append((k, v))
+    if not (isinstance(job, yaml.MappingNode) and len(pairs) == 1):
+        raise DSLError("each job must be a mapping with exactly one verb key (and optionally "
+                       "name and vars): e.g. '- RUN: echo hello'", source=source, line=line)
+    key, value = pairs[0]
     verb = key.value if isinstance(key, yaml.ScalarNode) and key.tag == _STR else ""
+    if verb.upper() in verbs.UNSUPPORTED:
+        raise DSLError(f"unsupported verb {verb.upper()} (directord)", source=source, line=line)
     if not _VERB_WORD_RE.fullmatch(verb) or verb.upper() not in verbs.TABLE:
         shown = verb[:40] if verb else "(not a word)"
         raise DSLError(f"unknown verb {shown!r}: expected one of {', '.join(verbs.names())}",
@@ -247,8 +264,54 @@ def _parse_job(job: yaml.Node, source: str) -> Instruction:
             raise DSLError(f"the exec form of {verb.upper()} is a list of strings: quote each",
                            source=source, line=_line(value))
         argv = json.dumps([v.value for v in value.value], ensure_ascii=False)
-        return parse_line(f"{verb} {argv}", source=source, line=line)
+        return _with_job_keys(f"{verb} {argv}", extra, source, line)
     if not (isinstance(value, yaml.ScalarNode) and value.tag == _STR):
         raise DSLError(f"the arguments of {verb.upper()} must be a string: quote them, "
                        f"e.g. '{verb.upper()}: \"...\"'", source=source, line=_line(value))
-    return parse_line(f"{verb} {value.value}", source=source, line=line)
+    return _with_job_keys(f"{verb} {value.value}", extra, source, line)
+
+
+def _with_job_keys(text: str, extra: dict[str, yaml.Node], source: str,
+                   line: int) -> Instruction:
+    """The job line with directord's per-job keys: ``name`` (a label, not used) and ``vars``
+    (values for its options, e.g. ``stdout_arg``/``skip_cache``; the rest are ``vars`` in
+    its templates)."""
+    if not extra:
+        return parse_line(text, source=source, line=line)
+    import yaml
+
+    name = extra.get("name")
+    if name is not None and not (isinstance(name, yaml.ScalarNode) and name.tag == _STR):
+        raise DSLError("a job's 'name' must be a string (quote it)", source=source,
+                       line=_line(name))
+    node = extra.get("vars")
+    if node is None:
+        return parse_line(text, source=source, line=line)
+    try:
+        values = yaml.SafeLoader("").construct_document(node)
+    except (yaml.YAMLError, RecursionError):
+        values = None
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise DSLError("a job's 'vars' must be a mapping of names to values", source=source,
+                       line=_line(node))
+    verb = verbs.spec(text.split(None, 1)[0].upper())
+    options = {o.name: o for o in (*verbs.COMMON_OPTIONS, *verb.options)}
+    words, rest = [], {}
+    for key, value in values.items():
+        opt = options.get("--" + key.replace("_", "-"))
+        if opt is None:
+            rest[key] = value
+        elif opt.check is None:  # a flag: on when true
+            if value is True or str(value).lower() in ("true", "yes", "on", "1"):
+                words.append(opt.name)
+        else:
+            words.append(f"{opt.name}={shlex.quote(str(value))}")
+    head, _, tail = text.partition(" ")
+    instr = parse_line(" ".join([head, *words, tail]), source=source, line=line)
+    if rest:
+        try:
+            encoded = check_vars(json.dumps(rest, sort_keys=True, default=str))
+        except Invalid as exc:
+            raise DSLError(str(exc), source=source, line=_line(node)) from None
+        instr = dataclasses.replace(instr, vars=encoded)
+    return instr

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -23,9 +25,10 @@ class NodeState:
     """ARG values, ENV values and the WORKDIR, persisted atomically on change.
 
     ARG values are kept in two sets: ``args`` the operator wrote (``ARG NAME=VALUE``) and
-    ``node_args`` that came from a node (``--stdout-arg``; an ARG built from one), which
-    are data: ``plan.resolve`` quotes them for the shell.  A name is in one set at a time:
-    setting it in one removes it from the other.
+    ``node_args`` that came from a node (``--stdout-arg``/``--stderr-arg``, CACHEFILE; an
+    ARG built from one), which are data: ``plan.resolve`` quotes them for the shell.  A
+    name is in one set at a time: setting it in one removes it from the other.  Node values
+    are text, except CACHEFILE's, which may be numbers, lists and mappings.
     """
 
     def __init__(self, home: Path):
@@ -33,15 +36,14 @@ class NodeState:
         self.default_workdir = str(home / "work")
         self.lock = threading.Lock()
         self.args: dict[str, str] = {}
-        self.node_args: dict[str, str] = {}
+        self.node_args: dict[str, Any] = {}
         self.env: dict[str, str] = {}
         self.workdir = self.default_workdir
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
                 self.args = {str(k): str(v) for k, v in data.get("args", {}).items()}
-                self.node_args = {str(k): str(v)
-                                  for k, v in data.get("node_args", {}).items()}
+                self.node_args = {str(k): v for k, v in data.get("node_args", {}).items()}
                 for name in self.node_args:
                     self.args.pop(name, None)
                 self.env = {str(k): str(v) for k, v in data.get("env", {}).items()}
@@ -60,22 +62,41 @@ class NodeState:
             return dict(self.args), dict(self.node_args), dict(self.env), self.workdir
 
     def update(self, *, arg: tuple[str, str] | None = None, env: tuple[str, str] | None = None,
-               workdir: str | None = None, node_arg: tuple[str, str] | None = None) -> None:
-        """Set an operator ARG (``arg``), a node-sourced one (``node_arg``), ENV, WORKDIR."""
+               workdir: str | None = None, node_arg: tuple[str, str] | None = None,
+               node_values: Mapping[str, Any] | None = None) -> None:
+        """Set an operator ARG (``arg``), node-sourced ones (``node_arg``, ``node_values``),
+        ENV, WORKDIR."""
         with self.lock:
             if arg:
                 self.args[arg[0]] = arg[1]
                 self.node_args.pop(arg[0], None)
-            if node_arg:
-                self.node_args[node_arg[0]] = node_arg[1]
-                self.args.pop(node_arg[0], None)
+            for name, value in (*(node_values or {}).items(), *([node_arg] if node_arg else [])):
+                self.node_args[name] = value
+                self.args.pop(name, None)
             if env:
                 self.env[env[0]] = env[1]
             if workdir:
                 self.workdir = workdir
-            data = {"args": self.args, "node_args": self.node_args, "env": self.env,
-                    "workdir": self.workdir}
-            write_private_file(self.path, json.dumps(data).encode())
+            self._write()
+
+    def evict(self, what: str) -> None:
+        """CACHEEVICT: ``all`` (ARG and ENV values, WORKDIR), ``args``, ``envs`` or one name."""
+        with self.lock:
+            if what in ("all", "args"):
+                self.args.clear()
+                self.node_args.clear()
+            if what in ("all", "envs"):
+                self.env.clear()
+            if what == "all":
+                self.workdir = self.default_workdir
+            for values in (self.args, self.node_args, self.env):
+                values.pop(what, None)
+            self._write()
+
+    def _write(self) -> None:
+        data = {"args": self.args, "node_args": self.node_args, "env": self.env,
+                "workdir": self.workdir}
+        write_private_file(self.path, json.dumps(data).encode())
 
 
 class JobCache:
@@ -105,6 +126,14 @@ class JobCache:
             self.lru[h] = result
             self.pending.pop(h, None)  # re-put: written last, so it counts as newest
             self.pending[h] = result
+
+    def clear(self) -> None:
+        """Forget every cached result (CACHEEVICT jobs/all)."""
+        with self.lock:
+            self.lru.clear()
+            self.pending.clear()
+            with self.conn:
+                self.conn.execute("DELETE FROM cache")
 
     def flush(self) -> None:
         with self.lock:

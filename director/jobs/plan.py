@@ -29,6 +29,8 @@ __all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash", "uses_node_value
 HASH_VERSION = 1  # bump when the hashed content changes, so old cache entries stop matching
 
 _EMPTY: Mapping[str, str] = {}
+# fields newer than the hash: left out while unset, so the hashes of older jobs hold
+_HASHED_WHEN_SET = {("RUN", "stderr_arg"), ("WORKDIR", "chmod"), ("WORKDIR", "chown")}
 
 
 def substitute(text: str, args: Mapping[str, str], node: Mapping[str, str] = _EMPTY, *,
@@ -46,8 +48,8 @@ def substitute(text: str, args: Mapping[str, str], node: Mapping[str, str] = _EM
         def replace(match: re.Match[str]) -> str:
             name = match.group("a") or match.group("b")
             if name in node:
-                return node[name]
-            return args[name] if name in args else match.group(0)
+                return _text(node[name])
+            return _text(args[name]) if name in args else match.group(0)
 
         return PLACEHOLDER_RE.sub(replace, text)
     # A node value in shell text: follow the shell's quoting in the text built so far
@@ -63,9 +65,9 @@ def substitute(text: str, args: Mapping[str, str], node: Mapping[str, str] = _EM
         out.append(piece)
         lexer.feed(piece)
         if name in node:
-            value = lexer.quote(node[name], match.group(0), field)
+            value = lexer.quote(_text(node[name]), match.group(0), field)
         else:
-            value = args[name]
+            value = _text(args[name])
         out.append(value)
         lexer.feed(value)
         pos = match.end()
@@ -150,48 +152,87 @@ class _ShellContext:
 
 
 def _has_placeholder(text: str) -> bool:
-    return "${" in text or "{{" in text
+    return "${" in text or "{{" in text or "{%" in text
+
+
+def _text(value: object) -> str:
+    """A node value as text: CACHEFILE may hold numbers, lists and mappings."""
+    return value if isinstance(value, str) else str(value)
+
+
+def _is_template(text: str, args: Mapping[str, object], node: Mapping[str, object]) -> bool:
+    """More than ``${NAME}`` and ``{{ NAME }}`` of names that are set: Jinja renders it."""
+    if "{%" in text:
+        return True
+    if "{{" not in text:
+        return False
+    rest = PLACEHOLDER_RE.sub(
+        lambda m: "" if m.group("a") or m.group("b") in args or m.group("b") in node
+        else m.group(0), text)
+    return "{{" in rest or "{%" in rest
 
 
 def _names(text: str) -> set[str]:
-    return {m.group("a") or m.group("b") for m in PLACEHOLDER_RE.finditer(text)}
+    names = {m.group("a") or m.group("b") for m in PLACEHOLDER_RE.finditer(text)}
+    if "{{" in text or "{%" in text:
+        from director.jobs.templates import template_names
+        names |= template_names(text)
+    return names
 
 
-def uses_node_values(instr: Instruction, node: Mapping[str, str]) -> bool:
+def uses_node_values(instr: Instruction, node: Mapping[str, object],
+                     scope: Mapping[str, object] = _EMPTY) -> bool:
     """Whether resolving ``instr`` inserts any value that came from a node."""
-    if not node:
+    if not node and not scope:
         return False
     for name in TABLE[instr.verb].substituted:
         value = getattr(instr, name)
         texts = value if isinstance(value, tuple) else (value,)
         for text in texts:
-            if text and _has_placeholder(text) and not _names(text).isdisjoint(node):
-                return True
+            if text and _has_placeholder(text):
+                names = _names(text)
+                if not names.isdisjoint(node) or not names.isdisjoint(scope):
+                    return True
     return False
 
 
+def _resolve_text(text: str, args: Mapping[str, str], node: Mapping[str, object],
+                  scope: Mapping[str, object], *, shell: bool, field: str) -> str:
+    if not _is_template(text, args, node):
+        return substitute(text, args, node, shell=shell, field=field)  # type: ignore[arg-type]
+    from director.jobs.templates import render
+    return render(text, args, node, scope, shell=shell, field=field, quote=_ShellContext)
+
+
 def resolve(instr: Instruction, args: Mapping[str, str],
-            node: Mapping[str, str] = _EMPTY) -> Instruction:
+            node: Mapping[str, object] = _EMPTY,
+            scope: Mapping[str, object] = _EMPTY) -> Instruction:
     """A copy with ARG values substituted into the fields its verb declares ``substituted``.
 
     ``args`` are the operator's values (inserted as written), ``node`` the values that came
     from a node (quoted in the fields the verb's ``shell`` names, literal elsewhere); a name
-    in both takes the ``node`` value.  The verb, options, names and chmod are never
-    substituted.  A ``--chown`` that is not ``USER[:GROUP]`` once resolved (e.g. an ARG it
-    names is unset) raises DSLError, and so does a node value where it cannot be quoted.
+    in both takes the ``node`` value.  ``scope`` holds more values from nodes that only
+    templates see (``query``, ``facts``).  A field with more than ``${NAME}``/``{{ NAME }}``
+    is a Jinja template (``director.jobs.templates``), which also sees the job's ``vars``.
+    The verb, options, names and chmod are never substituted.  A ``--chown`` that is not
+    ``USER[:GROUP]`` once resolved (e.g. an ARG it names is unset) raises DSLError, and so
+    do a node value where it cannot be quoted and a template that fails.
     """
     changes: dict[str, object] = {}
     verb = TABLE[instr.verb]
+    if instr.vars:
+        args = {**args, "vars": json.loads(instr.vars)}  # type: ignore[dict-item]
     for name in verb.substituted:
         value = getattr(instr, name)
         shell = name in verb.shell
         try:
             if isinstance(value, tuple):
                 if any(_has_placeholder(v) for v in value):
-                    changes[name] = tuple(substitute(v, args, node, shell=shell, field=name)
-                                          for v in value)
+                    changes[name] = tuple(
+                        _resolve_text(v, args, node, scope, shell=shell, field=name)
+                        for v in value)
             elif value is not None and _has_placeholder(value):
-                changes[name] = substitute(value, args, node, shell=shell, field=name)
+                changes[name] = _resolve_text(value, args, node, scope, shell=shell, field=name)
         except DSLError as exc:
             raise DSLError(exc.message, source=instr.source, line=instr.line) from None
     chown = changes.get("chown", instr.chown)
@@ -209,8 +250,9 @@ def job_hash(instr: Instruction, *, env: Mapping[str, str], workdir: str, extra:
 
     Pass the resolved instruction.  ``timeout``, ``skip_cache`` and ``run_once`` only steer
     execution, so they are left out: changing them must not invalidate the cache.  An
-    empty tuple field (RUN's ``argv`` in the shell form) is left out too, so the hash of
-    every job that existed before that field is unchanged.
+    empty tuple field (RUN's ``argv`` in the shell form), an unset ``--stderr-arg`` and
+    empty ``vars`` are left out too, so the hash of every job that existed before those
+    fields is unchanged.
     """
     content: dict[str, object] = {
         "v": HASH_VERSION,
@@ -225,6 +267,10 @@ def job_hash(instr: Instruction, *, env: Mapping[str, str], workdir: str, extra:
             if not value:
                 continue
             value = list(value)
+        elif value is None and (instr.verb, name) in _HASHED_WHEN_SET:
+            continue
         content[name] = value
+    if instr.vars:
+        content["vars"] = instr.vars
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.blake2b(canonical.encode("ascii"), digest_size=32).hexdigest()

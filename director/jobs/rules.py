@@ -12,8 +12,8 @@ import shlex
 
 __all__ = [
     "Invalid", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "NAME_RE", "PLACEHOLDER_RE", "TOKEN_RE",
-    "check_chmod", "check_chown", "check_name", "check_timeout", "name_value", "short",
-    "split_paths", "unquote",
+    "check_chmod", "check_chown", "check_name", "check_timeout", "check_unit", "check_vars",
+    "name_value", "short", "split_paths", "unquote",
 ]
 
 DEFAULT_TIMEOUT = 600.0
@@ -30,6 +30,8 @@ _OWNER_ID_RE = re.compile(r"[0-9]{1,10}")
 _NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _NAME_VALUE_RE = re.compile(r"([^\s=]*)(=|\s+|$)")
 _CHMOD_RE = re.compile(r"[0-7]{1,5}")
+# a systemd unit name or pattern; never an option (no leading '-')
+_UNIT_RE = re.compile(r"[A-Za-z0-9:_.\\@*?\[\]][A-Za-z0-9:_.\\@*?\[\]-]{0,255}")
 
 
 class Invalid(ValueError):
@@ -108,3 +110,30 @@ def check_chown(value: str, *, templates: bool = True) -> str:
         raise Invalid(f"--chown must be USER or USER:GROUP (names or numeric ids), "
                       f"got {short(value)}")
     return value
+
+
+def check_unit(verb: str, unit: str, *, templates: bool = True) -> str:
+    """A systemd unit name (or pattern) for systemctl's argv; with ``templates`` a
+    placeholder may stand for part of it (checked again once resolved)."""
+    probe = unit
+    if templates and ("{{" in unit or "${" in unit or "{%" in unit):
+        probe = "x" if not unit.startswith("-") else unit
+    if not _UNIT_RE.fullmatch(probe):
+        raise Invalid(f"{verb}: {short(unit)} is not a unit name (letters, digits and :_.@\\-, "
+                      "not starting with -)")
+    return unit
+
+
+def check_vars(text: str) -> str:
+    """A job's ``vars``: a JSON object whose keys are names."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise Invalid("'vars' must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise Invalid("'vars' must be a JSON object")
+    for key in value:
+        check_name("vars", key)
+    return text

@@ -11,12 +11,18 @@ free of I/O imports.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["CachedResult", "Node", "Outcome", "Pending", "copy_files", "make_workdir",
-           "run_command", "set_arg", "set_env"]
+__all__ = ["CachedResult", "Node", "Outcome", "Pending", "copy_files", "echo", "evict",
+           "load_cachefile", "make_workdir", "manage_service", "run_command", "set_arg",
+           "set_env"]
+
+CACHEFILE_LIMIT = 1024 * 1024   # bytes of a CACHEFILE
+_CACHEFILE_ITEMS = 100_000      # values (nested ones too) one CACHEFILE may hold
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Outcome:
     cached: bool = False
     error: str = ""
     transfer: dict[str, Any] | None = None
+    placed: list[str] | None = None  # COPY/ADD: the files it put in place (not sent)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Pending:
     hash: str
     stdout_arg: str | None
     started: float
+    stderr_arg: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,18 +100,157 @@ def make_workdir(res: Any, node: Node) -> Outcome:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
         return Outcome("failed", error=f"WORKDIR {path}: {exc.strerror}")
+    if res.chmod or res.chown:
+        from director.errors import TransferError
+        from director.transfer.placing import apply_attrs
+        try:
+            apply_attrs(Path(path), int(res.chmod, 8) if res.chmod else None, res.chown)
+        except TransferError as exc:
+            return Outcome("failed", error=f"WORKDIR {path}: {exc}")
     node.state.update(workdir=path)
     return node.done()
 
 
+def echo(res: Any, node: Node) -> Outcome:
+    out = node.done()
+    out.stdout = res.value + "\n"
+    return out
+
+
+def evict(res: Any, node: Node) -> Outcome:
+    """CACHEEVICT: ``all``, ``args``, ``envs``, ``jobs`` (the job cache) or one NAME."""
+    what = res.name
+    if what in ("all", "jobs"):
+        node.cache.clear()
+    if what != "jobs":
+        node.state.evict(what)
+    return node.done()
+
+
+def load_cachefile(res: Any, node: Node) -> Outcome:
+    """CACHEFILE: a YAML or JSON mapping on this node becomes its values (node data)."""
+    path = os.path.join(node.workdir, res.path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(CACHEFILE_LIMIT + 1)
+    except OSError as exc:
+        return Outcome("failed", error=f"CACHEFILE {path}: {exc.strerror}")
+    if len(data) > CACHEFILE_LIMIT:
+        return Outcome("failed", error=f"CACHEFILE {path}: larger than {CACHEFILE_LIMIT} bytes")
+    try:
+        values = _mapping(data)
+    except ValueError as exc:
+        return Outcome("failed", error=f"CACHEFILE {path}: {exc}")
+    node.state.update(node_values=values)
+    return node.done()
+
+
+def _mapping(data: bytes) -> dict[str, Any]:
+    import json
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    try:
+        if text.lstrip().startswith("{"):
+            try:
+                loaded = json.loads(text)
+            except ValueError:
+                loaded = _yaml(text)
+        else:
+            loaded = _yaml(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"expected a mapping of NAME: value, got a {type(loaded).__name__}")
+    budget = [_CACHEFILE_ITEMS]
+    out: dict[str, Any] = {}
+    for key, value in loaded.items():
+        if not isinstance(key, str) or not _NAME_RE.fullmatch(key):
+            raise ValueError(f"{str(key)[:40]!r} is not a name (letters, digits and _)")
+        out[key] = _plain(value, budget)
+    return out
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"invalid YAML{where}") from None
+
+
+def _plain(value: Any, budget: list[int], depth: int = 0) -> Any:
+    """JSON-like data only (YAML dates become text), counted so aliases cannot explode."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 64:
+        raise ValueError("too many or too deeply nested values")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, budget, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v, budget, depth + 1) for k, v in value.items()}
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise ValueError(f"unsupported value of type {type(value).__name__}")
+
+
 def run_command(res: Any, node: Node) -> Outcome | Pending:
     """A cache hit answers at once; otherwise the process to spawn, as ``Pending``."""
+    return _process(res, node, res.argv or res.command, res.stdout_arg, res.stderr_arg)
+
+
+def manage_service(res: Any, node: Node) -> Outcome | Pending:
+    """SERVICE: systemctl with the units as arguments, never read by a shell.
+
+    One systemctl is run directly; more (daemon-reload, enable, restart) run in order
+    from a constant ``/bin/sh`` script that gets the units as its arguments (``"$@"``).
+    """
+    from director.jobs.rules import Invalid, check_unit
+
+    try:
+        for unit in res.argv:
+            check_unit("SERVICE", unit, templates=False)
+    except Invalid as exc:
+        return Outcome("failed", error=str(exc), exec_time=time.perf_counter() - node.started)
+    flags = set(res.flags)
+    actions = ["daemon-reload"] if "--daemon-reload" in flags else []
+    state = [a for f, a in _SERVICE_STATE if f in flags]
+    running = [a for f, a in _SERVICE_RUNNING if f in flags]
+    if not running and not {"--disable", "--mask"} & flags:
+        running = ["start"]
+    calls = [(a,) for a in actions] + [(a, *res.argv) for a in state + running]
+    if len(calls) == 1:
+        command: tuple[str, ...] = ("systemctl", *calls[0])
+    else:
+        script = " && ".join("systemctl " + (c[0] if len(c) == 1 else f'{c[0]} "$@"')
+                             for c in calls)
+        command = ("/bin/sh", "-c", script, "sh", *res.argv)
+    return _process(res, node, command, None, None)
+
+
+_SERVICE_STATE = (("--enable", "enable"), ("--disable", "disable"), ("--mask", "mask"),
+                  ("--unmask", "unmask"))
+_SERVICE_RUNNING = (("--restarted", "restart"), ("--stopped", "stop"), ("--reloaded", "reload"))
+
+
+def _process(res: Any, node: Node, command: str | tuple[str, ...], stdout_arg: str | None,
+             stderr_arg: str | None) -> Outcome | Pending:
     h = node.job_hash()
     if not res.options.skip_cache:
         hit = node.cache.get(h)
         if hit is not None:
-            if res.stdout_arg:
-                node.state.update(node_arg=(res.stdout_arg, hit.stdout.strip()))
+            if stdout_arg:
+                node.state.update(node_arg=(stdout_arg, hit.stdout.strip()))
+            if stderr_arg:
+                node.state.update(node_arg=(stderr_arg, hit.stderr.strip()))
             return Outcome("success", rc=hit.rc, stdout=hit.stdout, stderr=hit.stderr,
                            cached=True, exec_time=time.perf_counter() - node.started)
     workdir = node.workdir
@@ -115,8 +262,8 @@ def run_command(res: Any, node: Node) -> Outcome | Pending:
                        exec_time=time.perf_counter() - node.started)
     # No ENV set: inherit ours (env=None); building an env makes subprocess encode
     # every variable on each spawn, a third of the agent's CPU per trivial job.
-    return Pending(res.argv or res.command, workdir, _env_bytes(node.env) if node.env else None,
-                   res.options.timeout, h, res.stdout_arg, node.started)
+    return Pending(command, workdir, _env_bytes(node.env) if node.env else None,
+                   res.options.timeout, h, stdout_arg, node.started, stderr_arg)
 
 
 def copy_files(res: Any, node: Node) -> Outcome:
@@ -125,12 +272,61 @@ def copy_files(res: Any, node: Node) -> Outcome:
         return Outcome("failed", error="COPY/ADD is not available on this node")
     h = node.job_hash()
     out = node.copier(res, node.workdir)
+    if out.status == "success" and "--blueprint" in res.flags:
+        error = _blueprint(res, node, out.placed or [])
+        if error:
+            return Outcome("failed", error=error, transfer=out.transfer,
+                           exec_time=time.perf_counter() - node.started)
+    out.placed = None
     if out.status == "success":
         t = out.transfer or {}
         untouched = t.get("skipped") == t.get("files") and not t.get("bytes_sent")
         out.cached = untouched and not res.options.skip_cache and node.cache.get(h) is not None
         node.cache.put(h, CachedResult(0, "", ""))
     return out
+
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+def _blueprint(res: Any, node: Node, paths: list[str]) -> str:
+    """ADD --blueprint: each placed file rendered as a template with this node's values
+    (its text replaced atomically, keeping mode and owner).  Returns an error or ""."""
+    import json
+    import tempfile
+
+    from director.errors import DSLError
+    from director.jobs.templates import MAX_OUTPUT, render_text
+
+    args, node_args, _, _ = node.state.sourced()
+    values: dict[str, Any] = {**args, **node_args}
+    if res.vars:
+        values["vars"] = json.loads(res.vars)
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read(MAX_OUTPUT + 1)
+            if len(data) > MAX_OUTPUT:
+                return f"--blueprint {path}: larger than {MAX_OUTPUT} bytes"
+            text = render_text(data.decode("utf-8"), values, f"--blueprint {path}")
+            tmp_fd, tmp = tempfile.mkstemp(prefix=".director-tmp-", dir=os.path.dirname(path))
+            try:
+                with os.fdopen(tmp_fd, "wb") as f:
+                    f.write(text.encode("utf-8"))
+                    os.fchmod(f.fileno(), st.st_mode & 0o7777)
+                    if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                        os.fchown(f.fileno(), st.st_uid, st.st_gid)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except UnicodeDecodeError:
+            return f"--blueprint {path}: not UTF-8 text"
+        except DSLError as exc:
+            return exc.message
+        except OSError as exc:
+            return f"--blueprint {path}: {exc.strerror}"
+    return ""
 
 
 _ENV_CACHE: dict[frozenset, dict[bytes, bytes]] = {}

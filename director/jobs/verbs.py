@@ -27,19 +27,25 @@ from typing import Any, Callable
 
 from director.jobs import steps
 from director.jobs.rules import (Invalid, check_chmod, check_chown, check_name, check_timeout,
-                                 name_value, split_paths)
+                                 check_unit, name_value, split_paths)
 
-__all__ = ["COMMON_OPTIONS", "PAYLOAD_FIELDS", "TABLE", "Option", "Verb", "names", "spec"]
+__all__ = ["COMMON_OPTIONS", "PAYLOAD_FIELDS", "TABLE", "UNSUPPORTED", "Option", "Verb", "names",
+           "spec"]
 
 # The Instruction fields that carry a verb's arguments (the rest: verb, options, line,
 # source, text, are the same for every verb).
 PAYLOAD_FIELDS = ("command", "argv", "stdout_arg", "sources", "dest", "chmod", "chown", "name",
-                  "value", "path")
+                  "value", "path", "stderr_arg", "flags")
+# directord verbs director refuses by name (a clear line, not "unknown verb").
+UNSUPPORTED = ("FACTER", "CONTAINER_IMAGE", "POD")
 
 
 @dataclass(frozen=True)
 class Option:
-    """``--name VALUE`` (or a bare flag when ``check`` is None) and the field it sets."""
+    """``--name VALUE`` (or a bare flag when ``check`` is None) and the field it sets.
+
+    A bare flag whose field is ``flags`` is collected, by name, into that tuple.
+    """
 
     name: str
     field: str
@@ -63,6 +69,7 @@ class Verb:
     transfers: bool = False                      # the server builds a file manifest for it
     exec_form: bool = False                      # takes a JSON array of strings (argv); YAML
                                                  # may give it as a list
+    check_flags: Callable[[str, tuple[str, ...]], None] = lambda verb, flags: None
     foreign: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +87,9 @@ _STDOUT_ARG = Option("--stdout-arg", "stdout_arg", lambda v: check_name("--stdou
                      "NAME")
 _CHMOD = Option("--chmod", "chmod", check_chmod, "0644")
 _CHOWN = Option("--chown", "chown", check_chown, "user:group")
+_STDERR_ARG = Option("--stderr-arg", "stderr_arg", lambda v: check_name("--stderr-arg", v),
+                     "NAME")
+_BLUEPRINT = Option("--blueprint", "flags")
 
 
 def _parse_command(verb: str, rest: str) -> dict[str, Any]:
@@ -172,9 +182,9 @@ def _check_path(verb: str, d: Mapping[str, Any]) -> None:
 def _copy_entry(name: str) -> Verb:
     return Verb(name, _parse_copy, _check_copy,
                 lambda i: shlex.join((*i.sources, i.dest)), steps.copy_files,
-                fields=("sources", "dest", "chmod", "chown"),
-                hash_fields=("sources", "dest", "chmod", "chown"),
-                substituted=("sources", "dest", "chown"), options=(_CHMOD, _CHOWN),
+                fields=("sources", "dest", "chmod", "chown", "flags"),
+                hash_fields=("sources", "dest", "chmod", "chown", "flags"),
+                substituted=("sources", "dest", "chown"), options=(_CHMOD, _CHOWN, _BLUEPRINT),
                 transfers=True)
 
 
@@ -183,19 +193,71 @@ def _name_value_entry(name: str, execute: Callable[[Any, steps.Node], steps.Outc
                 execute, fields=("name", "value"), hash_fields=("name", "value"),
                 substituted=("value",))
 
+# SERVICE: one flag of each group at most; the unit names are systemctl's arguments.
+SERVICE_RUNNING = ("--restarted", "--stopped", "--reloaded")
+SERVICE_STATE = ("--enable", "--disable", "--mask", "--unmask")
+SERVICE_FLAGS = (*SERVICE_RUNNING, "--daemon-reload", *SERVICE_STATE)
+
+
+def _check_service_flags(verb: str, flags: tuple[str, ...]) -> None:
+    for group in (SERVICE_RUNNING, SERVICE_STATE):
+        given = [f for f in flags if f in group]
+        if len(given) > 1:
+            raise Invalid(f"{verb} takes one of {', '.join(group)}, not {' and '.join(given)}")
+
+
+def _parse_units(verb: str, rest: str) -> dict[str, Any]:
+    units = split_paths(verb, rest)
+    if not units:
+        raise Invalid(f"{verb} needs at least one unit: e.g. {verb} --restarted nginx.service")
+    for unit in units:
+        check_unit(verb, unit)
+    return {"argv": tuple(units)}
+
+
+def _check_units(verb: str, d: Mapping[str, Any]) -> None:
+    if not d["argv"]:
+        raise Invalid(f"{verb} needs at least one unit in 'argv'")
+    for unit in d["argv"]:
+        check_unit(verb, unit)
+
+
+def _parse_evict(verb: str, rest: str) -> dict[str, Any]:
+    words = rest.split()
+    if len(words) != 1:
+        raise Invalid(f"{verb} takes one NAME (an ARG or ENV name), or all, args, envs, jobs")
+    check_name(verb, words[0])
+    return {"name": words[0]}
+
+
+def _check_evict(verb: str, d: Mapping[str, Any]) -> None:
+    check_name(verb, d["name"])
+
 
 TABLE: dict[str, Verb] = {v.name: v for v in (
     Verb("RUN", _parse_command, _check_command, _describe_command, steps.run_command,
-         fields=("command", "argv", "stdout_arg"),
-         hash_fields=("command", "argv", "stdout_arg"),  # an empty argv is not hashed
-         substituted=("command", "argv"), shell=("command",), options=(_STDOUT_ARG,),
+         fields=("command", "argv", "stdout_arg", "stderr_arg"),
+         # an empty argv and an unset stderr_arg are not hashed
+         hash_fields=("command", "argv", "stdout_arg", "stderr_arg"),
+         substituted=("command", "argv"), shell=("command",), options=(_STDOUT_ARG, _STDERR_ARG),
          exec_form=True),
     _copy_entry("COPY"),
     _copy_entry("ADD"),
     _name_value_entry("ARG", steps.set_arg),
     _name_value_entry("ENV", steps.set_env),
     Verb("WORKDIR", _parse_path, _check_path, lambda i: i.path, steps.make_workdir,
+         fields=("path", "chmod", "chown"), hash_fields=("path", "chmod", "chown"),
+         substituted=("path", "chown"), options=(_CHMOD, _CHOWN)),
+    Verb("SERVICE", _parse_units, _check_units, lambda i: shlex.join(i.argv),
+         steps.manage_service, fields=("argv", "flags"), hash_fields=("argv", "flags"),
+         substituted=("argv",), options=tuple(Option(f, "flags") for f in SERVICE_FLAGS),
+         check_flags=_check_service_flags),
+    Verb("ECHO", lambda verb, rest: {"value": rest}, lambda verb, d: None, lambda i: i.value,
+         steps.echo, fields=("value",), hash_fields=("value",), substituted=("value",)),
+    Verb("CACHEFILE", _parse_path, _check_path, lambda i: i.path, steps.load_cachefile,
          fields=("path",), hash_fields=("path",), substituted=("path",)),
+    Verb("CACHEEVICT", _parse_evict, _check_evict, lambda i: i.name, steps.evict,
+         fields=("name",), hash_fields=("name",)),
 )}
 
 

@@ -63,11 +63,12 @@ def test_exec_form_and_terminal_safety_through_the_cli(mesh, tmp_path: Path):
     mesh.add_node("web1")
     marker = tmp_path / "M"
     argv = ["printf", "%s\\n", f"a; touch {marker}", "$(id)", "`id`", "it's \"q\"", "x\ny",
-            "{{ V }}"]
+            "${V}", "{% raw %}{{ V }}{% endraw %}"]
     cp = mesh.cli("exec", "--wait", "--json", "RUN " + json.dumps(argv))
     assert cp.returncode == 0, (cp.stdout, cp.stderr)
     [doc] = _strict(cp.stdout)
-    assert doc["results"]["web1"]["stdout"] == "".join(a + "\n" for a in argv[2:])
+    printed = [*argv[2:-1], "{{ V }}"]  # an unset ${V} is left as written; raw is raw
+    assert doc["results"]["web1"]["stdout"] == "".join(a + "\n" for a in printed)
     assert not marker.exists()
 
     # a node's output with OSC (title, clipboard), CSI and CR tricks

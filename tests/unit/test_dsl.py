@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from director.errors import DSLError, ProtocolError
+from director.jobs import verbs
 from director.jobs.dsl import (
     MAX_INSTRUCTION_SIZE,
     VERBS,
@@ -91,7 +92,8 @@ INVALID = [
     ("RUN --skip-cache", "RUN needs a command"),
     ("RUN --", "RUN needs a command"),
     ("RUN --bogus x", "unknown option '--bogus' for RUN"),
-    ("RUN --chmod 644 x", "--chmod is not valid for RUN: it only applies to COPY and ADD"),
+    ("RUN --chmod 644 x",
+     "--chmod is not valid for RUN: it only applies to COPY, ADD and WORKDIR"),
     ("RUN --chown u x", "--chown is not valid for RUN"),
     ("COPY --stdout-arg X a b", "--stdout-arg is not valid for COPY: it only applies to RUN"),
     ("ARG --chmod 644 A=1", "--chmod is not valid for ARG"),
@@ -321,6 +323,9 @@ _OPTIONS = st.builds(
 )
 _CHMOD = st.integers(0, 0o7777).map(lambda m: format(m, "o")) | st.just("0755")
 _CHOWN = st.sampled_from(["root", "0:0", "user:group", "${U}:{{ G }}", "www-data"])
+_UNITS = st.sampled_from(["nginx.service", "a@1.service", "sys-*.mount", "${U}.service"])
+_SERVICE_FLAG_SETS = [(), ("--restarted",), ("--daemon-reload", "--enable", "--stopped"),
+                      ("--mask",), ("--reloaded", "--unmask")]
 _META = {"line": st.none() | st.integers(1, 10**6), "source": st.none() | _TEXT, "text": _TEXT}
 
 
@@ -340,8 +345,19 @@ def instructions(draw):
     elif verb in ("ARG", "ENV"):
         fields["name"] = draw(_NAMES)
         fields["value"] = draw(_TEXT)
+    elif verb == "SERVICE":
+        fields["argv"] = tuple(draw(st.lists(_UNITS, min_size=1, max_size=3)))
+        chosen = draw(st.sampled_from(_SERVICE_FLAG_SETS))
+        fields["flags"] = tuple(f for f in verbs.SERVICE_FLAGS if f in chosen)
+    elif verb == "ECHO":
+        fields["value"] = draw(_TEXT)
+    elif verb == "CACHEEVICT":
+        fields["name"] = draw(_NAMES)
     else:
         fields["path"] = draw(_NONEMPTY)
+        if verb == "WORKDIR":
+            fields["chmod"] = draw(st.none() | _CHMOD)
+            fields["chown"] = draw(st.none() | _CHOWN)
     return Instruction(verb=verb, **fields)
 
 

@@ -19,27 +19,33 @@ from director.jobs.rules import Invalid, check_name
 
 # One line per verb setting every field it has (and so every option).
 SAMPLES = {
-    "RUN": "RUN --timeout 5 --stdout-arg OUT echo ${X} 'a  b'",
-    "COPY": "COPY --chmod 0644 --chown u:g a 'b c' ${D}/",
-    "ADD": "ADD --run-once --chmod 755 --chown 0 src/ /dst",
+    "RUN": "RUN --timeout 5 --stdout-arg OUT --stderr-arg ERR echo ${X} 'a  b'",
+    "COPY": "COPY --chmod 0644 --chown u:g --blueprint a 'b c' ${D}/",
+    "ADD": "ADD --run-once --chmod 755 --chown 0 --blueprint src/ /dst",
     "ARG": "ARG VERSION=1.${X}",
     "ENV": "ENV PATH /x:$PATH",
-    "WORKDIR": "WORKDIR --skip-cache /srv/${X}",
+    "WORKDIR": "WORKDIR --skip-cache --chmod 0750 --chown u:g /srv/${X}",
+    "SERVICE": "SERVICE --restarted --daemon-reload --enable nginx.service ${X}.service",
+    "ECHO": "ECHO hello ${X}",
+    "CACHEFILE": "CACHEFILE /etc/${X}.yaml",
+    "CACHEEVICT": "CACHEEVICT all",
 }
 # Where ${NAME} is replaced (CONTRACT: "in later lines"); names, modes and verbs never.
 SUBSTITUTED = {"RUN": {"command", "argv"}, "COPY": {"sources", "dest", "chown"},
                "ADD": {"sources", "dest", "chown"}, "ARG": {"value"}, "ENV": {"value"},
-               "WORKDIR": {"path"}}
+               "WORKDIR": {"path", "chown"}, "SERVICE": {"argv"}, "ECHO": {"value"},
+               "CACHEFILE": {"path"}, "CACHEEVICT": set()}
 # The shell-form RUN sample leaves argv empty; EXEC_SAMPLE sets it instead of command.
 UNSET = {"RUN": {"argv"}}
-EXEC_SAMPLE = 'RUN --stdout-arg OUT ["printf", "%s\\n", "${X}", "a  b"]'
-_COMMON_FIELDS = {"verb", "options", "line", "source", "text"}
+EXEC_SAMPLE = 'RUN --stdout-arg OUT --stderr-arg ERR ["printf", "%s\\n", "${X}", "a  b"]'
+_COMMON_FIELDS = {"verb", "options", "line", "source", "text", "vars"}
 _INSTRUCTION_FIELDS = {f.name for f in dataclasses.fields(Instruction)}
 
 
 def test_samples_cover_every_verb():
     assert set(SAMPLES) == set(verbs.TABLE) == set(dsl.VERBS)
-    assert verbs.names() == dsl.VERBS == ("RUN", "COPY", "ADD", "ARG", "ENV", "WORKDIR")
+    assert verbs.names() == dsl.VERBS == ("RUN", "COPY", "ADD", "ARG", "ENV", "WORKDIR",
+                                          "SERVICE", "ECHO", "CACHEFILE", "CACHEEVICT")
 
 
 def test_payload_fields_are_the_instruction_fields_that_vary_by_verb():
@@ -57,7 +63,10 @@ def test_entry_is_complete(name):
     common = {o.name for o in verbs.COMMON_OPTIONS}
     for opt in v.options:
         assert opt.field in v.fields and opt.name not in common
-        assert opt.check is not None and opt.check(opt.example) == opt.example
+        if opt.check is None:  # a bare flag: collected by name into 'flags'
+            assert opt.field == "flags" and opt.name.startswith("--")
+        else:
+            assert opt.check(opt.example) == opt.example
     for fn in (v.parse, v.check, v.describe, v.execute):
         assert callable(fn)
 
@@ -91,7 +100,7 @@ def test_round_trip_per_verb(name):
 def test_each_foreign_field_is_refused_on_the_wire(name):
     data = parse_line(SAMPLES[name]).to_dict()
     for key in verbs.spec(name).foreign:
-        bad = {**data, key: ["x"] if key in ("sources", "argv") else "X"}
+        bad = {**data, key: ["x"] if key in ("sources", "argv", "flags") else "X"}
         with pytest.raises(ProtocolError, match=f"field '{key}' is not allowed for {name}"):
             Instruction.from_dict(bad)
 
@@ -112,7 +121,8 @@ def test_hash_follows_exactly_the_hash_fields(name):
 @pytest.mark.parametrize("name", list(SAMPLES))
 def test_resolve_substitutes_exactly_the_declared_fields(name):
     instr = parse_line(SAMPLES[name])
-    marks = {"chown": "${X}:g", "chmod": None, "stdout_arg": None, "name": None}  # None: keep
+    marks = {"chown": "${X}:g", "chmod": None, "stdout_arg": None, "stderr_arg": None,
+             "name": None, "flags": None}  # None: keep
     marked = dataclasses.replace(instr, **{
         key: ("${X}",) if isinstance(getattr(instr, key), tuple) else marks.get(key, "${X}")
         for key in verbs.spec(name).fields if marks.get(key, "") is not None
