@@ -297,10 +297,10 @@ def _decode(data: Any) -> Instruction:
     for opt in verb.options:
         if opt.field != "flags" and d[opt.field] is not None:
             opt.check(d[opt.field])
-    known = {o.name for o in verb.options if o.field == "flags"}
-    if any(f not in known for f in d["flags"]) or len(set(d["flags"])) != len(d["flags"]):
-        raise Invalid(f"'flags' must be distinct options of {verb.name}")
     if d["flags"]:
+        known = {o.name for o in verb.options if o.field == "flags"}
+        if any(f not in known for f in d["flags"]) or len(set(d["flags"])) != len(d["flags"]):
+            raise Invalid(f"'flags' must be distinct options of {verb.name}")
         verb.check_flags(verb.name, tuple(d["flags"]))
     if d["vars"]:
         check_vars(d["vars"])

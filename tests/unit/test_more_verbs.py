@@ -258,3 +258,47 @@ def test_yaml_job_name_vars_and_async_words():
 def test_yaml_job_key_errors(text, message):
     with pytest.raises(DSLError, match=message):
         parse_yaml(text, "f.yaml")
+
+
+# -- ADD --blueprint ---------------------------------------------------------------------
+def _placing(content: bytes, target: Path):
+    """A copier that places ``content`` at ``target`` (the transfer itself is tested in
+    test_copy_driver and the integration tests; here only what --blueprint does after)."""
+    from director.jobs.steps import Outcome
+
+    def copier(res, workdir):
+        target.write_bytes(content)
+        target.chmod(0o640)
+        return Outcome("success", rc=0, transfer={"files": 1, "skipped": 0, "bytes_sent": 1},
+                       placed=[str(target)] if res.flags else None)
+    return copier
+
+
+def test_blueprint_renders_placed_files_with_node_values(tmp_path, state, cache):
+    target = tmp_path / "app.conf"
+    state.update(arg=("PORT", "8080"))
+    state.update(node_values={"HOST": "{{ PORT }}$(id)", "LIST": [1, 2]})
+    template = b"port={{ PORT | int + 1 }}\nhost={{ HOST }}\n{% for x in LIST %}{{ x }};{% endfor %}\n"
+    out = execute(parse_line(f"ADD --blueprint src {target}"), state, cache,
+                  copier=_placing(template, target))
+    assert out.status == "success", out
+    assert target.read_text() == "port=8081\nhost={{ PORT }}$(id)\n1;2;\n"  # node value: data
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and out.placed is None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".director-tmp-")]
+    out = execute(parse_line(f"ADD src {target}"), state, cache, copier=_placing(template, target))
+    assert out.status == "success" and target.read_bytes() == template  # no --blueprint
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"{{ MISSING }}", "'MISSING' is undefined"),
+    (b"{{ ''.__class__ }}", "access to attribute '__class__'"),
+    (b"{% if %}", "template error"),
+    (b"\xff\xfe", "not UTF-8"),
+])
+def test_blueprint_errors_are_one_line(content, message, tmp_path, state, cache):
+    target = tmp_path / "f"
+    out = execute(parse_line(f"ADD --blueprint src {target}"), state, cache,
+                  copier=_placing(content, target))
+    assert out.status == "failed" and message in out.error and "\n" not in out.error
+    assert out.error.startswith(f"--blueprint {target}")
+    assert target.read_bytes() == content  # left as placed
