@@ -30,6 +30,8 @@ _OWNER_ID_RE = re.compile(r"[0-9]{1,10}")
 _NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _NAME_VALUE_RE = re.compile(r"([^\s=]*)(=|\s+|$)")
 _CHMOD_RE = re.compile(r"[0-7]{1,5}")
+_TEMPLATE_SPAN_RE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_KEPT_RE = re.compile("\x00([0-9]+)\x00")
 # a systemd unit name or pattern; never an option (no leading '-')
 _UNIT_RE = re.compile(r"[A-Za-z0-9:_.\\@*?\[\]][A-Za-z0-9:_.\\@*?\[\]-]{0,255}")
 
@@ -50,13 +52,23 @@ def unquote(value: str) -> str:
 
 
 def split_paths(verb: str, rest: str) -> list[str]:
-    """shlex-split paths; ``{{ NAME }}`` is first tightened to ``{{NAME}}`` so it stays whole."""
+    """shlex-split paths; ``{{ NAME }}`` is first tightened to ``{{NAME}}``, and any other
+    ``{{ ... }}`` / ``{% ... %}`` is kept whole as written (quotes and spaces included)."""
     rest = PLACEHOLDER_RE.sub(lambda m: m.group(0) if m.group("a") else f"{{{{{m.group('b')}}}}}",
                               rest)
+    kept: list[str] = []
+    if "{{" in rest or "{%" in rest:
+        def keep(match: re.Match[str]) -> str:
+            kept.append(match.group(0))
+            return f"\x00{len(kept) - 1}\x00"
+        rest = _TEMPLATE_SPAN_RE.sub(keep, rest)
     try:
-        return shlex.split(rest)
+        words = shlex.split(rest)
     except ValueError as exc:
         raise Invalid(f"{verb}: cannot split the arguments ({exc}); check the quotes") from None
+    if kept:
+        words = [_KEPT_RE.sub(lambda m: kept[int(m.group(1))], w) for w in words]
+    return words
 
 
 def name_value(verb: str, rest: str) -> tuple[str, str]:

@@ -167,3 +167,17 @@ def test_vars_from_yaml_are_in_scope_and_in_the_hash():
     assert resolve(job, {}).command == "echo 81 a,b"
     plain = parse_line(job.text)
     assert job_hash(job, env={}, workdir="/w") != job_hash(plain, env={}, workdir="/w")
+
+
+def test_template_expressions_with_spaces_stay_one_path():
+    # directord's ghost-blog: a filter with quotes and spaces inside a destination
+    line = ('ADD --blueprint files/ghost.service '
+            '/etc/systemd/system/ghost-{{ domain_name | replace(".", "-") }}.service')
+    instr = parse_line(line)
+    assert instr.sources == ("files/ghost.service",)
+    assert instr.dest == '/etc/systemd/system/ghost-{{ domain_name | replace(".", "-") }}.service'
+    assert parse_line(instr.describe()).dest == instr.dest
+    res = resolve(instr, {"domain_name": "ghost.example.org"})
+    assert res.dest == "/etc/systemd/system/ghost-ghost-example-org.service"
+    svc = parse_line("SERVICE --restarted ghost-{{ d | replace('.', '-') }}.service x")
+    assert resolve(svc, {"d": "a.b"}).argv == ("ghost-a-b.service", "x")
