@@ -51,12 +51,12 @@ class NodeState:
             except (OSError, ValueError, AttributeError):
                 pass  # a damaged state file starts clean rather than stopping the node
 
-    def snapshot(self) -> tuple[dict[str, str], dict[str, str], str]:
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, str], str]:
         """Every ARG value (both sets together), ENV and WORKDIR."""
         with self.lock:
             return {**self.args, **self.node_args}, dict(self.env), self.workdir
 
-    def sourced(self) -> tuple[dict[str, str], dict[str, str], dict[str, str], str]:
+    def sourced(self) -> tuple[dict[str, str], dict[str, Any], dict[str, str], str]:
         """The operator's ARG values, the node's, ENV and WORKDIR, read together."""
         with self.lock:
             return dict(self.args), dict(self.node_args), dict(self.env), self.workdir

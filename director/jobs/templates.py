@@ -5,7 +5,8 @@ so a job without templates never loads Jinja.
 
 The sandbox (``ImmutableSandboxedEnvironment``) refuses underscore attributes, Python
 internals and mutation of values; undefined names are errors (``StrictUndefined``);
-``*`` and ``**`` are bounded so a template cannot allocate without limit.
+``*``, ``**``, ``%``/``format`` widths and the filters that take a size are bounded and
+the output is capped while it is made, so a template cannot allocate without limit.
 
 Values that came from a node (``node``, and the structured ``scope`` such as ``query``)
 are data.  They are context values, so Jinja never renders them as templates.  A template
@@ -35,16 +36,71 @@ MAX_OUTPUT = 1024 * 1024        # characters one rendered field or file may have
 _MAX_REPEAT = 1024 * 1024       # longest str/list a ``*`` may build
 _MAX_POWER = 1024               # largest exponent ``**`` may use
 _MAX_BITS = 1 << 16             # largest integer (in bits) ``**`` may build
+_MAX_WIDTH = 10_000             # largest width/precision in a format, or size for a filter
+_PERCENT_RE = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|[0-9]+)?(?:\.(\*|[0-9]+))?")
+_SIZED_FILTERS = ("center", "indent", "wordwrap", "truncate", "format")
 _MARK_RE = re.compile("\x00([0-9]+)\x00")
 _DOLLAR_RE = re.compile(r"\$\{(?P<a>[A-Za-z_][A-Za-z0-9_]*)\}")
 # Statements a node template may use: none of them captures output into a value.
 _NODE_STATEMENTS = (nodes.Output, nodes.For, nodes.If, nodes.Assign, nodes.With)
 
 
+def _check_widths(numbers: Any) -> None:
+    for n in numbers:
+        if n == "*" or (n and int(n) > _MAX_WIDTH):
+            raise TemplateError(f"a format width or precision over {_MAX_WIDTH} (or *)")
+
+
+def _check_percent(fmt: str) -> None:
+    for match in _PERCENT_RE.finditer(fmt):
+        _check_widths(match.groups())
+
+
+def _check_braces(fmt: str) -> None:
+    import string
+
+    try:
+        specs = [spec for _, _, spec, _ in string.Formatter().parse(fmt) if spec]
+    except ValueError:
+        return  # str.format raises the same error itself
+    for spec in specs:
+        _check_widths(re.findall(r"[0-9]+|\{", spec.replace("{", "*")))
+
+
+def _sized(name: str, original: Any) -> Any:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        values = [*args[1:], *kwargs.values()]
+        if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > _MAX_WIDTH
+               for v in values):
+            raise TemplateError(f"a size over {_MAX_WIDTH} for the {name} filter")
+        if name == "format" and args and isinstance(args[0], str):
+            _check_percent(args[0])
+        return original(*args, **kwargs)
+    for attr in ("jinja_pass_arg",):
+        if hasattr(original, attr):
+            setattr(bounded, attr, getattr(original, attr))
+    return bounded
+
+
 class _Env(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in _SIZED_FILTERS:
+            self.filters[name] = _sized(name, self.filters[name])
+
+    def wrap_str_format(self, value: Any) -> Any:
+        fmt = getattr(value, "__self__", None)
+        if isinstance(fmt, str) and getattr(value, "__name__", "") in ("format", "format_map"):
+            _check_braces(fmt)
+        return super().wrap_str_format(value)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%":
+            if isinstance(left, str):
+                _check_percent(left)
+            return left % right
         if operator == "**":
             if isinstance(right, (int, float)) and abs(right) > _MAX_POWER or (
                     isinstance(left, int) and isinstance(right, int)
@@ -75,7 +131,7 @@ _local = threading.local()
 
 
 def _finalize(value: Any) -> str:
-    text = "" if value is None else str(value)
+    text = str(value)
     values = getattr(_local, "values", None)
     if values is None:  # not marking (or a constant folded when the template is compiled)
         return text
@@ -187,7 +243,15 @@ def _dollar(text: str, args: Mapping[str, Any], node: Mapping[str, Any], lexer: 
 def _run(template: Any, context: dict[str, Any], values: list[str] | None = None) -> str:
     _local.values = values
     try:
-        rendered = template.render(context)
+        parts: list[str] = []
+        size = 0
+        for part in template.generate(context):
+            size += len(part)
+            if size > MAX_OUTPUT:
+                raise DSLError(f"template error: the rendered text is longer than {MAX_OUTPUT} "
+                               "characters")
+            parts.append(part)
+        rendered = "".join(parts)
     except TemplateError as exc:
         raise DSLError(f"template error: {_reason(exc)}") from None
     except RecursionError:
@@ -196,9 +260,6 @@ def _run(template: Any, context: dict[str, Any], values: list[str] | None = None
         raise DSLError(f"template error: {type(exc).__name__}: {_reason(exc)}") from None
     finally:
         _local.values = None
-    if len(rendered) > MAX_OUTPUT:
-        raise DSLError(f"template error: the rendered text is longer than {MAX_OUTPUT} "
-                       "characters")
     return rendered
 
 

@@ -99,6 +99,14 @@ def test_reading_a_node_value_marks_an_arg_as_node_data():
     "{{ range(10**9) | list }}",
     "{{ 'a' * 100000000 }}",
     "{{ (2 ** 1000) ** 1000 }}",
+    "{{ '%999999999d' % 1 }}",
+    "{{ '%*d' % (999999999, 1) }}",
+    "{{ '{:>999999999}'.format('x') }}",
+    "{{ '{0:{1}}'.format('x', 999999999) }}",
+    "{{ '%999999999s' | format('x') }}",
+    "{{ 'x' | center(999999999) }}",
+    "{{ 'x' | indent(999999999) }}",
+    "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
 ])
 def test_sandbox_escapes_fail_with_one_line(template):
     with pytest.raises(DSLError) as info:
@@ -125,6 +133,12 @@ def test_sandbox_escape_through_the_cli_is_one_line(tmp_path):
     assert cp.returncode == 0, cp.stderr
     status, error = cp.stdout.splitlines()
     assert status == "failed" and error.startswith("template error: access to attribute")
+
+
+def test_bounded_operations_still_work():
+    assert command("RUN echo {{ '%05d|%-3s|' % (7, 'a') }}{{ '{:>4}'.format('x') }}"
+                   "{{ 'x' | center(5) }}|{{ '%s-%s' | format('a', 1) }}|{{ 2 ** 10 }}") == \
+        "echo 00007|a  |   x  x  |a-1|1024"
 
 
 def test_undefined_names_and_syntax_errors_are_errors():
