@@ -6,7 +6,9 @@ so a job without templates never loads Jinja.
 The sandbox (``ImmutableSandboxedEnvironment``) refuses underscore attributes, Python
 internals and mutation of values; undefined names are errors (``StrictUndefined``);
 ``*``, ``**``, ``%``/``format`` widths and the filters that take a size are bounded and
-the output is capped while it is made, so a template cannot allocate without limit.
+the output is capped while it is made, so a template cannot allocate without limit; and a
+rendering that runs longer than ``RENDER_SECONDS`` is stopped (a trace function on the
+template's own code), so a loop in a template cannot hold the agent.
 
 Values that came from a node (``node``, and the structured ``scope`` such as ``query``)
 are data.  They are context values, so Jinja never renders them as templates.  A template
@@ -20,7 +22,9 @@ recursive loops) could carry a node value past that step, so node templates refu
 from __future__ import annotations
 
 import re
+import sys
 import threading
+import time
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -33,6 +37,7 @@ from director.errors import DSLError
 __all__ = ["MAX_OUTPUT", "render", "render_text", "template_names"]
 
 MAX_OUTPUT = 1024 * 1024        # characters one rendered field or file may have
+RENDER_SECONDS = 5.0            # longest a rendering may run
 _MAX_REPEAT = 1024 * 1024       # longest str/list a ``*`` may build
 _MAX_POWER = 1024               # largest exponent ``**`` may use
 _MAX_BITS = 1 << 16             # largest integer (in bits) ``**`` may build
@@ -242,6 +247,8 @@ def _dollar(text: str, args: Mapping[str, Any], node: Mapping[str, Any], lexer: 
 
 def _run(template: Any, context: dict[str, Any], values: list[str] | None = None) -> str:
     _local.values = values
+    previous = sys.gettrace()
+    sys.settrace(_deadline_tracer(time.monotonic() + RENDER_SECONDS))
     try:
         parts: list[str] = []
         size = 0
@@ -259,8 +266,26 @@ def _run(template: Any, context: dict[str, Any], values: list[str] | None = None
     except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError) as exc:
         raise DSLError(f"template error: {type(exc).__name__}: {_reason(exc)}") from None
     finally:
+        sys.settrace(previous)
         _local.values = None
     return rendered
+
+
+def _deadline_tracer(deadline: float) -> Any:
+    """A trace function that follows only the compiled template's frames (not Jinja's or
+    ours) and stops the rendering once ``deadline`` has passed."""
+    count = 0
+
+    def line(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        count += 1
+        if not count & 1023 and time.monotonic() > deadline:
+            raise TemplateError(f"the template ran longer than {RENDER_SECONDS:g} s")
+        return line
+
+    def call(frame: Any, event: str, arg: Any) -> Any:
+        return line if frame.f_code.co_filename == "<template>" else None
+    return call
 
 
 def render_text(source: str, values: Mapping[str, Any], what: str) -> str:

@@ -195,3 +195,18 @@ def test_template_expressions_with_spaces_stay_one_path():
     assert res.dest == "/etc/systemd/system/ghost-ghost-example-org.service"
     svc = parse_line("SERVICE --restarted ghost-{{ d | replace('.', '-') }}.service x")
     assert resolve(svc, {"d": "a.b"}).argv == ("ghost-a-b.service", "x")
+
+
+def test_a_template_that_runs_too_long_is_stopped(monkeypatch):
+    import time
+
+    from director.jobs import templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.3)
+    start = time.monotonic()
+    with pytest.raises(DSLError, match="the template ran longer than 0.3 s"):
+        command("RUN {% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+                "{% endfor %}")
+    assert time.monotonic() - start < 3
+    assert sys.gettrace() is None  # the tracer is gone again
+    assert command("RUN {% for i in range(3) %}{{ i }}{% endfor %}") == "012"
