@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from director.errors import DSLError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction, parse_line
-from director.jobs.rules import Invalid, check_vars
+from director.jobs.rules import Invalid, check_vars, plain_data
 
 if TYPE_CHECKING:
     import yaml  # imported when a YAML file is parsed: 'director exec' never needs it
@@ -35,6 +35,7 @@ _YAML_START_RE = re.compile(r"-(?:\s|$)|---|%|\[|\{")
 _ASYNC_WORDS = {**{w: True for w in ("true", "yes", "on", "y", "1")},
                 **{w: False for w in ("false", "no", "off", "n", "0")}}
 _JOB_KEYS = ("name", "vars")  # besides the verb, a job may have these (directord)
+_VARS_ITEMS = 10_000  # values (nested ones too) a job's vars may hold
 
 
 @dataclass(frozen=True)
@@ -310,8 +311,8 @@ def _with_job_keys(text: str, extra: dict[str, yaml.Node], source: str,
     instr = parse_line(" ".join([head, *words, tail]), source=source, line=line)
     if rest:
         try:
-            encoded = check_vars(json.dumps(rest, sort_keys=True, default=str))
-        except Invalid as exc:
-            raise DSLError(str(exc), source=source, line=_line(node)) from None
+            encoded = check_vars(json.dumps(plain_data(rest, _VARS_ITEMS), sort_keys=True))
+        except (Invalid, ValueError) as exc:
+            raise DSLError(f"a job's 'vars': {exc}", source=source, line=_line(node)) from None
         instr = dataclasses.replace(instr, vars=encoded)
     return instr

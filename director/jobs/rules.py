@@ -13,7 +13,7 @@ import shlex
 __all__ = [
     "Invalid", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "NAME_RE", "PLACEHOLDER_RE", "TOKEN_RE",
     "check_chmod", "check_chown", "check_name", "check_timeout", "check_unit", "check_vars",
-    "name_value", "short", "split_paths", "unquote",
+    "name_value", "plain_data", "short", "split_paths", "unquote",
 ]
 
 DEFAULT_TIMEOUT = 600.0
@@ -149,3 +149,24 @@ def check_vars(text: str) -> str:
     for key in value:
         check_name("vars", key)
     return text
+
+
+def plain_data(value: object, limit: int) -> object:
+    """``value`` as JSON-like data (YAML dates become text), at most ``limit`` values in
+    all, so YAML aliases cannot expand it without bound; ValueError otherwise."""
+    budget = [limit]
+
+    def walk(value: object, depth: int) -> object:
+        budget[0] -= 1
+        if budget[0] < 0 or depth > 64:
+            raise ValueError("too many or too deeply nested values")
+        if value is None or isinstance(value, (str, bool, int, float)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [walk(v, depth + 1) for v in value]
+        if isinstance(value, dict):
+            return {str(k): walk(v, depth + 1) for k, v in value.items()}
+        if hasattr(value, "isoformat"):
+            return value.isoformat()  # type: ignore[attr-defined]
+        raise ValueError(f"unsupported value of type {type(value).__name__}")
+    return walk(value, 0)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from director.jobs.rules import plain_data
+
 __all__ = ["CachedResult", "Node", "Outcome", "Pending", "copy_files", "echo", "evict",
            "load_cachefile", "make_workdir", "manage_service", "run_command", "set_arg",
            "set_env"]
@@ -166,13 +168,10 @@ def _mapping(data: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ValueError(f"expected a mapping of NAME: value, got a {type(loaded).__name__}")
-    budget = [_CACHEFILE_ITEMS]
-    out: dict[str, Any] = {}
-    for key, value in loaded.items():
+    for key in loaded:
         if not isinstance(key, str) or not _NAME_RE.fullmatch(key):
             raise ValueError(f"{str(key)[:40]!r} is not a name (letters, digits and _)")
-        out[key] = _plain(value, budget)
-    return out
+    return plain_data(loaded, _CACHEFILE_ITEMS)  # type: ignore[return-value]
 
 
 def _yaml(text: str) -> Any:
@@ -184,22 +183,6 @@ def _yaml(text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ValueError(f"invalid YAML{where}") from None
-
-
-def _plain(value: Any, budget: list[int], depth: int = 0) -> Any:
-    """JSON-like data only (YAML dates become text), counted so aliases cannot explode."""
-    budget[0] -= 1
-    if budget[0] < 0 or depth > 64:
-        raise ValueError("too many or too deeply nested values")
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, budget, depth + 1) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v, budget, depth + 1) for k, v in value.items()}
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise ValueError(f"unsupported value of type {type(value).__name__}")
 
 
 def run_command(res: Any, node: Node) -> Outcome | Pending:

@@ -254,6 +254,9 @@ def test_yaml_job_name_vars_and_async_words():
     ("- jobs:\n  - RUN: echo\n    name: [1]\n", "'name' must be a string"),
     ("- jobs:\n  - RUN: echo\n    ECHO: x\n", "exactly one verb key"),
     ("- jobs:\n  - RUN: echo\n    vars: {stdout_arg: 'a b'}\n", "invalid name"),
+    ("- jobs:\n  - RUN: echo\n    vars:\n      a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+        f"      {c}: &{c} [{','.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+     "'vars': too many or too deeply nested values"),
 ])
 def test_yaml_job_key_errors(text, message):
     with pytest.raises(DSLError, match=message):
