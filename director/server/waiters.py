@@ -14,6 +14,11 @@ from typing import Any
 
 from director.server.jobviews import job_doc
 
+# what a job document shows of each result, kept as a tuple (not a copy of the row
+# dict) until every node answered the job: a tenth of the memory per result
+KEPT = ("name", "status", "rc", "stdout", "stderr", "cached", "exec_time",
+        "roundtrip_time", "transfer", "error", "finished")
+
 
 @dataclass
 class Waiter:
@@ -22,7 +27,7 @@ class Waiter:
     names: dict[str, str]                 # node key -> name at submission
     remaining: int                        # tasks not final yet
     expect: dict[str, int]                # job id -> how many nodes it went to
-    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    results: dict[str, list[tuple]] = field(default_factory=dict)
     encoded: dict[str, str] = field(default_factory=dict)  # job id -> finished document
     failed: int = 0                       # jobs that did not succeed everywhere
     counts: dict[str, int] = field(default_factory=dict)   # task status -> how many
@@ -35,7 +40,9 @@ class Waiter:
     def add(self, node: str, row: dict[str, Any]) -> bool:
         """One task's final row; True when it was the last one awaited."""
         got = self.results.setdefault(row["job_id"], [])
-        got.append({**row, "name": self.names.get(node, "")})
+        got.append((self.names.get(node, ""), row["status"], row["rc"], row["stdout"],
+                    row["stderr"], row["cached"], row["exec_time"], row["roundtrip_time"],
+                    row["transfer"], row["error"], row["finished"]))
         if len(got) >= self.expect.get(row["job_id"], 0):
             self._encode(row["job_id"])
         self.remaining -= 1
@@ -43,8 +50,8 @@ class Waiter:
         return self.remaining <= 0
 
     def _encode(self, job_id: str) -> None:
-        results = sorted(self.results.pop(job_id, []), key=lambda r: r["name"])
-        doc = job_doc(self.by_id[job_id], results)
+        kept = sorted(self.results.pop(job_id, []), key=lambda r: r[0])
+        doc = job_doc(self.by_id[job_id], [dict(zip(KEPT, r)) for r in kept])
         self.failed += doc["status"] != "success"
         self.encoded[job_id] = json.dumps(doc)
 
