@@ -1155,7 +1155,7 @@ def bench_scale(sec: Section, quick: bool) -> None:
 
     n = SCALE_NODES
     njobs = 20 if quick else SCALE_JOBS
-    sec.key = "scale"
+    sec.key = f"scale{n}"  # one block per N in BENCHMARKS.md
     sec.title = f"Scale: one server, {n:,} simulated nodes (issue 12)"
     nsim = (n + SIM_PER_PROCESS - 1) // SIM_PER_PROCESS
     counts = [n // nsim + (i < n % nsim) for i in range(nsim)]

@@ -40,6 +40,8 @@ RESULT_BATCH = 64          # the agent's limit (client/core.py)
 HWM = 10000                # as transport.py sets
 ENROLL_WAVE = 250          # enrollments in flight at once
 ENROLL_PATIENCE = 10.0     # s without an answer (a refused handshake): try again
+HELLO_AGAIN = 3.0          # s: HELLO again until answered (an agent says it on each link
+#                            up; a handshake the server refused dropped the queued one)
 _TYPES = frozenset(M.TYPES)
 
 
@@ -68,7 +70,7 @@ class Sim:
         token = JoinToken.decode(opts.token)
         self.server_key = token.server_key
         self.ctx = zmq.Context(io_threads=opts.io_threads)
-        self.ctx.setsockopt(zmq.MAX_SOCKETS, opts.count + 64)
+        self.ctx.set(zmq.MAX_SOCKETS, 2 * opts.count + 1000)  # closed ones linger a while
         self.keys = [zmq.curve_keypair() for _ in range(opts.count)]
         self.names = [f"{opts.prefix}{i:05d}" for i in range(opts.count)]
         self.stop = False
@@ -154,12 +156,21 @@ class Sim:
             index[s] = i
             poller.register(s, zmq.POLLIN)
         # heartbeats spread over the interval, as agents started at different times are
+        hello = [_frames(M.Hello(self.names[i], "sim", f"sim{os.getpid()}"))
+                 for i in range(opts.count)]
+        next_hello = time.monotonic() + HELLO_AGAIN
         hb = opts.heartbeat
         beats = deque((t_start + hb * (i + 1) / opts.count, i) for i in range(opts.count))
         heartbeat = _frames(M.Heartbeat(0))
         last_status = 0.0
         while not self.stop:
             now = time.monotonic()
+            if now >= next_hello and self.stats["online"] < opts.count:
+                for i, answered in enumerate(hello_answered):
+                    if not answered:
+                        _send(socks[i], hello[i])
+                        self.stats["hello_again"] = self.stats.get("hello_again", 0) + 1
+                next_hello = now + HELLO_AGAIN
             while beats and beats[0][0] <= now:
                 due, i = beats.popleft()
                 _send(socks[i], heartbeat)
