@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from director.jobs.rules import plain_data
+from director.jobs.rules import Invalid, check_unit, plain_data
 
 __all__ = ["CachedResult", "Node", "Outcome", "Pending", "copy_files", "echo", "evict",
            "load_cachefile", "make_workdir", "manage_service", "run_command", "set_arg",
@@ -178,7 +178,7 @@ def _yaml(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -196,8 +196,6 @@ def manage_service(res: Any, node: Node) -> Outcome | Pending:
     One systemctl is run directly; more (daemon-reload, enable, restart) run in order
     from a constant ``/bin/sh`` script that gets the units as its arguments (``"$@"``).
     """
-    from director.jobs.rules import Invalid, check_unit
-
     try:
         for unit in res.argv:
             check_unit("SERVICE", unit, templates=False)
