@@ -28,6 +28,7 @@ from director.protocol.frames import MAX_BATCH, batch
 from director.protocol.messages import (MAX_ACK, Ack, ChunkErr, ChunkReq, CtlEvent, CtlReply,
                                        Result, encode, job_body)
 from director.server import submission
+from director.server.cancel import BEFORE_SENT, cancel, send_cancels
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
 from director.server.peers import Peers
 from director.server.rows import (NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, SERVER_RESTARTED,
@@ -74,6 +75,8 @@ class JobBook:
         self.feeding: deque[Feed] = deque()   # big submissions whose tasks are being made
         self.unfed = 0                         # their tasks not made yet
         self.stopped_lanes: set[tuple[str, str]] = set()  # (node, lane) failed meanwhile
+        self.cancelled_jobs: set[str] = set()      # cancelled, tasks not all final yet
+        self.cancel_sent: dict[str, set[str]] = {}  # node key -> job ids it was told to stop
         self.bodies: dict[str, bytes] = {}         # job id -> encoded JOB body
         self.orch_of: dict[str, str] = {}          # job id -> orchestration id
         self.open: dict[str, int] = {}             # job id -> tasks not yet final
@@ -178,6 +181,10 @@ class JobBook:
     def _add_tasks(self, tasks: list[Task], now: float) -> None:
         stopped = self.stopped_lanes
         for t in tasks:
+            if self.cancelled_jobs and t.job_id in self.cancelled_jobs:
+                t.status = "cancelled"  # made after the operator cancelled its job
+                self._final(t, {"status": "cancelled", "error": BEFORE_SENT}, now)
+                continue
             self.sched.add(t)
             if stopped and (t.node, t.lane) in stopped:  # its lane failed on that node
                 self.sched.cancel_lane(t.node, t.lane)   # before this task was made
@@ -274,8 +281,13 @@ class JobBook:
 
     def resend_inflight(self, key: str) -> None:
         """On every HELLO: the node's journal answers each one (its result again,
-        still running, or lost), and runs those it never received."""
-        self._send_jobs(key, self.sched.inflight(key), None)
+        still running, or lost), and runs those it never received.  CANCELs go first:
+        a job cancelled meanwhile is answered ``cancelled``, never started."""
+        inflight = self.sched.inflight(key)
+        stop = self.cancel_sent.get(key)
+        if stop:
+            send_cancels(self, key, [t.job_id for t in inflight if t.job_id in stop])
+        self._send_jobs(key, inflight, None)
 
     # -- results --------------------------------------------------------------------
     def on_result(self, key: str, msg: Result, now: float) -> None:
@@ -328,6 +340,12 @@ class JobBook:
                by_node: bool = False) -> None:
         fields.setdefault("finished", now)
         self._mark(task, fields)
+        if self.cancel_sent:
+            told = self.cancel_sent.get(task.node)
+            if told is not None:
+                told.discard(task.job_id)
+                if not told:
+                    del self.cancel_sent[task.node]
         server_lost = fields["status"] == "lost" and not by_node
         self.finals[(task.job_id, task.node)] = server_lost
         if server_lost and task.job_id in self.copies:  # it may still be pulling: see
@@ -336,6 +354,7 @@ class JobBook:
         left = self.open.get(task.job_id, 1) - 1
         if left <= 0:  # every node answered: the encoded job is no longer needed
             self.open.pop(task.job_id, None)
+            self.cancelled_jobs.discard(task.job_id)
             self.bodies.pop(task.job_id, None)
             self.orch_of.pop(task.job_id, None)
             self.copies.pop(task.job_id, None)
@@ -465,6 +484,12 @@ class JobBook:
                                        manifest.chunk_size, vouched))
             if w is not None and c * manifest.chunk_size < entry.size:
                 w.bytes_sent += min(manifest.chunk_size, entry.size - c * manifest.chunk_size)
+
+    def cancel(self, args: dict, now: float) -> dict:
+        """``jobs.cancel`` (cancel.py); what it decided is written at once."""
+        done = cancel(self, args, now)
+        self.flush()
+        return done
 
     # -- queries ------------------------------------------------------------------------
     def stats(self) -> dict:

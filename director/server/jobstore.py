@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     targets TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+CREATE INDEX IF NOT EXISTS jobs_orch ON jobs(orch);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT NOT NULL,
     node TEXT NOT NULL,              -- node key (identity)
@@ -96,6 +97,11 @@ class JobStore:
             if len(rows) == 1:
                 row = rows[0]
         return row
+
+    def orch_jobs(self, orch: str) -> list[str]:
+        """The job ids of orchestration ``orch``, in order."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM jobs WHERE orch=? ORDER BY seq", (orch,))]
 
     def result_status(self, job_id: str, node: str) -> tuple[str, str] | None:
         """(status, error) of one task, or None if there is no such task."""

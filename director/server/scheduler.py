@@ -135,6 +135,31 @@ class Scheduler:
         self.live -= len(tasks)
         return tasks
 
+    def cancel_jobs(self, job_ids: set[str]) -> tuple[list[Task], dict[str, list[Task]]]:
+        """The operator cancelled ``job_ids``: their queued tasks leave the lanes (ended
+        ``cancelled``, returned first); their in-flight ones stay until their nodes
+        answer, returned by node.  One pass over the live tasks (an operator action)."""
+        dropped: list[Task] = []
+        flying: dict[str, list[Task]] = {}
+        for node, q in list(self._nodes.items()):
+            for lane, dq in list(q.lanes.items()):
+                if any(t.job_id in job_ids for t in dq):
+                    keep = deque(t for t in dq if t.job_id not in job_ids)
+                    dropped += [t for t in dq if t.job_id in job_ids]
+                    if keep:
+                        q.lanes[lane] = keep
+                    else:
+                        del q.lanes[lane]
+            mine = [t for j, t in q.inflight.items() if j in job_ids]
+            if mine:
+                flying[node] = mine
+            if not q.inflight and not q.lanes:
+                del self._nodes[node]
+        for t in dropped:
+            t.status = "cancelled"
+        self.live -= len(dropped)
+        return dropped, flying
+
     def inflight(self, node: str) -> list[Task]:
         q = self._nodes.get(node)
         return sorted(q.inflight.values(), key=lambda t: t.seq) if q else []
