@@ -254,8 +254,10 @@ def _cancel_line(done: object) -> str:
     """What a cancel did, from the server's answer (numbers only: nothing from the wire
     is printed as text)."""
     d = done if isinstance(done, dict) else {}
-    return (f"cancelled {_count(d.get('cancelled'))} queued task(s); stopping"
-            f" {_count(d.get('stopping'))} running; {_count(d.get('ended'))} had ended")
+    queued, running = _count(d.get("cancelled")), _count(d.get("stopping"))
+    if not queued and not running:
+        return "nothing to cancel: every task had ended"
+    return f"cancelled {queued} queued task(s); stopping {running} running"
 
 
 COMMANDS = [exec_, orchestrate, jobs, job]

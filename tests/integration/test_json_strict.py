@@ -82,6 +82,8 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     job_id = submitted["jobs"][0] if isinstance(submitted, dict) else submitted[0]
     check("job", "job", job_id, "--json")
     check("job last", "job", "last", "--json")
+    check("job show", "job", "show", job_id, "--json")
+    check("job cancel", "job", "cancel", job_id, "--json")
 
     covered = {name.split(" (")[0].replace(" --wait", "") for name in ran}
     commands = _json_commands()
