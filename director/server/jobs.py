@@ -47,6 +47,10 @@ SUBMIT_SLICE = 2000        # tasks (jobs x nodes) of a submission made and store
 DEFERRED = object()        # an operation returns this when it will reply later
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isalnum()
+
+
 class Feed:
     """A submission whose tasks are still being made, a slice per loop turn."""
 
@@ -140,6 +144,8 @@ class JobBook:
         online = [n for n, k in accepted.items() if self.peers.online(k, now)]
         sub = submission.plan(args, built, accepted, online, now, self.new_id(),
                               self.live_tasks(), self.max_live)
+        if sub.jobs and _is_id(args.get("retry_of")):  # made by 'job retry': linked
+            sub.jobs[0]["retry_of"] = args["retry_of"]
         feed = submission.slices(sub, SUBMIT_SLICE)
         rows, tasks = next(feed, ([], []))
         try:  # the job rows and the first slice of tasks in one transaction
@@ -346,7 +352,9 @@ class JobBook:
                 told.discard(task.job_id)
                 if not told:
                     del self.cancel_sent[task.node]
-        server_lost = fields["status"] == "lost" and not by_node
+        # the server's 'lost' on a task the node was sent may give way to the node's own
+        # word; on one it never was sent, nothing from that node is its word
+        server_lost = fields["status"] == "lost" and not by_node and task.sent_at is not None
         self.finals[(task.job_id, task.node)] = server_lost
         if server_lost and task.job_id in self.copies:  # it may still be pulling: see
             self.lost_copies[task.job_id] = self.copies[task.job_id]  # serve_chunks
@@ -508,7 +516,17 @@ class JobBook:
         row = self.store.job(str(args.get("id", "")))
         if row is None:
             raise DirectorError(f"no job '{args.get('id')}' (see: director jobs)")
-        return self.docs([row["id"]])[0]
+        doc = self.docs([row["id"]])[0]
+        link = self.store.retry_of(row["orch"])
+        if link:
+            doc["retry_of"] = link
+        return doc
+
+    def retry(self, rid: bytes, args: dict, now: float) -> Any:
+        """``jobs.retry`` (retry.py): a new submission, answered as one."""
+        from director.server.retry import retry
+
+        return retry(self, rid, args, now)
 
     def listing(self, args: dict, now: float) -> list:
         from director.server.jobviews import list_op

@@ -12,12 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from director.server.jobviews import job_doc
-
-# what a job document shows of each result, kept as a tuple (not a copy of the row
-# dict) until every node answered the job: a tenth of the memory per result
-KEPT = ("name", "status", "rc", "stdout", "stderr", "cached", "exec_time",
-        "roundtrip_time", "transfer", "error", "finished")
+from director.server.jobviews import job_doc, overall, result_doc
 
 
 @dataclass
@@ -27,7 +22,9 @@ class Waiter:
     names: dict[str, str]                 # node key -> name at submission
     remaining: int                        # tasks not final yet
     expect: dict[str, int]                # job id -> how many nodes it went to
-    results: dict[str, list[tuple]] = field(default_factory=dict)
+    # job id -> (node name, status, its result's JSON) for each answer so far: encoded
+    # as it arrives (the row dict is not kept, and no loop turn encodes a whole job)
+    results: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     encoded: dict[str, str] = field(default_factory=dict)  # job id -> finished document
     failed: int = 0                       # jobs that did not succeed everywhere
     counts: dict[str, int] = field(default_factory=dict)   # task status -> how many
@@ -40,9 +37,7 @@ class Waiter:
     def add(self, node: str, row: dict[str, Any]) -> bool:
         """One task's final row; True when it was the last one awaited."""
         got = self.results.setdefault(row["job_id"], [])
-        got.append((self.names.get(node, ""), row["status"], row["rc"], row["stdout"],
-                    row["stderr"], row["cached"], row["exec_time"], row["roundtrip_time"],
-                    row["transfer"], row["error"], row["finished"]))
+        got.append((self.names.get(node, ""), row["status"], json.dumps(result_doc(row))))
         if len(got) >= self.expect.get(row["job_id"], 0):
             self._encode(row["job_id"])
         self.remaining -= 1
@@ -51,9 +46,18 @@ class Waiter:
 
     def _encode(self, job_id: str) -> None:
         kept = sorted(self.results.pop(job_id, []), key=lambda r: r[0])
-        doc = job_doc(self.by_id[job_id], [dict(zip(KEPT, r)) for r in kept])
+        statuses = [status for _, status, _ in kept]
+        counts: dict[str, int] = {}
+        for st in statuses:
+            counts[st] = counts.get(st, 0) + 1
+        doc = job_doc(self.by_id[job_id], [])   # then what its results say, as job_doc does
+        doc["status"], doc["counts"] = overall(statuses), counts
         self.failed += doc["status"] != "success"
-        self.encoded[job_id] = json.dumps(doc)
+        by_name = {name: text for name, _, text in kept}  # as the document's dict has it
+        head = json.dumps(doc)  # ... "results": {}} -- then the results already encoded
+        self.encoded[job_id] = (head[:-2] + ", ".join(f"{json.dumps(name)}: {text}"
+                                                      for name, text in by_name.items())
+                                + "}}")
 
     def payload(self) -> bytes:
         """The whole answer: ``json.dumps`` of the document list, as ``--json`` prints."""

@@ -125,8 +125,9 @@ class ServerCoreMachine(RuleBasedStateMachine):
         key = self.nodes[data.draw(st.sampled_from(sorted(self.nodes)))]
         self.markers += 1
         marker = f"{key[:6]}:{job_id}:{self.markers}"
+        sent = (job_id, key) in self.sent  # before: its arrival may get the job sent there
         self._feed(key, m.encode(m.Result(job_id, status, rc=0, stdout=marker)), b"res")
-        if (job_id, key) in self.sent:  # it went there too: the first answer counts
+        if sent:  # it went there too: the first answer counts
             self.first.setdefault((job_id, key), marker)
 
     @precondition(lambda self: self.sent)
@@ -180,7 +181,10 @@ class ServerCoreMachine(RuleBasedStateMachine):
             self.h.core.connection_closed(fd, self.h.now)
         else:
             ids = tuple(j for (j, k) in self.sent if k == key)[:3]
+            back = [j for j in ids if self.h.core.jobs.sched.in_flight(key, j)]
             self.h.core.jobs.undelivered(key, ids, self.h.now)
+            for j in back:  # put back unsent: the node never had them (sent again later)
+                self.sent.pop((j, key), None)
         self.h.core.after_events(self.h.now)
         self._note(self.h.core.take())
 
