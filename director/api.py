@@ -158,6 +158,25 @@ class Client:
         for passing on untouched (``exec --wait --json`` prints these bytes)."""
         return self._submit_waiting(self._payload(jobs, targets, True, base), on_event)
 
+    def retry(self, job_id: str, *, failed: bool = False, wait: bool = False,
+              on_event: OnEvent | None = None) -> Any:
+        """The same job(s) again, as a new orchestration linked to the old one (its jobs
+        show ``retry_of``): on the nodes where they did not succeed (``failed``) or on
+        every node they ran on.  Returns what ``submit`` returns."""
+        payload = {"id": job_id, "failed": failed, "wait": wait}
+        if not wait:
+            return Submission(self.request("jobs.retry", payload))
+        import json
+
+        raw = self._submit_waiting(payload, on_event, "jobs.retry")
+        try:
+            docs = json.loads(raw.data)
+        except (ValueError, RecursionError):
+            from director.errors import ProtocolError
+
+            raise ProtocolError("the server's job results are not valid JSON") from None
+        return jobs_of(docs)
+
     def cancel(self, job_id: str) -> Any:
         """Cancel a job (queued tasks end unsent, running ones are stopped): sends the
         ``jobs.cancel`` control operation with ``{"id": job_id}`` and returns the server's
@@ -189,14 +208,14 @@ class Client:
                 "targets": list(targets), "wait": wait,
                 "base": os.path.abspath(base) if base is not None else os.getcwd()}
 
-    def _submit_waiting(self, payload: dict[str, Any], on_event: OnEvent | None
-                        ) -> EncodedResults:
+    def _submit_waiting(self, payload: dict[str, Any], on_event: OnEvent | None,
+                        op: str = "jobs.submit") -> EncodedResults:
         from director.net.control import result_of
         from director.protocol.control import CtlEvent
 
         submitted: list[str] = []  # job ids, once the server took the work
         with self._connect() as c:
-            c.send("jobs.submit", payload)
+            c.send(op, payload)
             while True:
                 try:  # the server sends progress every 0.25 s once the work is submitted
                     msg = c.recv(SILENT_AFTER_SUBMIT if submitted else FIRST_ANSWER)

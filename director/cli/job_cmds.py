@@ -61,6 +61,11 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool,
         raise SystemExit(130) from None
     finally:
         progress.close()
+    _show(docs, as_json)
+
+
+def _show(docs: list, as_json: bool) -> None:
+    """Finished jobs, as tables or one JSON document; exit 2 if any did not succeed."""
     if as_json:
         output.emit_json(docs)
     else:
@@ -248,6 +253,33 @@ def job_cancel(obj, job_id: str, as_json: bool) -> None:
         output.emit_json(done)
     else:
         click.echo(_cancel_line(done))
+
+
+@job.command("retry")
+@click.argument("job_id")
+@click.option("--failed", is_flag=True,
+              help="Only on the nodes where it did not succeed (default: every node).")
+@WAIT
+@JSON
+@click.pass_obj
+def job_retry(obj, job_id: str, failed: bool, wait: bool, as_json: bool) -> None:
+    """Run a job or an orchestration (ID or 'last') again, as a new one linked to it."""
+    from director.cli.run_cmds import api_client
+
+    client = api_client(obj)
+    if not wait:
+        sub = client.retry(job_id, failed=failed)
+        if as_json:
+            output.emit_json(sub)
+        else:
+            click.echo("\n".join(output.safe_text(j, inline=True) for j in sub.jobs))
+        return
+    progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
+    try:
+        docs = client.retry(job_id, failed=failed, wait=True, on_event=progress.update)
+    finally:
+        progress.close()
+    _show(docs, as_json)
 
 
 def _cancel_line(done: object) -> str:

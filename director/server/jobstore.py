@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
 CREATE INDEX IF NOT EXISTS jobs_orch ON jobs(orch);
+CREATE TABLE IF NOT EXISTS retries (
+    orch TEXT PRIMARY KEY,           -- an orchestration made by 'job retry'
+    retry_of TEXT NOT NULL           -- the job or orchestration it retried
+);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT NOT NULL,
     node TEXT NOT NULL,              -- node key (identity)
@@ -58,6 +62,7 @@ class JobStore:
         conn.executescript(SCHEMA)
 
     def insert(self, jobs: Iterable[dict[str, Any]], results: Iterable[tuple]) -> None:
+        jobs = list(jobs)
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
@@ -67,6 +72,9 @@ class JobStore:
                   j["instruction"], j["hash_extra"], j["created"], j["targets"]) for j in jobs])
             self.conn.executemany(
                 "INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)", list(results))
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO retries(orch, retry_of) VALUES(?,?)",
+                [(j["orch"], j["retry_of"]) for j in jobs if j.get("retry_of")])
 
     def update_results(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
@@ -97,6 +105,10 @@ class JobStore:
             if len(rows) == 1:
                 row = rows[0]
         return row
+
+    def retry_of(self, orch: str) -> str | None:
+        row = self.conn.execute("SELECT retry_of FROM retries WHERE orch=?", (orch,)).fetchone()
+        return row[0] if row else None
 
     def orch_jobs(self, orch: str) -> list[str]:
         """The job ids of orchestration ``orch``, in order."""

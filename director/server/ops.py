@@ -144,6 +144,10 @@ def jobs_cancel(core: Any, rid: bytes, args: dict, now: float) -> dict:
     return core.jobs.cancel(args, now)
 
 
+def jobs_retry(core: Any, rid: bytes, args: dict, now: float) -> Any:
+    return core.jobs.retry(rid, args, now)
+
+
 OPS: dict[str, Op] = {
     "health": health, "nodes": nodes, "keys.list": keys_list,
     "keys.accept": _change("accepted"), "keys.reject": _change("rejected"),
@@ -151,7 +155,7 @@ OPS: dict[str, Op] = {
     "keys.server": keys_server, "token.create": token_create,
     "token.list": token_list, "token.revoke": token_revoke,
     "jobs.submit": jobs_submit, "jobs.get": jobs_get, "jobs.list": jobs_list,
-    "jobs.cancel": jobs_cancel,
+    "jobs.cancel": jobs_cancel, "jobs.retry": jobs_retry,
     "events.list": events_list, "server.stats": server_stats,
 }
 

@@ -120,3 +120,28 @@ def test_cancel_during_a_copy_gives_it_up_and_leaves_no_temp_file(mesh, tmp_path
     cp = mesh.json("exec", "--wait", f"COPY {src} {dest_dir}/big", timeout=60)
     assert cp[0]["results"]["a"]["status"] == "success"
     assert Path(dest_dir / "big").stat().st_size == 256 << 20
+
+
+def test_retry_failed_runs_again_only_where_it_did_not_succeed(mesh, tmp_path):
+    mesh.server()
+    for name in ("a", "b", "c"):
+        mesh.add_node(name)
+    lock, allow = tmp_path / "lock", tmp_path / "allow"
+    cp = mesh.cli("exec", "--wait", "--json", f"RUN mkdir {lock} 2>/dev/null || test -e {allow}")
+    assert cp.returncode == 2, cp.stderr                 # one node got the lock
+    import json
+    first = json.loads(cp.stdout)[0]
+    won = {n for n, r in first["results"].items() if r["status"] == "success"}
+    assert len(won) == 1
+    allow.touch()
+    cp = mesh.cli("job", "retry", "last", "--failed", "--wait", "--json")
+    assert cp.returncode == 0, (cp.stdout, cp.stderr)
+    again = json.loads(cp.stdout)[0]
+    assert set(again["results"]) == {"a", "b", "c"} - won
+    assert mesh.json("job", again["id"])["retry_of"] == first["id"]
+    # without --failed: every node it ran on; nothing left to retry with --failed
+    cp = mesh.cli("job", "retry", again["id"], "--failed")
+    assert cp.returncode == 1 and "succeeded on every node" in cp.stderr
+    sub = mesh.json("job", "retry", first["id"])
+    doc = _final(mesh, sub["jobs"][0])
+    assert set(doc["results"]) == {"a", "b", "c"}

@@ -69,7 +69,7 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     check("health (node)", "health", "--json", home=node_home)
     check("health (nothing)", "health", "--json", home=str(tmp_path / "empty"), rc=1)
     submitted = check("exec", "exec", "--target", "web1", "--json", "RUN echo nowait")
-    check("exec --wait", "exec", "--wait", "--target", "web1", "--json",
+    waited = check("exec --wait", "exec", "--wait", "--target", "web1", "--json",
           "RUN printf 'x\\033]0;t\\007 \\377\\n'")
     check("exec --wait (failed)", "exec", "--wait", "--target", "web1", "--json",
           "RUN exit 3", rc=2)
@@ -84,6 +84,7 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     check("job last", "job", "last", "--json")
     check("job show", "job", "show", job_id, "--json")
     check("job cancel", "job", "cancel", job_id, "--json")
+    check("job retry", "job", "retry", waited[0]["id"], "--json")
 
     covered = {name.split(" (")[0].replace(" --wait", "") for name in ran}
     commands = _json_commands()
