@@ -53,7 +53,9 @@ class ConnectionTable:
         self.peer: dict[int, tuple[str, int]] = {}   # fd -> (ip, port)
         self.proven: set[int] = set()
         self.other_fds = 0          # open files that are not connections
-        self._young: deque[tuple[float, int, tuple[str, int]]] = deque()
+        self._young: deque[tuple[float, int, int]] = deque()  # (opened, fd, generation)
+        self._gen: dict[int, int] = {}   # fd -> generation of the connection on it now
+        self._opened = 0
         self._aged: dict[int, str] = {}  # fd -> ip of the connections counted old
         self.aged_by_address: dict[str, int] = {}
         self._recent: deque[tuple[float, str]] = deque()
@@ -69,11 +71,14 @@ class ConnectionTable:
         if fd in self.peer:
             self.closed(fd)  # a missed close: the number was reused
         self.peer[fd] = peer
-        self._young.append((now, fd, peer))
+        self._opened += 1
+        self._gen[fd] = self._opened
+        self._young.append((now, fd, self._opened))
 
     def closed(self, fd: int) -> None:
         if self.peer.pop(fd, None) is None:
             return
+        self._gen.pop(fd, None)
         self.proven.discard(fd)
         self._unage(fd)
 
@@ -87,9 +92,9 @@ class ConnectionTable:
         """Connections past ``AGE`` that are still open and unproven start counting."""
         young = self._young
         while young and now - young[0][0] >= AGE:
-            _, fd, peer = young.popleft()
-            if self.peer.get(fd) == peer and fd not in self.proven and fd not in self._aged:
-                ip = self._aged[fd] = peer[0]
+            _, fd, gen = young.popleft()
+            if self._gen.get(fd) == gen and fd not in self.proven and fd not in self._aged:
+                ip = self._aged[fd] = self.peer[fd][0]
                 self.aged_by_address[ip] = self.aged_by_address.get(ip, 0) + 1
 
     def _unage(self, fd: int) -> None:
