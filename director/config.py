@@ -31,7 +31,8 @@ MODES = ("server", "client")
 MIN_CHUNK, MAX_CHUNK = 4096, 64 * 1024 * 1024
 
 __all__ = ["Settings", "Effective", "SECRET_KEYS", "SYSTEM_CONFIG", "default_home",
-           "default_name", "load_settings", "server_endpoint", "parse_address", "with_home"]
+           "default_name", "load_settings", "server_endpoint", "parse_address", "with_home",
+           "parse_duration"]
 
 
 def default_home() -> str:
@@ -66,6 +67,8 @@ class Settings:
     max_strangers: int = 1000             # open connections not yet proven by an accepted key
     max_strangers_per_address: int = 64   # ... from one source address
     stranger_buffer_mb: int = 128         # memory growth tolerated while they are open
+    job_retention: str = "30d"            # server: jobs older than this are purged
+    job_retention_count: int = 100000     # server: at most this many jobs are kept
 
 
 # Field name -> Python type (annotations are strings under ``from __future__``).
@@ -315,6 +318,13 @@ def _validate(s: Settings, sources: Mapping[str, str], path: str | None) -> Sett
                 "stranger_buffer_mb"):
         if getattr(s, key) < 1:
             raise fail(key, f"must be at least 1, got {getattr(s, key)}")
+    if s.job_retention_count < 0:
+        raise fail("job_retention_count", f"must be 0 or more, got {s.job_retention_count}")
+    try:
+        parse_duration(s.job_retention)
+    except ConfigError as exc:
+        raise fail("job_retention", f"is invalid: {exc}") from None
+    changes["job_retention"] = s.job_retention.strip().lower()
     level = s.log_level.strip().lower()
     level = "warning" if level == "warn" else level
     if level not in LOG_LEVELS:
@@ -340,6 +350,28 @@ def _validate(s: Settings, sources: Mapping[str, str], path: str | None) -> Sett
         except KeyFileError as exc:
             raise fail("server_key", f"is invalid: {exc}") from None
     return dataclasses.replace(s, **changes)  # type: ignore[arg-type]
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = 100 * 365 * 86400.0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``45s``, ``30m``, ``12h``, ``30d``, ``2w`` or ``1d12h`` (more
+    than zero, at most 100 years): how retention and ``--older-than`` are written."""
+    spec = text.strip().lower() if isinstance(text, str) else ""
+    pos, seconds = 0, 0.0
+    while pos < len(spec):
+        match = _DURATION_PART.match(spec, pos)
+        if match is None or (not match.group(2) and match.end() != len(spec)):
+            break
+        seconds += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not spec or pos != len(spec) or not 0 < seconds <= MAX_DURATION:
+        raise ConfigError(f"{text!r} is not a duration like 30d, 12h, 30m or 2w"
+                          " (more than zero, at most 100 years)")
+    return seconds
 
 
 _HOST_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")

@@ -28,6 +28,7 @@ from director.server.audit import Audit
 from director.server.peers import Peers
 from director.server.ratelimit import LogLimiter, ReplyLimiter
 from director.server.registry import KeyTable, Registry
+from director.server.retention import Policy, Retention
 from director.trust.zap import Role, role_of
 
 log = logging.getLogger("director.server")
@@ -49,6 +50,7 @@ class CoreConfig:
     node_expiry: float = 30.0
     max_pending: int = 1000
     address: Callable[[], str] = lambda: ""   # HOST:PORT nodes use to reach this server
+    retention: Policy = Policy()               # how long finished jobs are kept
 
 
 class ServerCore:
@@ -72,6 +74,7 @@ class ServerCore:
         self._refused = (0, float("-inf"))    # handshake refusals reported, and when
         self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
                             new_id, self.peer_log)
+        self.retention = Retention(store, self.out, config.retention, now)
         self._handlers: dict[type, Callable[[str, bytes, Any, float], None]] = {
             m.Enroll: self._enroll, m.EnrollStatus: self._enroll_status, m.Hello: self._hello,
             m.Heartbeat: _ignore, m.Result: self._result, m.Results: self._results,
@@ -110,7 +113,7 @@ class ServerCore:
 
     def busy(self) -> bool:
         """More work is due on the next loop turn: the driver polls without waiting."""
-        return self.jobs.busy()
+        return self.jobs.busy() or self.retention.busy()
 
     def who(self, key: str) -> str:
         return self.keys.name(key) or (key[:8] + "...")
@@ -274,6 +277,7 @@ class ServerCore:
     # -- time ------------------------------------------------------------------------------
     def after_events(self, now: float) -> None:
         self.jobs.after_events(now)
+        self.retention.step(now, self.jobs.open)
 
     def tick(self, now: float) -> None:
         for key in self.peers.expired(now):

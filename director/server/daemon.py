@@ -32,6 +32,7 @@ from director.server.connections import ConnectionTable, Limits
 from director.server.core import CoreConfig, ServerCore
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
 from director.server.manifests import ManifestBuilder
+from director.server.retention import Policy
 from director.server.store import SqlStore
 from director.transfer.chunking import read_chunk
 from director.trust import keystore
@@ -56,7 +57,7 @@ class Server:
         self.store = SqlStore(self.home / "server.db")
         self.core = ServerCore(self.store, CoreConfig(
             self.pair.public, self.pair.fingerprint, settings.node_expiry,
-            settings.max_pending), time.time())
+            settings.max_pending, retention=retention_policy(settings)), time.time())
         self._stop = False
         self.uid = os.getuid()
         self._refused_user_logged = float("-inf")
@@ -288,6 +289,13 @@ def advertised_address(settings: Settings, last_endpoint: str) -> str:
     if host in ("0.0.0.0", "*", "[::]", "::"):
         host = settings.server_address.rsplit(":", 1)[0] if settings.server_address else socket.getfqdn()
     return f"{host}:{port}"
+
+
+def retention_policy(settings: Settings) -> Policy:
+    """The ``job_retention`` settings as the core takes them (validated already)."""
+    from director.config import parse_duration
+
+    return Policy(parse_duration(settings.job_retention), settings.job_retention_count)
 
 
 def unproven_limits(settings: Settings) -> Limits:

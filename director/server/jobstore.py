@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -146,6 +146,70 @@ class JobStore:
             "SELECT r.*, j.orch, j.lane, j.seq, j.instruction, j.hash_extra FROM results r"
             " JOIN jobs j ON j.id = r.job_id WHERE r.status IN ('queued','running')"
             " ORDER BY j.created, j.seq").fetchall()
+
+    # -- retention (retention.py decides; these are its bounded steps) -----------------
+    def newest_job_rowid(self) -> int:
+        """The insertion number of the newest job (0: none); rowids grow with each job."""
+        return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM jobs").fetchone()[0]
+
+    def purge_step(self, after: int, upto: int, before: float, skip: Container[str],
+                   budget: int, scan: int = 64) -> tuple[int, int, int, bool]:
+        """Delete about ``budget`` rows of the oldest jobs past retention -- inserted at
+        or before rowid ``upto`` or created before ``before`` -- oldest first from rowid
+        ``after`` on, leaving those in ``skip`` (tasks still open).  A job's results go
+        first and its row once they are all gone, so a job is never left without its row.
+        Returns (jobs purged, results purged, the rowid to go on after, more to do)."""
+        rows = self.conn.execute("SELECT rowid, id, created FROM jobs WHERE rowid > ?"
+                                 " ORDER BY rowid LIMIT ?", (after, scan)).fetchall()
+        jobs = results = 0
+        more = len(rows) == scan
+        with self.conn:
+            self.conn.execute("BEGIN")
+            for rowid, job_id, created in rows:
+                if rowid > upto and created >= before:
+                    more = False  # the rest are newer still
+                    break
+                if job_id in skip:
+                    after = rowid
+                    continue
+                if budget <= 0:
+                    more = True
+                    break
+                gone = self.conn.execute(
+                    "DELETE FROM results WHERE rowid IN (SELECT rowid FROM results"
+                    " WHERE job_id=? LIMIT ?)", (job_id, budget)).rowcount
+                results += gone
+                budget -= gone
+                if budget <= 0 and self.conn.execute(
+                        "SELECT 1 FROM results WHERE job_id=? LIMIT 1", (job_id,)).fetchone():
+                    more = True  # this job's other results: next step
+                    break
+                self.conn.execute("DELETE FROM jobs WHERE rowid=?", (rowid,))
+                jobs += 1
+                budget -= 1
+                after = rowid
+        return jobs, results, after, more
+
+    def table_counts(self) -> tuple[int, int]:
+        """(jobs, results) stored: for tests and the retention benchmark."""
+        return (self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0],
+                self.conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    # -- analysis (analyze.py) ------------------------------------------------------------
+    def timings(self, job_ids: list[str], limit: int) -> list[sqlite3.Row]:
+        """The numbers ``director analyze`` works from, one row per task (no output
+        text), at most ``limit`` of them."""
+        out: list[sqlite3.Row] = []
+        for i in range(0, len(job_ids), 500):
+            if len(out) >= limit:
+                break
+            part = job_ids[i:i + 500]
+            q = ",".join("?" * len(part))
+            out.extend(self.conn.execute(
+                "SELECT r.job_id, r.name, r.status, r.exec_time, r.roundtrip_time, r.sent,"
+                f" r.finished, j.created, j.summary, j.seq FROM results r JOIN jobs j"
+                f" ON j.id = r.job_id WHERE r.job_id IN ({q}) LIMIT ?", (*part, limit)))
+        return out[:limit]
 
 
 def dumps(value: Any) -> str:

@@ -148,6 +148,20 @@ def jobs_retry(core: Any, rid: bytes, args: dict, now: float) -> Any:
     return core.jobs.retry(rid, args, now)
 
 
+def jobs_purge(core: Any, rid: bytes, args: dict, now: float) -> Any:
+    """Answered when the purge is done (retention.py: a slice per loop turn)."""
+    from director.server.jobs import DEFERRED
+
+    core.retention.request(rid, args)
+    return DEFERRED
+
+
+def jobs_analyze(core: Any, rid: bytes, args: dict, now: float) -> dict:
+    from director.server.analyze import analyze_op
+
+    return analyze_op(core.jobs, args, now)
+
+
 OPS: dict[str, Op] = {
     "health": health, "nodes": nodes, "keys.list": keys_list,
     "keys.accept": _change("accepted"), "keys.reject": _change("rejected"),
@@ -155,7 +169,8 @@ OPS: dict[str, Op] = {
     "keys.server": keys_server, "token.create": token_create,
     "token.list": token_list, "token.revoke": token_revoke,
     "jobs.submit": jobs_submit, "jobs.get": jobs_get, "jobs.list": jobs_list,
-    "jobs.cancel": jobs_cancel, "jobs.retry": jobs_retry,
+    "jobs.cancel": jobs_cancel, "jobs.retry": jobs_retry, "jobs.purge": jobs_purge,
+    "jobs.analyze": jobs_analyze,
     "events.list": events_list, "server.stats": server_stats,
 }
 
