@@ -184,12 +184,15 @@ def orchestrate(obj, targets, wait: bool, as_json: bool, cancel_on_interrupt: bo
     _submit(obj, [Path(f) for f in files], targets, wait, as_json, cancel_on_interrupt)
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--limit", "-n", default=20, show_default=True, help="How many jobs.")
 @JSON
-@click.pass_obj
-def jobs(obj, limit: int, as_json: bool) -> None:
-    """Recent jobs: id, verb, targets, status, counts, age."""
+@click.pass_context
+def jobs(ctx, limit: int, as_json: bool) -> None:
+    """Recent jobs: id, verb, targets, status, counts, age (jobs purge: delete old ones)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    obj = ctx.obj
     from director.cli.run_cmds import api_client
 
     rows = api_client(obj).jobs(limit)
@@ -202,6 +205,37 @@ def jobs(obj, limit: int, as_json: bool) -> None:
           " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())),
           output.ago(time.time() - r["age"])] for r in rows],
         empty="no jobs yet: try director exec --wait 'RUN uptime'"))
+
+
+@jobs.command("purge")
+@click.option("--older-than", metavar="DURATION",
+              help="Delete jobs older than this (30d, 12h, 2w).")
+@click.option("--keep", type=click.IntRange(min=0), metavar="N",
+              help="Delete all but the newest N jobs.")
+@JSON
+@click.pass_obj
+def jobs_purge(obj, older_than: str | None, keep: int | None, as_json: bool) -> None:
+    """Delete finished jobs and their results now (with neither option: as the
+    job_retention and job_retention_count settings say). Running jobs are kept."""
+    from director.cli.run_cmds import call
+    from director.config import parse_duration
+    from director.errors import ConfigError, DirectorError
+
+    args: dict = {}
+    if older_than is not None:
+        try:
+            args["older_than"] = parse_duration(older_than)
+        except ConfigError as exc:
+            raise DirectorError(f"--older-than: {exc}") from None
+    if keep is not None:
+        args["keep"] = keep
+    done = call(obj, "jobs.purge", args, timeout=600.0)  # answered when it is done
+    if as_json:
+        output.emit_json(done)
+    else:
+        d = done if isinstance(done, dict) else {}
+        click.echo(f"purged {_count(d.get('jobs'))} job(s) and {_count(d.get('results'))}"
+                   " result(s)")
 
 
 def _targets(names: list[str]) -> str:
