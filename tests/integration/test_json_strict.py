@@ -85,6 +85,10 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     check("job show", "job", "show", job_id, "--json")
     check("job cancel", "job", "cancel", job_id, "--json")
     check("job retry", "job", "retry", waited[0]["id"], "--json")
+    analysis = check("analyze", "analyze", "last", "--json")
+    assert {"id", "wall_time", "exec_time_total", "nodes", "jobs"} <= set(analysis)
+    check("analyze (job)", "analyze", waited[0]["id"], "--json")
+    assert check("jobs purge", "jobs", "purge", "--keep", "1", "--json")["jobs"] >= 1
 
     covered = {name.split(" (")[0].replace(" --wait", "") for name in ran}
     commands = _json_commands()
