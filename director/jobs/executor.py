@@ -10,7 +10,8 @@ blocking, with an injectable process runner.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from director.errors import DirectorError
 from director.jobs.dsl import Instruction
@@ -23,6 +24,7 @@ from director.jobs.verbs import TABLE
 __all__ = ["OUTPUT_CAP", "TRUNCATED", "Outcome", "Pending", "Ran", "begin", "conclude",
            "execute", "kill_running", "run_shell", "spawn_failed"]
 TRUNCATED = "\n[... output truncated at 1 MiB]"
+_NO_SCOPE: Mapping[str, Any] = {}
 
 Runner = Callable[["str | tuple[str, ...]", str, "dict | None", float], Ran]
 Copier = Callable[[Instruction, str], Outcome]
@@ -36,9 +38,9 @@ def _text(data: bytes) -> str:
 
 def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
             runner: Runner = run_shell, hash_extra: str = "",
-            copier: Copier | None = None) -> Outcome:
+            copier: Copier | None = None, scope: Mapping[str, Any] | None = None) -> Outcome:
     """Run one instruction with the node's current ARG/ENV/WORKDIR, blocking."""
-    step = begin(instr, state, cache, hash_extra=hash_extra, copier=copier)
+    step = begin(instr, state, cache, hash_extra=hash_extra, copier=copier, scope=scope)
     if isinstance(step, Outcome):
         return step
     try:
@@ -49,19 +51,25 @@ def execute(instr: Instruction, state: NodeState, cache: JobCache, *,
 
 
 def begin(instr: Instruction, state: NodeState, cache: JobCache, *, hash_extra: str = "",
-          copier: Copier | None = None) -> Outcome | Pending:
+          copier: Copier | None = None,
+          scope: Mapping[str, Any] | None = None) -> Outcome | Pending:
     """Everything up to the process: the verb's step either finishes the job (an
-    ``Outcome``) or returns the RUN to spawn as ``Pending`` so an event loop can run it."""
+    ``Outcome``) or returns the RUN to spawn as ``Pending`` so an event loop can run it.
+
+    ``scope``: more values from nodes that templates see by name (``query``, ``facts``);
+    they are data, like the node's own ``--stdout-arg`` values.
+    """
     start = time.perf_counter()
     args, node_args, env, workdir = state.sourced()
+    scope = scope or _NO_SCOPE
     try:
-        res = resolve(instr, args, node_args)
+        res = resolve(instr, args, node_args, scope)
     except DirectorError as exc:
         return Outcome("failed", error=str(exc))
     return TABLE[res.verb].execute(res, Node(
         state, cache, env, workdir, start,
         lambda: job_hash(res, env=env, workdir=workdir, extra=hash_extra), copier,
-        uses_node_values(instr, node_args)))
+        uses_node_values(instr, node_args, scope)))
 
 
 def spawn_failed(step: Pending, exc: OSError) -> Outcome:

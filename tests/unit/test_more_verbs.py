@@ -305,3 +305,15 @@ def test_blueprint_errors_are_one_line(content, message, tmp_path, state, cache)
     assert out.status == "failed" and message in out.error and "\n" not in out.error
     assert out.error.startswith(f"--blueprint {target}")
     assert target.read_bytes() == content  # left as placed
+
+
+def test_scope_values_are_node_data_for_templates(state, cache):
+    # what QUERY and facts will hand the executor: seen by name, quoted in RUN, and an ARG
+    # built from them is node data too
+    scope = {"query": {"n1": {"v": "a; echo injected"}}}
+    out = execute(parse_line("RUN echo {{ query.n1.v }}"), state, cache, scope=scope)
+    assert out.stdout == "a; echo injected\n"
+    execute(parse_line("ARG X={{ query.n1.v }}"), state, cache, scope=scope)
+    args, node, _, _ = state.sourced()
+    assert node["X"] == "a; echo injected" and "X" not in args
+    assert run("RUN echo ${X}", state, cache).stdout == "a; echo injected\n"
