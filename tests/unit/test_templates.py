@@ -93,6 +93,10 @@ def test_reading_a_node_value_marks_an_arg_as_node_data():
     "{{ namespace.__init__.__globals__ }}",
     "{{ ().__class__.__base__ }}",
     "{{ A.__class__ }}",
+    "{{ A | attr('__class__') }}",
+    "{{ lipsum | attr('__globals__') }}",
+    "{{ dict.mro() }}",
+    "{{ [].append(1) }}",
     "{{ joiner.__init__.__globals__.__builtins__ }}",
     "{{ query.n1.update({'v': 1}) }}",          # immutable: no mutation of values
     "{{ '{0.__class__}'.format(A) }}",
