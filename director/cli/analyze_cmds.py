@@ -34,11 +34,11 @@ def describe(doc: dict) -> list[str]:
     safe = output.safe_text
     sec = output.seconds
 
-    def spread(s: dict) -> str:
+    def spread(s: dict, total: bool = True) -> str:
         if not s.get("count"):
             return "-"
-        return (f"{sec(s['total'])} in all; mean {sec(s['mean'])}, median {sec(s['median'])},"
-                f" p95 {sec(s['p95'])}, max {sec(s['max'])}")
+        return (f"{sec(s['total']) + ' in all; ' if total else ''}mean {sec(s['mean'])},"
+                f" median {sec(s['median'])}, p95 {sec(s['p95'])}, max {sec(s['max'])}")
 
     counts = ", ".join(f"{v} {safe(k, inline=True)}" for k, v in sorted(doc["counts"].items()))
     lines = [f"{safe(doc['kind'], inline=True)} {safe(doc['id'], inline=True)}:"
@@ -50,7 +50,8 @@ def describe(doc: dict) -> list[str]:
             ("queue wait", spread(doc["queue_wait"])),
             ("round trip", spread(doc["roundtrip_time"])),
             ("overhead", f"{sec(doc['overhead_total'])} (round trip minus execution)"),
-            ("per job", spread(doc["job_wall_time"]) + " (created to last answer)")]
+            ("job wall time", spread(doc["job_wall_time"], total=False)
+             + " (created to its last answer)")]
     for label, key in (("fastest node", "fastest_node"), ("slowest node", "slowest_node")):
         n = doc.get(key)
         if n:
@@ -66,8 +67,9 @@ def describe(doc: dict) -> list[str]:
     lines += [f"  {label:<{width}}  {value}" for label, value in rows]
     nodes = sorted(doc["nodes"].items(), key=lambda kv: -(kv[1]["exec_time"] or 0))
     table = [[safe(name, inline=True), n["tasks"], n["success"], n["failed"], n["cancelled"],
-              sec(n["exec_time"]), sec(n["exec_time_mean"]), sec(n["queue_wait"]),
-              sec(n["roundtrip_time"])] for name, n in nodes[:SHOWN_NODES]]
+              *([sec(n["exec_time"]), sec(n["exec_time_mean"]), sec(n["queue_wait"]),
+                 sec(n["roundtrip_time"])] if n["tasks_timed"] else ["-"] * 4)]
+             for name, n in nodes[:SHOWN_NODES]]
     lines.append("")
     lines += output.table(["NODE", "TASKS", "OK", "FAILED", "CANCELLED", "EXEC", "MEAN",
                            "QUEUE WAIT", "ROUNDTRIP"], table).split("\n")
