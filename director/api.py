@@ -125,19 +125,20 @@ class Client:
     # -- changes ----------------------------------------------------------------------
     def submit(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *, wait: bool = False,
                base: str | os.PathLike[str] | None = None,
-               on_event: OnEvent | None = None) -> Any:
+               on_event: OnEvent | None = None, allow_offline: bool = False) -> Any:
         """Run jobs on the targets (default: every online node).
 
         ``jobs`` is a job line (``"RUN uptime"``; several lines run in order), a list of
         lines, an orchestration file as a ``pathlib.Path`` (Directorfile or YAML) or a
         list of them.  Everything is parsed first: a bad line raises DSLError and nothing
         is sent.  ``base`` is the directory relative COPY sources resolve against
-        (default: the working directory).
+        (default: the working directory).  A target not online is refused
+        (DirectorError naming it) unless ``allow_offline``: its tasks then wait for it.
 
         Without ``wait``: a Submission (orchestration id, job ids), at once.  With it: the
         list of Jobs once every node answered (check ``job.ok``); ``on_event(event,
         data)`` sees the server's ``submitted`` and ``progress`` events meanwhile."""
-        payload = self._payload(jobs, targets, wait, base)
+        payload = self._payload(jobs, targets, wait, base, allow_offline)
         if not wait:
             return Submission(self.request("jobs.submit", payload))
         import json
@@ -153,17 +154,20 @@ class Client:
 
     def submit_encoded(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
                        base: str | os.PathLike[str] | None = None,
-                       on_event: OnEvent | None = None) -> EncodedResults:
+                       on_event: OnEvent | None = None,
+                       allow_offline: bool = False) -> EncodedResults:
         """``submit(..., wait=True)`` with the results left as the server encoded them,
         for passing on untouched (``exec --wait --json`` prints these bytes)."""
-        return self._submit_waiting(self._payload(jobs, targets, True, base), on_event)
+        return self._submit_waiting(self._payload(jobs, targets, True, base, allow_offline),
+                                    on_event)
 
     def retry(self, job_id: str, *, failed: bool = False, wait: bool = False,
-              on_event: OnEvent | None = None) -> Any:
+              on_event: OnEvent | None = None, allow_offline: bool = False) -> Any:
         """The same job(s) again, as a new orchestration linked to the old one (its jobs
         show ``retry_of``): on the nodes where they did not succeed (``failed``) or on
         every node they ran on.  Returns what ``submit`` returns."""
-        payload = {"id": job_id, "failed": failed, "wait": wait}
+        payload = {"id": job_id, "failed": failed, "wait": wait,
+                   "allow_offline": bool(allow_offline)}
         if not wait:
             return Submission(self.request("jobs.retry", payload))
         import json
@@ -194,7 +198,8 @@ class Client:
 
     # -- submission internals -----------------------------------------------------------
     def _payload(self, jobs: JobsSpec, targets: str | Sequence[str], wait: bool,
-                 base: str | os.PathLike[str] | None) -> dict[str, Any]:
+                 base: str | os.PathLike[str] | None, allow_offline: bool = False
+                 ) -> dict[str, Any]:
         steps = _steps(jobs)
         if isinstance(targets, str):
             targets = [targets]
@@ -205,7 +210,7 @@ class Client:
         return {"steps": [{"targets": [] if targets else list(s.targets), "async": s.async_,
                            "name": s.name,
                            "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
-                "targets": list(targets), "wait": wait,
+                "targets": list(targets), "wait": wait, "allow_offline": bool(allow_offline),
                 "base": os.path.abspath(base) if base is not None else os.getcwd()}
 
     def _submit_waiting(self, payload: dict[str, Any], on_event: OnEvent | None,

@@ -18,19 +18,22 @@ TARGET = click.option("--target", "-t", "targets", multiple=True,
                       help="Node name or glob (repeatable, or a comma list); overrides"
                       " targets written in a file. Default: every online node.")
 WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exit 2 on failure.")
+ALLOW_OFFLINE = click.option(
+    "--allow-offline", is_flag=True,
+    help="Queue work for targets that are not online (default: refuse, naming them).")
 CANCEL_ON_INTERRUPT = click.option(
     "--cancel-on-interrupt", is_flag=True,
     help="With --wait: Ctrl-C cancels the work (default: it goes on, and its id is shown).")
 
 
 def _submit(obj, jobs, targets, wait: bool, as_json: bool,
-            cancel_on_interrupt: bool = False) -> None:
+            cancel_on_interrupt: bool = False, allow_offline: bool = False) -> None:
     """Submit through ``director.api`` and show what came back (exit 2 if a job failed)."""
     from director.cli.run_cmds import api_client
 
     client = api_client(obj)
     if not wait:
-        sub = client.submit(jobs, targets)
+        sub = client.submit(jobs, targets, allow_offline=allow_offline)
         if as_json:
             output.emit_json(sub)
         else:
@@ -40,11 +43,13 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool,
     try:
         if as_json and not sys.stdout.isatty():
             # already encoded as compact --json output: pass it through untouched
-            raw = client.submit_encoded(jobs, targets, on_event=progress.update)
+            raw = client.submit_encoded(jobs, targets, on_event=progress.update,
+                                        allow_offline=allow_offline)
             sys.stdout.buffer.write(raw.data + b"\n")
             sys.stdout.flush()
             raise SystemExit(2 if raw.failed else 0)
-        docs = client.submit(jobs, targets, wait=True, on_event=progress.update)
+        docs = client.submit(jobs, targets, wait=True, on_event=progress.update,
+                             allow_offline=allow_offline)
     except KeyboardInterrupt:
         progress.close()
         if not progress.jobs:
@@ -160,28 +165,31 @@ def _quote_hint(args: list[str], option: str) -> str | None:
 @TARGET
 @WAIT
 @CANCEL_ON_INTERRUPT
+@ALLOW_OFFLINE
 @JSON
 @click.argument("job", nargs=-1, required=True)
 @click.pass_obj
 def exec_(obj, targets, wait: bool, as_json: bool, cancel_on_interrupt: bool,
-          job: tuple[str, ...]) -> None:
+          allow_offline: bool, job: tuple[str, ...]) -> None:
     """Run one job line ('RUN uptime') on the targets."""
-    _submit(obj, " ".join(job), targets, wait, as_json, cancel_on_interrupt)
+    _submit(obj, " ".join(job), targets, wait, as_json, cancel_on_interrupt, allow_offline)
 
 
 @click.command()
 @TARGET
 @WAIT
 @CANCEL_ON_INTERRUPT
+@ALLOW_OFFLINE
 @JSON
 @click.argument("files", nargs=-1, required=True)
 @click.pass_obj
 def orchestrate(obj, targets, wait: bool, as_json: bool, cancel_on_interrupt: bool,
-                files: tuple[str, ...]) -> None:
+                allow_offline: bool, files: tuple[str, ...]) -> None:
     """Run Directorfiles or directord-style YAML orchestrations."""
     from pathlib import Path
 
-    _submit(obj, [Path(f) for f in files], targets, wait, as_json, cancel_on_interrupt)
+    _submit(obj, [Path(f) for f in files], targets, wait, as_json, cancel_on_interrupt,
+            allow_offline)
 
 
 @click.group(invoke_without_command=True)
@@ -294,15 +302,17 @@ def job_cancel(obj, job_id: str, as_json: bool) -> None:
 @click.option("--failed", is_flag=True,
               help="Only on the nodes where it did not succeed (default: every node).")
 @WAIT
+@ALLOW_OFFLINE
 @JSON
 @click.pass_obj
-def job_retry(obj, job_id: str, failed: bool, wait: bool, as_json: bool) -> None:
+def job_retry(obj, job_id: str, failed: bool, wait: bool, allow_offline: bool,
+              as_json: bool) -> None:
     """Run a job or an orchestration (ID or 'last') again, as a new one linked to it."""
     from director.cli.run_cmds import api_client
 
     client = api_client(obj)
     if not wait:
-        sub = client.retry(job_id, failed=failed)
+        sub = client.retry(job_id, failed=failed, allow_offline=allow_offline)
         if as_json:
             output.emit_json(sub)
         else:
@@ -310,7 +320,8 @@ def job_retry(obj, job_id: str, failed: bool, wait: bool, as_json: bool) -> None
         return
     progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
     try:
-        docs = client.retry(job_id, failed=failed, wait=True, on_event=progress.update)
+        docs = client.retry(job_id, failed=failed, wait=True, on_event=progress.update,
+                            allow_offline=allow_offline)
     finally:
         progress.close()
     _show(docs, as_json)

@@ -9,11 +9,13 @@ from director.errors import DirectorError
 
 
 def match_targets(patterns: Sequence[str], accepted: Iterable[str],
-                  online: Iterable[str]) -> list[str]:
+                  online: Iterable[str], allow_offline: bool = False) -> list[str]:
     """Names ``patterns`` select; no patterns means every online node.
 
-    A pattern that matches no accepted node is an error, so a typo never
-    silently runs a deployment on fewer machines than meant.
+    A pattern that matches no accepted node is an error, and so is one that selects
+    a node not online (unless ``allow_offline``: its tasks then wait for it), so a
+    typo or a dead machine never silently runs a deployment on fewer machines than
+    meant, nor leaves it waiting unseen.
     """
     accepted = sorted(set(accepted))
     if not patterns:
@@ -28,4 +30,9 @@ def match_targets(patterns: Sequence[str], accepted: Iterable[str],
             raise DirectorError(f"unknown target '{pat}': no accepted node matches"
                                 " (see: director nodes)")
         chosen_set.update(hits)
+    away = sorted(chosen_set - set(online))
+    if away and not allow_offline:
+        shown = ", ".join(away[:10]) + (f" (+{len(away) - 10} more)" if len(away) > 10 else "")
+        raise DirectorError(f"not online: {shown}; run when they are back, or pass"
+                            " --allow-offline to queue the work for them")
     return sorted(chosen_set)

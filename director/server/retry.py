@@ -49,4 +49,5 @@ def retry(book: Any, rid: bytes, args: dict, now: float) -> Any:
                           "jobs": [instr]})
         last_lane = row["lane"]
     return book.submit(rid, {"steps": steps, "targets": [], "wait": bool(args.get("wait")),
-                             "base": "/", "retry_of": named}, now)
+                             "base": "/", "retry_of": named,
+                             "allow_offline": args.get("allow_offline") is True}, now)

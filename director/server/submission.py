@@ -87,7 +87,7 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
         if not isinstance(step, dict) or not isinstance(step.get("jobs") or [], list):
             raise DirectorError("malformed submission")
         names = match_targets(str_list(step.get("targets") or cli_targets, "targets"),
-                              accepted, online)
+                              accepted, online, args.get("allow_offline") is True)
         if step.get("async"):
             lane_no += 1
             lane = f"{orch}.{lane_no}"

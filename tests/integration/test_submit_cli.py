@@ -80,3 +80,24 @@ def test_ctrl_c_during_wait_leaves_the_job_running_and_names_it(mesh, tmp_path):
                   what="the job to finish after the CLI was interrupted")
     assert marker.exists()
     assert json.loads(mesh.cli("job", job_id, "--json").stdout)["status"] == "success"
+
+
+def test_a_target_not_online_is_refused_unless_allowed(mesh):
+    mesh.server()
+    mesh.add_node("web1")
+    mesh.add_node("db1")
+    mesh.clients["db1"].stop()
+    mesh.wait_for(lambda: mesh.node("db1")["state"] == "offline", timeout=15,
+                  what="db1 offline")
+    before = len(mesh.json("jobs"))
+    cp = mesh.cli("exec", "-t", "web1,db1", "RUN true")
+    assert cp.returncode == 1
+    assert cp.stderr.strip() == ("director: not online: db1; run when they are back, or pass"
+                                 " --allow-offline to queue the work for them")
+    assert len(mesh.json("jobs")) == before            # nothing was submitted
+    job_id = mesh.cli("exec", "--allow-offline", "-t", "db1", "RUN true",
+                      check=True).stdout.strip()
+    assert mesh.json("job", job_id)["results"]["db1"]["status"] == "queued"
+    mesh.client("db1")
+    mesh.wait_for(lambda: mesh.json("job", job_id)["status"] == "success", timeout=15,
+                  what="the queued job to run once db1 is back")

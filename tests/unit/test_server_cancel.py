@@ -16,8 +16,9 @@ def h(tmp_path):
     harness.close()
 
 
-def submit(h: CoreHarness, *lines: str, **kw) -> tuple[dict, list[m.Job]]:
-    reply = h.op("jobs.submit", **run_steps(*lines, **kw))
+def submit(h: CoreHarness, *lines: str, allow_offline: bool = False,
+           **kw) -> tuple[dict, list[m.Job]]:
+    reply = h.op("jobs.submit", **run_steps(*lines, **kw), allow_offline=allow_offline)
     assert isinstance(reply, m.CtlReply) and reply.ok, reply
     return reply.result, jobs_in(h.pending)
 
@@ -74,7 +75,7 @@ def test_a_job_that_finished_is_not_touched_and_unknown_ids_are_refused(h):
 def test_tasks_for_an_offline_node_end_at_once(h):
     h.accepted_node("web1")
     h.tick(31.0)                              # web1 expired: offline
-    res, sent_jobs = submit(h, "RUN true", targets=["web1"])
+    res, sent_jobs = submit(h, "RUN true", targets=["web1"], allow_offline=True)
     assert sent_jobs == []
     assert h.ok("jobs.cancel", id="last")["cancelled"] == 1
     assert statuses(h, res["jobs"]) == ["cancelled"]

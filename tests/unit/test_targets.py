@@ -11,7 +11,7 @@ ACCEPTED = ["web1", "web2", "db1", "Web3"]
 
 
 def test_exact_names():
-    assert match_targets(["web1"], ACCEPTED, []) == ["web1"]
+    assert match_targets(["web1"], ACCEPTED, ["web1"]) == ["web1"]
     assert match_targets(["db1", "web2"], ACCEPTED, ACCEPTED) == ["db1", "web2"]
 
 
@@ -20,7 +20,7 @@ def test_glob_patterns():
     assert match_targets(["*1"], ACCEPTED, ACCEPTED) == ["db1", "web1"]
     assert match_targets(["web[12]"], ACCEPTED, ACCEPTED) == ["web1", "web2"]
     assert match_targets(["?b1"], ACCEPTED, ACCEPTED) == ["db1"]
-    assert match_targets(["*"], ACCEPTED, []) == sorted(ACCEPTED)
+    assert match_targets(["*"], ACCEPTED, ACCEPTED) == sorted(ACCEPTED)
 
 
 def test_globs_are_case_sensitive():
@@ -31,9 +31,20 @@ def test_overlapping_patterns_give_each_node_once_sorted():
     assert match_targets(["web*", "web1", "*1"], ACCEPTED, ACCEPTED) == ["db1", "web1", "web2"]
 
 
-def test_named_targets_may_be_offline():
-    # Named nodes are chosen even when offline: their jobs wait (and end lost after expiry).
-    assert match_targets(["web2"], ACCEPTED, online=["web1"]) == ["web2"]
+def test_targets_not_online_are_refused_in_one_line_unless_allowed():
+    with pytest.raises(DirectorError) as info:
+        match_targets(["web*", "db1"], ACCEPTED, online=["web1"])
+    msg = str(info.value)
+    assert msg.startswith("not online: db1, web2;") and "--allow-offline" in msg
+    assert "\n" not in msg
+    # allowed: their jobs wait for them (and end lost after expiry)
+    assert match_targets(["web2"], ACCEPTED, ["web1"], allow_offline=True) == ["web2"]
+
+
+def test_a_long_list_of_offline_targets_is_shortened():
+    many = [f"n{i:02d}" for i in range(25)]
+    with pytest.raises(DirectorError, match=r"not online: n00, .*n09 \(\+15 more\)"):
+        match_targets(["n*"], many, [])
 
 
 @pytest.mark.parametrize("pattern", ["web9", "nope*", "WEB1", ""])
@@ -69,5 +80,5 @@ def test_default_with_nothing_online_is_an_error():
 
 
 def test_accepts_any_iterables():
-    assert match_targets(("web1",), iter(ACCEPTED), iter([])) == ["web1"]
+    assert match_targets(("web1",), iter(ACCEPTED), iter(["web1"])) == ["web1"]
     assert match_targets((), {"a": 1, "b": 2}, iter(["b"])) == ["b"]
