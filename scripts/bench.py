@@ -1315,7 +1315,8 @@ def bench_scale(sec: Section, quick: bool) -> None:
         f"Simulated nodes: `scripts/simnodes.py` ({nsim} process(es)), each node a CURVE DEALER"
         " with its own key, enrolled by a join token with the real ENROLL, then connected as an"
         " agent (HELLO, HEARTBEAT every 5 s, each JOB/JOBS answered at once with `success`"
-        " RESULTS of at most 64, ACKs consumed); no process is spawned for a job, so the"
+        " RESULTS of at most 64, ACKs consumed, HELLO again every 3 s until answered, as an"
+        " agent says it on each link up); no process is spawned for a job, so the"
         " figures are the server's. Server: defaults (heartbeat 5 s, node expiry 30 s).",
         "Longest loop iteration: the server measures each poll-loop iteration's work (the wait"
         " left out) and answers it in the `server.stats` control operation; targets are issue"
