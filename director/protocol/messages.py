@@ -17,6 +17,7 @@ from director.jobs.dsl import Instruction
 from director.protocol import fields as F
 from director.protocol.base import Msg, checked, encode
 from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX, Chunk, ChunkErr, ChunkReq
+from director.protocol.jobcontrol import MAX_ACK, Cancel, Output
 from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
 from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
 from director.transfer.manifest import Manifest
@@ -29,7 +30,6 @@ MAX_OUTPUT = 2 * 1024 * 1024      # characters of stdout / stderr a node may rep
 MAX_NAME = 253
 MAX_VERSION = 64
 MAX_TOKEN = 4096
-MAX_ACK = 4096                    # job ids acknowledged in one ACK
 
 
 # -- node -> server ----------------------------------------------------------------
@@ -231,6 +231,7 @@ class Job(Msg):
     seq: int
     hash_extra: str = ""
     manifest: Manifest | None = None
+    stream: bool = False     # send its output lines as they come (OUTPUT), not only at the end
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"job_id": self.job_id, "instruction": self.instruction.to_dict(),
@@ -239,6 +240,8 @@ class Job(Msg):
             out["hash_extra"] = self.hash_extra
         if self.manifest is not None:
             out["manifest"] = self.manifest.to_dict()
+        if self.stream:
+            out["stream"] = True
         return out
 
     @classmethod
@@ -251,17 +254,21 @@ class Job(Msg):
                        F.pattern(t, b, "lane", F.LANE_RE),
                        F.integer(t, b, "seq", 0, MAX_INDEX),
                        F.text(t, b, "hash_extra", 128, default="", ident=True),
-                       None if raw_manifest is None else Manifest.from_dict(raw_manifest))
+                       None if raw_manifest is None else Manifest.from_dict(raw_manifest),
+                       F.flag(t, b, "stream"))
         except ProtocolError as exc:
             exc.job_id = job_id  # type: ignore[attr-defined]
             raise
 
 
-def job_body(job_id: str, instruction_json: str, lane: str, seq: int) -> bytes:
+def job_body(job_id: str, instruction_json: str, lane: str, seq: int,
+             stream: bool = False) -> bytes:
     """A plain JOB body from instruction JSON already made (the server's fast path:
     ids and lanes are hex and digits, so nothing needs escaping)."""
+    more = ',"stream":true' if stream else ""
     return (f'{{"job_id":"{job_id}","instruction":{instruction_json},'
-            f'"lane":"{lane}","seq":{seq}}}').encode()
+            f'"lane":"{lane}","seq":{seq}{more}}}').encode()
+
 
 
 @dataclass(frozen=True)
@@ -284,26 +291,6 @@ class Ack(Msg):
 
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Ack:
-        ids = F.array(cls.TYPE, b, "job_ids", MAX_ACK)
-        if not all(i.__class__ is str and F.JOB_ID_RE.fullmatch(i) for i in ids):
-            raise F.fail(cls.TYPE, "job_ids", "must hold job ids")
-        return cls(tuple(ids))
-
-
-@dataclass(frozen=True)
-class Cancel(Msg):
-    """The operator cancelled these jobs: queued ones end unstarted, running ones are
-    stopped (the whole process group; a COPY gives up and removes its temp files); each
-    ends ``cancelled`` -- unless it had already ended, which the node reports as it was."""
-
-    TYPE: ClassVar[str] = "CANCEL"
-    job_ids: tuple[str, ...]
-
-    def body(self) -> dict[str, Any]:
-        return {"job_ids": list(self.job_ids)}
-
-    @classmethod
-    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Cancel:
         ids = F.array(cls.TYPE, b, "job_ids", MAX_ACK)
         if not all(i.__class__ is str and F.JOB_ID_RE.fullmatch(i) for i in ids):
             raise F.fail(cls.TYPE, "job_ids", "must hold job ids")
@@ -340,7 +327,7 @@ class Error(Msg):
 
 TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
     Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
-    Chunk, ChunkErr, Ack, Cancel, Revoked, Error, Ctl, CtlReply, CtlEvent)}
+    Chunk, ChunkErr, Ack, Cancel, Output, Revoked, Error, Ctl, CtlReply, CtlEvent)}
 
 
 def decode(frames: Any) -> Msg:

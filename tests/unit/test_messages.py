@@ -65,6 +65,8 @@ VALID: list[M.Msg] = [
     M.Ack((JOB_ID, "f" * 24)),
     M.Ack(()),
     M.Cancel((JOB_ID, "f" * 24)),
+    M.Output(((JOB_ID, "out", "line 1\nline 2\n"), (JOB_ID, "err", "é"))),
+    M.Output(()),
     M.Revoked("this node's key is revoked"),
     M.Error("not_permitted", "no"),
     M.Ctl("health", {}),
@@ -166,6 +168,7 @@ FIELDS: dict[type[M.Msg], tuple[M.Msg, dict[str, tuple[str, dict]]]] = {
         "chunk": integer(-1, M.MAX_INDEX, req=True), "error": text(M.MAX_TEXT, req=True)}),
     M.Ack: (M.Ack((JOB_ID,)), {}),
     M.Cancel: (M.Cancel((JOB_ID,)), {}),
+    M.Output: (M.Output(((JOB_ID, "out", "x"),)), {}),
     M.Revoked: (M.Revoked("r"), {"reason": text(M.MAX_TEXT, req=True)}),
     M.Error: (M.Error("internal", "m"), {
         "code": ("choice", {"allowed": M.ERROR_CODES, "req": True}),
@@ -464,3 +467,13 @@ def test_arbitrary_batch_items_raise_only_protocol_error(mtype, items):
 def test_ack_and_cancel_hold_only_job_ids_and_are_bounded(mtype, ids):
     with pytest.raises(ProtocolError, match=f"{mtype}: field 'job_ids'"):
         M.decode(frames.join(mtype, {"job_ids": ids}))
+
+
+@pytest.mark.parametrize("items", [
+    [["j1", "out", "x"]], [[JOB_ID, "both", "x"]], [[JOB_ID, "out", 5]], [[JOB_ID, "out"]],
+    "x", [[JOB_ID, "out", "x" * (256 * 1024 + 1)]],
+    [[JOB_ID, "out", "x" * 200_000], [JOB_ID, "err", "y" * 100_000]],
+    [[JOB_ID, "out", "x"]] * 257])
+def test_output_is_bounded_and_names_jobs(items):
+    with pytest.raises(ProtocolError, match="OUTPUT: field"):
+        M.decode(frames.join("OUTPUT", {"items": items}))
