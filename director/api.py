@@ -196,6 +196,24 @@ class Client:
                                   ) from None
             raise
 
+    def purge(self, older_than: float | None = None, keep: int | None = None, *,
+              timeout: float = 600.0) -> dict[str, int]:
+        """Delete finished jobs and their results now (``director jobs purge --json``):
+        those older than ``older_than`` seconds and/or all but the newest ``keep``; with
+        neither, as the server's ``job_retention`` settings say.  Jobs with tasks still
+        queued or running are kept.  Returns ``{"jobs": N, "results": M}`` once done."""
+        args: dict[str, Any] = {}
+        if older_than is not None:
+            args["older_than"] = older_than
+        if keep is not None:
+            args["keep"] = keep
+        return self.request("jobs.purge", args, timeout)
+
+    def analyze(self, job_id: str) -> dict[str, Any]:
+        """Where the time of a job or an orchestration went (``director analyze ID
+        --json``); ``last`` is the newest orchestration."""
+        return self.request("jobs.analyze", {"id": job_id}, max(self.timeout, 60.0))
+
     # -- submission internals -----------------------------------------------------------
     def _payload(self, jobs: JobsSpec, targets: str | Sequence[str], wait: bool,
                  base: str | os.PathLike[str] | None, allow_offline: bool = False

@@ -20,9 +20,9 @@ SHOWN_NODES = 20   # slowest nodes listed on a terminal (all of them: --json)
 def analyze(obj, job_id: str, as_json: bool) -> None:
     """Timing of a job or an orchestration ('last': the newest orchestration): wall
     time, execution vs queue wait, mean/median/p95, fastest and slowest node and job."""
-    from director.cli.run_cmds import call
+    from director.cli.run_cmds import api_client
 
-    doc = call(obj, "jobs.analyze", {"id": job_id}, timeout=60.0)
+    doc = api_client(obj).analyze(job_id)
     if as_json:
         output.emit_json(doc)
         return

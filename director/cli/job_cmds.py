@@ -225,19 +225,17 @@ def jobs(ctx, limit: int, as_json: bool) -> None:
 def jobs_purge(obj, older_than: str | None, keep: int | None, as_json: bool) -> None:
     """Delete finished jobs and their results now (with neither option: as the
     job_retention and job_retention_count settings say). Running jobs are kept."""
-    from director.cli.run_cmds import call
+    from director.cli.run_cmds import api_client
     from director.config import parse_duration
     from director.errors import ConfigError, DirectorError
 
-    args: dict = {}
+    seconds = None
     if older_than is not None:
         try:
-            args["older_than"] = parse_duration(older_than)
+            seconds = parse_duration(older_than)
         except ConfigError as exc:
             raise DirectorError(f"--older-than: {exc}") from None
-    if keep is not None:
-        args["keep"] = keep
-    done = call(obj, "jobs.purge", args, timeout=600.0)  # answered when it is done
+    done = api_client(obj).purge(seconds, keep)  # answered when it is done
     if as_json:
         output.emit_json(done)
     else:
