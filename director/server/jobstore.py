@@ -56,10 +56,31 @@ _UPDATE = (f"UPDATE results SET {','.join(f'{c}=?' for c in RESULT_COLUMNS)}"
            " WHERE job_id=? AND node=?")
 
 
+SMALL_PAGES = 2560        # a database this small (10 MiB of 4 KiB pages) is rewritten at once
+FREE_TO_GIVE_BACK = 1024  # free pages (and a quarter of the file) worth giving back
+
+
 class JobStore:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         conn.executescript(SCHEMA)
+        self.incremental = self._incremental_vacuum()
+
+    def _incremental_vacuum(self) -> bool:
+        """Incremental auto-vacuum, so what a large purge frees can be given back to the
+        file system a few pages at a time.  Set on a database still small (VACUUM rewrites
+        it: a moment); a large one made before is left as it is (its freed pages are
+        reused by new rows, so it does not grow, it only does not shrink)."""
+        if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+            return True
+        if self.conn.execute("PRAGMA page_count").fetchone()[0] > SMALL_PAGES:
+            return False
+        try:
+            self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self.conn.execute("VACUUM")
+        except sqlite3.OperationalError:
+            return False
+        return self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
 
     def insert(self, jobs: Iterable[dict[str, Any]], results: Iterable[tuple]) -> None:
         jobs = list(jobs)
@@ -189,6 +210,19 @@ class JobStore:
                 budget -= 1
                 after = rowid
         return jobs, results, after, more
+
+    def give_back(self, pages: int) -> int:
+        """Return up to ``pages`` free pages to the file system when many are free (after
+        a large purge; a steady stream reuses them instead).  How many were freed."""
+        if not self.incremental:
+            return 0
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        total = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        if free < FREE_TO_GIVE_BACK or free * 4 < total:
+            return 0
+        # run to completion (sqlite3_exec): one execute() step frees a single page
+        self.conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+        return min(free, pages)
 
     def table_counts(self) -> tuple[int, int]:
         """(jobs, results) stored: for tests and the retention benchmark."""

@@ -25,6 +25,7 @@ from director.server.events import Reply
 
 log = logging.getLogger("director.retention")
 SLICE = 500          # rows deleted per loop turn
+GIVE_BACK = 256      # free pages (1 MiB) returned to the file system per loop turn
 CHECK_EVERY = 5.0    # s between automatic passes
 DAY = 86400.0
 
@@ -53,11 +54,13 @@ class Retention:
         self.next_check = now + CHECK_EVERY
         self.current: Pass | None = None
         self.asked: deque[tuple[bytes, Policy]] = deque()   # operators' passes, in order
+        self.shrinking = False   # after a pass: free pages are being given back
         self._failing = False
 
     def busy(self) -> bool:
-        """A pass is under way: the driver should turn again without waiting."""
-        return self.current is not None
+        """A pass (or giving back what it freed) is under way: the driver should turn
+        again without waiting."""
+        return self.current is not None or self.shrinking
 
     def request(self, rid: bytes, args: dict) -> None:
         """``jobs.purge``: ``older_than`` (seconds) and/or ``keep`` (jobs); neither:
@@ -76,6 +79,9 @@ class Retention:
 
     def step(self, now: float, open_jobs: Container[str]) -> None:
         """One slice of the current pass (starting one when it is due)."""
+        if self.shrinking and self.current is None:
+            self._shrink()
+            return
         if self.current is None:
             if self.asked:
                 rid, policy = self.asked.popleft()
@@ -102,7 +108,15 @@ class Retention:
         p.results += results
         if not more:
             self.current = None
+            self.shrinking = p.jobs > 0
             self._done(p)
+
+    def _shrink(self) -> None:
+        try:
+            self.shrinking = self.store.give_back(GIVE_BACK) > 0
+        except StorageError as exc:  # the pages stay free and are reused: no harm
+            log.debug("cannot give free pages back: %s", exc)
+            self.shrinking = False
 
     def _start(self, policy: Policy, rid: bytes | None, now: float) -> Pass:
         upto = -1

@@ -166,3 +166,35 @@ def test_the_database_stays_bounded_under_a_stream_of_results(tmp_path):
 def _wal(path) -> int:
     wal = path.with_name(path.name + "-wal")
     return os.path.getsize(wal) if wal.exists() else 0
+
+
+def test_after_a_large_purge_the_file_is_given_back_a_slice_at_a_time(tmp_path):
+    h = CoreHarness(tmp_path)
+    try:
+        assert h.store.jobs.incremental   # a new database: incremental auto-vacuum
+        out: list = []
+        r = Retention(h.store, out, Policy(max_age=None, max_jobs=None), 0.0)
+        for n in range(200):
+            jid = f"job{n:04d}"
+            h.store.insert([{"id": jid, "orch": jid, "lane": "l", "seq": 0, "verb": "RUN",
+                             "summary": "RUN true", "instruction": "{}", "hash_extra": "",
+                             "created": 0.0, "targets": "[]"}],
+                           [(jid, f"k{i}", f"node{i}", "success") for i in range(50)])
+            h.store.state.conn.execute("UPDATE results SET stdout=? WHERE job_id=?",
+                                       ("x" * 2000, jid))
+        pages = lambda: h.store.state.conn.execute("PRAGMA page_count").fetchone()[0]
+        full = pages()
+        assert full > 5000
+        r.request(b"op", {"keep": 0})
+        turns = 0
+        while True:
+            r.step(1.0, {})
+            turns += 1
+            if not r.busy():
+                break
+            assert turns < 1000
+        assert out and h.store.table_counts() == (0, 0)
+        assert pages() < full / 4   # given back, 256 pages per turn
+        assert turns > 20 + full // 256 // 2   # ... over many turns, never at once
+    finally:
+        h.close()
