@@ -125,7 +125,8 @@ class Client:
     # -- changes ----------------------------------------------------------------------
     def submit(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *, wait: bool = False,
                base: str | os.PathLike[str] | None = None,
-               on_event: OnEvent | None = None, allow_offline: bool = False) -> Any:
+               on_event: OnEvent | None = None, allow_offline: bool = False,
+               stream: bool = False) -> Any:
         """Run jobs on the targets (default: every online node).
 
         ``jobs`` is a job line (``"RUN uptime"``; several lines run in order), a list of
@@ -134,11 +135,14 @@ class Client:
         is sent.  ``base`` is the directory relative COPY sources resolve against
         (default: the working directory).  A target not online is refused
         (DirectorError naming it) unless ``allow_offline``: its tasks then wait for it.
+        ``stream`` (with ``wait``): ``on_event("output", {"node", "items": [[job_id,
+        "out"|"err", text], ...]})`` sees the output as it is produced.
 
         Without ``wait``: a Submission (orchestration id, job ids), at once.  With it: the
         list of Jobs once every node answered (check ``job.ok``); ``on_event(event,
         data)`` sees the server's ``submitted`` and ``progress`` events meanwhile."""
         payload = self._payload(jobs, targets, wait, base, allow_offline)
+        payload["stream"] = bool(stream and wait)
         if not wait:
             return Submission(self.request("jobs.submit", payload))
         import json
@@ -155,11 +159,12 @@ class Client:
     def submit_encoded(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
                        base: str | os.PathLike[str] | None = None,
                        on_event: OnEvent | None = None,
-                       allow_offline: bool = False) -> EncodedResults:
+                       allow_offline: bool = False, stream: bool = False) -> EncodedResults:
         """``submit(..., wait=True)`` with the results left as the server encoded them,
         for passing on untouched (``exec --wait --json`` prints these bytes)."""
-        return self._submit_waiting(self._payload(jobs, targets, True, base, allow_offline),
-                                    on_event)
+        payload = self._payload(jobs, targets, True, base, allow_offline)
+        payload["stream"] = bool(stream)
+        return self._submit_waiting(payload, on_event)
 
     def retry(self, job_id: str, *, failed: bool = False, wait: bool = False,
               on_event: OnEvent | None = None, allow_offline: bool = False) -> Any:

@@ -18,6 +18,10 @@ TARGET = click.option("--target", "-t", "targets", multiple=True,
                       help="Node name or glob (repeatable, or a comma list); overrides"
                       " targets written in a file. Default: every online node.")
 WAIT = click.option("--wait", "-w", is_flag=True, help="Wait, show progress, exit 2 on failure.")
+STREAM = click.option(
+    "--stream", is_flag=True,
+    help="Show output lines as they come, as 'NODE: line' (implies --wait; with --json:"
+    " one JSON object per line, then one per job).")
 ALLOW_OFFLINE = click.option(
     "--allow-offline", is_flag=True,
     help="Queue work for targets that are not online (default: refuse, naming them).")
@@ -27,11 +31,15 @@ CANCEL_ON_INTERRUPT = click.option(
 
 
 def _submit(obj, jobs, targets, wait: bool, as_json: bool,
-            cancel_on_interrupt: bool = False, allow_offline: bool = False) -> None:
+            cancel_on_interrupt: bool = False, allow_offline: bool = False,
+            stream: bool = False) -> None:
     """Submit through ``director.api`` and show what came back (exit 2 if a job failed)."""
     from director.cli.run_cmds import api_client
 
     client = api_client(obj)
+    if stream:
+        _streamed(client, jobs, targets, as_json, cancel_on_interrupt, allow_offline)
+        return
     if not wait:
         sub = client.submit(jobs, targets, allow_offline=allow_offline)
         if as_json:
@@ -52,21 +60,57 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool,
                              allow_offline=allow_offline)
     except KeyboardInterrupt:
         progress.close()
-        if not progress.jobs:
-            raise  # nothing was submitted: a plain interruption
-        if cancel_on_interrupt:
-            done = client.cancel(progress.orch or progress.jobs[-1])
-            click.echo(f"director: interrupted; {_cancel_line(done)}", err=True)
-            raise SystemExit(130) from None
-        # as Salt prints the jid: the work goes on, and here is how to find it again
-        last = progress.jobs[-1]
-        click.echo(f"director: interrupted; the jobs go on. Follow them with: director job"
-                   f" {last} (all {len(progress.jobs)}: director jobs); stop them with:"
-                   f" director job cancel {progress.orch or last}", err=True)
-        raise SystemExit(130) from None
+        _interrupted(client, progress, cancel_on_interrupt)
     finally:
         progress.close()
     _show(docs, as_json)
+
+
+def _streamed(client, jobs, targets, as_json: bool, cancel_on_interrupt: bool,
+              allow_offline: bool) -> None:
+    """``--stream``: output lines as they come, then the results (JSON: a line each)."""
+    import json
+
+    from director.cli.streamview import StreamPrinter
+
+    printer = StreamPrinter(as_json)
+    progress = _Progress(enabled=False)  # only to learn the ids, for Ctrl-C
+
+    def on_event(event: str, data: dict) -> None:
+        progress.update(event, data)
+        printer.update(event, data)
+    try:
+        docs = client.submit(jobs, targets, wait=True, on_event=on_event,
+                             allow_offline=allow_offline, stream=True)
+    except KeyboardInterrupt:
+        printer.close()
+        _interrupted(client, progress, cancel_on_interrupt)
+    printer.close()
+    if as_json:
+        for doc in docs:
+            sys.stdout.write(json.dumps(doc) + "\n")
+    else:
+        from director.cli.job_view import print_results
+
+        for doc in docs:
+            print_results(doc, header=len(docs) > 1)
+    raise SystemExit(0 if all(d.ok for d in docs) else 2)
+
+
+def _interrupted(client, progress: "_Progress", cancel_on_interrupt: bool) -> None:
+    """Ctrl-C once work was submitted: cancel it, or say how to follow and stop it."""
+    if not progress.jobs:
+        raise KeyboardInterrupt  # nothing was submitted: a plain interruption
+    if cancel_on_interrupt:
+        done = client.cancel(progress.orch or progress.jobs[-1])
+        click.echo(f"director: interrupted; {_cancel_line(done)}", err=True)
+        raise SystemExit(130) from None
+    # as Salt prints the jid: the work goes on, and here is how to find it again
+    last = progress.jobs[-1]
+    click.echo(f"director: interrupted; the jobs go on. Follow them with: director job"
+               f" {last} (all {len(progress.jobs)}: director jobs); stop them with:"
+               f" director job cancel {progress.orch or last}", err=True)
+    raise SystemExit(130) from None
 
 
 def _show(docs: list, as_json: bool) -> None:
@@ -164,32 +208,35 @@ def _quote_hint(args: list[str], option: str) -> str | None:
 @click.command("exec", cls=_JobLineCommand)
 @TARGET
 @WAIT
+@STREAM
 @CANCEL_ON_INTERRUPT
 @ALLOW_OFFLINE
 @JSON
 @click.argument("job", nargs=-1, required=True)
 @click.pass_obj
-def exec_(obj, targets, wait: bool, as_json: bool, cancel_on_interrupt: bool,
+def exec_(obj, targets, wait: bool, stream: bool, as_json: bool, cancel_on_interrupt: bool,
           allow_offline: bool, job: tuple[str, ...]) -> None:
     """Run one job line ('RUN uptime') on the targets."""
-    _submit(obj, " ".join(job), targets, wait, as_json, cancel_on_interrupt, allow_offline)
+    _submit(obj, " ".join(job), targets, wait, as_json, cancel_on_interrupt, allow_offline,
+            stream)
 
 
 @click.command()
 @TARGET
 @WAIT
+@STREAM
 @CANCEL_ON_INTERRUPT
 @ALLOW_OFFLINE
 @JSON
 @click.argument("files", nargs=-1, required=True)
 @click.pass_obj
-def orchestrate(obj, targets, wait: bool, as_json: bool, cancel_on_interrupt: bool,
-                allow_offline: bool, files: tuple[str, ...]) -> None:
+def orchestrate(obj, targets, wait: bool, stream: bool, as_json: bool,
+                cancel_on_interrupt: bool, allow_offline: bool, files: tuple[str, ...]) -> None:
     """Run Directorfiles or directord-style YAML orchestrations."""
     from pathlib import Path
 
     _submit(obj, [Path(f) for f in files], targets, wait, as_json, cancel_on_interrupt,
-            allow_offline)
+            allow_offline, stream)
 
 
 @click.group(invoke_without_command=True)

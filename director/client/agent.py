@@ -32,11 +32,13 @@ from director.client.runner import ProcessDriver, crashed, kill_leftover
 from director.config import Settings, server_endpoint
 from director.errors import DirectorError
 from director.net import control, transport
+from director.protocol.jobcontrol import MAX_OUTPUT_ITEMS, MAX_OUTPUT_TEXT, Output
 from director.protocol.messages import Result, Results, encode
 from director.trust import keystore
 from director.trust.keyfmt import parse_public_key
 
 log = logging.getLogger("director.client")
+STREAM_DELAY = 0.05  # streamed lines wait at most this long to share a message
 DRAIN = 1000   # server messages read per wake-up at most (then the rest of the loop runs)
 
 
@@ -94,6 +96,8 @@ class Agent:
             self._recover()
             while not self._stop:
                 due = min(core.next_deadline(), procs.next_deadline(), journal.commit_due())
+                if procs.streamed:
+                    due = min(due, procs.streamed_since + STREAM_DELAY)
                 timeout = max(0.0, due - time.monotonic())
                 events = dict(poller.poll(int(timeout * 1000) + 1))
                 now = time.monotonic()
@@ -111,6 +115,8 @@ class Agent:
                 for job_id, out in procs.tick(now):
                     self._do(core.job_ended(job_id, out, now))
                 self._do(core.tick(now))
+                if procs.streamed and now - procs.streamed_since >= STREAM_DELAY:
+                    self._send_streamed()
                 if procs.gated:  # the spawned jobs' pids are durable, then they may run
                     journal.commit()
                     procs.release()
@@ -119,6 +125,22 @@ class Agent:
         finally:
             self.close()
         return self.exit_code or 0
+
+    def _send_streamed(self) -> None:
+        """Streamed output lines, in order, a few OUTPUT messages at most (best effort:
+        the whole output still comes with the result)."""
+        pieces, self.procs.streamed = self.procs.streamed, []
+        batch: list = []
+        size = 0
+        for piece in pieces:
+            if batch and (len(batch) >= MAX_OUTPUT_ITEMS
+                          or size + len(piece[2]) > MAX_OUTPUT_TEXT):
+                transport.send_msg(self.link.sock, Output(tuple(batch)))
+                batch, size = [], 0
+            batch.append(piece)
+            size += len(piece[2])
+        if batch:
+            transport.send_msg(self.link.sock, Output(tuple(batch)))
 
     def _recover(self) -> None:
         """What a previous run of this agent left: its job process groups are killed
@@ -199,8 +221,11 @@ class Agent:
                         pid, start = procs.last_started
                         journal.started(act.job.job_id, pid, pid, start)
                 elif cls is Send:
-                    if journal.results_dirty and act.msg.__class__ in (Result, Results):
-                        journal.commit()  # a result is journaled before it is sent
+                    if act.msg.__class__ in (Result, Results):
+                        if procs.streamed:  # a job's lines go before its result
+                            self._send_streamed()
+                        if journal.results_dirty:
+                            journal.commit()  # a result is journaled before it is sent
                     transport.send_msg(self.link.sock, act.msg)
                 elif cls is StartCopy:
                     if journal.must_commit:

@@ -26,6 +26,7 @@ from director.protocol.messages import Job
 
 log = logging.getLogger("director.runner")
 FLUSH_EVERY = 0.5     # the job cache is written to disk this often
+STREAM_PIECE = 64 * 1024   # bytes of streamed output in one piece at most
 
 
 class Watcher(Protocol):
@@ -58,11 +59,13 @@ class SelectorWatcher:
 
 
 class _Running:
-    __slots__ = ("job_id", "step", "proc", "watched")
+    __slots__ = ("job_id", "step", "proc", "watched", "stream", "shown")
 
-    def __init__(self, job_id: str, step: Pending, proc: ShellProcess):
+    def __init__(self, job_id: str, step: Pending, proc: ShellProcess, stream: bool = False):
         self.job_id, self.step, self.proc = job_id, step, proc
         self.watched: tuple[int, ...] = ()
+        self.stream = stream          # the operator follows its output as it comes
+        self.shown = [0, 0]           # bytes of stdout, stderr streamed so far
 
 
 Ended = list[tuple[str, Outcome]]
@@ -80,6 +83,9 @@ class ProcessDriver:
         # it (its pid is its process group; the start time tells it from a reused pid)
         self.last_started: tuple[int, float | None] = (0, None)
         self.gated: list[ShellProcess] = []   # spawned, held until their pids are durable
+        # streamed output not sent yet: (job id, "out"/"err", text), oldest first
+        self.streamed: list[tuple[str, str, str]] = []
+        self.streamed_since = 0.0
 
     def next_deadline(self) -> float:
         soon = self.next_flush
@@ -102,7 +108,7 @@ class ProcessDriver:
                 return spawn_failed(step, exc)
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             return crashed(job.job_id, exc)
-        run = _Running(job.job_id, step, proc)
+        run = _Running(job.job_id, step, proc, job.stream)
         self.running.append(run)
         self.gated.append(proc)
         # its spawn time, by our clock (reading /proc/PID/stat here cost ~40 us a job):
@@ -164,10 +170,30 @@ class ProcessDriver:
         return ended
 
     def _step(self, run: _Running, ended: Ended) -> None:
+        if run.stream:
+            self._stream(run, run.proc.done)
         if run.proc.done:
             ended.append((run.job_id, self._ended(run)))
         else:
             self._sync(run)
+
+    def _stream(self, run: _Running, final: bool) -> None:
+        """Whole new lines of a streamed job (all that is left once it ended; a line
+        longer than a piece goes in pieces), for the agent to send in OUTPUT."""
+        for i, (name, buf) in enumerate((("out", run.proc.out), ("err", run.proc.err))):
+            done = run.shown[i]
+            if len(buf) <= done:
+                continue
+            end = len(buf) if final or len(buf) - done > STREAM_PIECE else \
+                buf.rfind(b"\n", done) + 1
+            if end <= done:
+                continue
+            if not self.streamed:
+                self.streamed_since = time.monotonic()
+            for at in range(done, end, STREAM_PIECE):
+                piece = bytes(buf[at:min(end, at + STREAM_PIECE)])
+                self.streamed.append((run.job_id, name, piece.decode("utf-8", "replace")))
+            run.shown[i] = end
 
     def tick(self, now: float) -> Ended:
         """Deadlines and the cache flush; the loop calls it by ``next_deadline``."""

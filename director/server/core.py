@@ -23,6 +23,7 @@ from director.protocol import messages as m
 from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Send, Tick,
                                     Undelivered)
 from director.server.jobs import DEFERRED, JobBook
+from director.server.streaming import on_output
 from director.server.ops import OPS
 from director.server.audit import Audit
 from director.server.peers import Peers
@@ -39,7 +40,7 @@ DISPATCH: dict[Role, frozenset[type]] = {
     Role.STRANGER: frozenset({m.Enroll}),
     Role.PENDING: frozenset({m.Enroll, m.EnrollStatus}),
     Role.NODE: frozenset({m.Enroll, m.EnrollStatus, m.Hello, m.Heartbeat, m.Result,
-                          m.Results, m.ChunkReq}),
+                          m.Results, m.ChunkReq, m.Output}),
 }
 
 
@@ -79,6 +80,7 @@ class ServerCore:
             m.Enroll: self._enroll, m.EnrollStatus: self._enroll_status, m.Hello: self._hello,
             m.Heartbeat: _ignore, m.Result: self._result, m.Results: self._results,
             m.ChunkReq: self._chunk_req,
+            m.Output: lambda key, route, msg, now: on_output(self.jobs, key, msg, now),
         }
 
     # -- driver interface ----------------------------------------------------------

@@ -80,6 +80,7 @@ class JobBook:
         self.unfed = 0                         # their tasks not made yet
         self.stopped_lanes: set[tuple[str, str]] = set()  # (node, lane) failed meanwhile
         self.cancelled_jobs: set[str] = set()      # cancelled, tasks not all final yet
+        self.streams: set[str] = set()             # orchestrations whose output is followed
         self.cancel_sent: dict[str, set[str]] = {}  # node key -> job ids it was told to stop
         self.bodies: dict[str, bytes] = {}         # job id -> encoded JOB body
         self.orch_of: dict[str, str] = {}          # job id -> orchestration id
@@ -169,6 +170,8 @@ class JobBook:
             names = {accepted[n]: n for n in accepted}
             self.waiters[sub.orch] = Waiter(rid, sub.jobs, names, sub.ntasks,
                                             sub.open_counts)
+            if args.get("stream") is True:
+                self.streams.add(sub.orch)
             self.event(rid, "submitted", summary)
             self.pump(now)
             return DEFERRED
@@ -371,6 +374,7 @@ class JobBook:
         w = self.waiters.get(orch)
         if w is not None and w.add(task.node, self.dirty[(task.job_id, task.node)]):
             del self.waiters[orch]
+            self.streams.discard(orch)
             self.reply(w.rid, ok=True, result_json=True, failed=w.failed, data=w.payload())
 
     # -- time -----------------------------------------------------------------------

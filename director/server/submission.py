@@ -78,6 +78,7 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
     if not isinstance(steps, list) or not steps:
         raise DirectorError("nothing to run: no jobs given")
     cli_targets = str_list(args.get("targets", []), "targets")
+    stream = args.get("stream") is True and args.get("wait") is True  # to a waiting CLI
     sub = Submission(orch, keys=accepted, now=now)
     lane_no = seq = 0
     step_targets: list[str] | None = None   # the last target list, and its JSON
@@ -117,7 +118,7 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
                 sub.bodies[job_id] = encode_body(Job(job_id, instr, lane, seq, hash_extra,
                                                      manifest))
             else:  # the common case, assembled from the JSON just made
-                sub.bodies[job_id] = job_body(job_id, instruction, lane, seq)
+                sub.bodies[job_id] = job_body(job_id, instruction, lane, seq, stream)
             if step_targets is not chosen:
                 step_targets, targets_json = chosen, dumps(chosen)
             sub.jobs.append({"id": job_id, "orch": orch, "lane": lane, "seq": seq,
