@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Director benchmarks beside the raw limits of this machine, measured in the same run.
 
-    .venv/bin/python scripts/bench.py [--quick] [--only jobs|latency|transfer|scale]
+    .venv/bin/python scripts/bench.py [--quick] [--only jobs|latency|transfer|stream|scale]
         [--scale-nodes N]
 
 Prints a table and writes BENCHMARKS.md (only the sections of the benchmarks that ran are
@@ -1401,8 +1401,14 @@ def write_md(path: Path, sections: list[Section], facts: dict[str, str], quick: 
 # ----------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------
+def bench_stream(sec: Section, quick: bool) -> None:
+    from bench_stream import bench_stream as run  # scripts/bench_stream.py
+
+    run(sec, quick, Mesh, Row, DIRECTOR, clean_env(), BenchError)
+
+
 BENCHES = {"jobs": bench_jobs, "latency": bench_latency, "transfer": bench_transfer,
-           "scale": bench_scale}
+           "scale": bench_scale, "stream": bench_stream}
 
 
 def _internal(argv: list[str]) -> None:
@@ -1450,7 +1456,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     facts = machine_facts()
     print(f"bench: {facts_line(facts)}", flush=True)
-    names = opts.only or ["jobs", "latency", "transfer"]
+    names = opts.only or ["jobs", "latency", "transfer", "stream"]
     sections: list[Section] = []
     t_all = time.perf_counter()
     failed = False
