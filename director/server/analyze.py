@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from director.errors import DirectorError
 from director.server.cancel import job_ids_for
 
-MAX_TASKS = 200_000   # tasks one analysis reads (more would hold the server's loop)
+MAX_TASKS = 50_000    # tasks one analysis reads (~0.3 s; more would hold the server's loop)
 FAILED = ("failed", "timeout", "lost")
 
 
@@ -47,39 +47,45 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
 
 
 def analyze(named: str, kind: str, rows: Iterable[Any], now: float) -> dict[str, Any]:
+    """``rows``: (job_id, name, status, exec_time, roundtrip_time, sent, finished, created,
+    summary, seq) per task, as ``JobStore.timings`` gives them."""
     jobs: dict[str, dict[str, Any]] = {}
     nodes: dict[str, dict[str, Any]] = {}
     execs, waits, trips = [], [], []
     counts: dict[str, int] = {}
     first = last = None
     still_open = False
-    for r in rows:
-        status = r["status"]
+    for job_id, name, status, exec_time, trip, sent, finished, created, summary, seq in rows:
         counts[status] = counts.get(status, 0) + 1
-        job = jobs.setdefault(r["job_id"], {
-            "id": r["job_id"], "summary": r["summary"], "seq": r["seq"],
-            "created": r["created"], "counts": {}, "execs": [], "waits": [],
-            "last": None, "slowest_node": None, "exec_max": None})
-        node = nodes.setdefault(r["name"], {"counts": {}, "execs": [], "waits": [],
-                                            "trips": [], "first_sent": None, "last": None})
+        job = jobs.get(job_id)
+        if job is None:
+            job = jobs[job_id] = {
+                "id": job_id, "summary": summary, "seq": seq, "created": created,
+                "counts": {}, "execs": [], "waits": [], "last": None, "slowest_node": None,
+                "exec_max": None}
+        node = nodes.get(name)
+        if node is None:
+            node = nodes[name] = {"counts": {}, "execs": [], "waits": [], "trips": [],
+                                  "first_sent": None, "last": None}
         job["counts"][status] = job["counts"].get(status, 0) + 1
         node["counts"][status] = node["counts"].get(status, 0) + 1
-        first = _min(first, r["created"])
+        if first is None or created < first:
+            first = created
         if status in ("queued", "running"):
             still_open = True
-        exec_time, trip = _num(r["exec_time"]), _num(r["roundtrip_time"])
-        sent, finished = _num(r["sent"]), _num(r["finished"])
+        exec_time, trip = _num(exec_time), _num(trip)
+        sent, finished = _num(sent), _num(finished)
         if exec_time is not None:
             execs.append(exec_time)
             job["execs"].append(exec_time)
             node["execs"].append(exec_time)
             if job["exec_max"] is None or exec_time > job["exec_max"]:
-                job["exec_max"], job["slowest_node"] = exec_time, r["name"]
+                job["exec_max"], job["slowest_node"] = exec_time, name
         if trip is not None:
             trips.append(trip)
             node["trips"].append(trip)
         if sent is not None:
-            wait = max(0.0, sent - r["created"])
+            wait = max(0.0, sent - created)
             waits.append(wait)
             job["waits"].append(wait)
             node["waits"].append(wait)

@@ -13,9 +13,7 @@ from director.server.analyze import analyze, stats
 
 def row(job, name, status="success", exec_time=1.0, trip=1.5, sent=10.0, finished=12.0,
         created=9.0, seq=0):
-    return {"job_id": job, "name": name, "status": status, "exec_time": exec_time,
-            "roundtrip_time": trip, "sent": sent, "finished": finished, "created": created,
-            "summary": f"RUN {job}", "seq": seq}
+    return (job, name, status, exec_time, trip, sent, finished, created, f"RUN {job}", seq)
 
 
 def test_stats_nearest_rank_p95_and_median():
