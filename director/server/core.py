@@ -248,6 +248,12 @@ class ServerCore:
     def connection_closed(self, fd: int, now: float) -> None:
         """The socket monitor saw the connection on ``fd`` close."""
         for key in self.peers.closed(fd):
+            peer = self.peers.get(key)
+            if peer is not None and peer.silent:  # offline already: now it is gone
+                self.peers.forget(key)
+                log.info("node %s went offline (its connection closed)", self.who(key))
+                self.jobs.node_lost(key, now)
+                continue
             log.info("connection of %s closed; waiting for it to come back", self.who(key))
 
     def cut_off(self, key: str, state: str, now: float) -> None:
@@ -282,7 +288,11 @@ class ServerCore:
         self.retention.step(now, self.jobs.open)
 
     def tick(self, now: float) -> None:
-        for key in self.peers.expired(now):
+        gone, silent = self.peers.expired(now)
+        for key in silent:  # its connection is up: its work waits for its next word
+            log.info("node %s went offline (silent; its connection is up, its jobs wait)",
+                     self.who(key))
+        for key in gone:
             if self.keys.state(key) == "accepted":
                 log.info("node %s went offline", self.who(key))
             self.jobs.node_lost(key, now)

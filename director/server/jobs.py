@@ -387,8 +387,8 @@ class JobBook:
     def tick(self, now: float) -> None:
         self.flush(FLUSH_ROWS)
         for node in self.sched.nodes():  # nodes with work only; online ones cost a lookup
-            if self.peers.online(node, now):
-                continue
+            if self.peers.online(node, now) or self.peers.connected(node):
+                continue  # a node whose connection is up loses nothing: its work waits
             since = self.sched.queued_since(node)
             if since is not None and now - since > self.node_expiry:
                 self.node_lost(node, now)

@@ -35,6 +35,7 @@ class Peer:
     hello: bool = False  # an agent said HELLO (an enroll-only connection is not online)
     fd: int = -1         # the server-side socket of ``route`` (to notice it closing)
     written: float = float("-inf")  # when its last-seen row was last queued for writing
+    silent: bool = False  # offline past its expiry, but its connection is still up
 
 
 class Peers:
@@ -84,6 +85,7 @@ class Peers:
             peer.address = address
             peer.written = float("-inf")
         if node:
+            peer.silent = False
             if mtype in AGENT_TRAFFIC and not peer.hello:
                 peer.hello = moved = True  # heard from, connection alive: online again
             if now - peer.written >= SEEN_EVERY:
@@ -108,27 +110,42 @@ class Peers:
         self._quiet.pop(key, None)
         return self.by_key.pop(key, None)
 
-    def expired(self, now: float) -> list[str]:
-        """Keys silent for longer than the expiry: forgotten and returned (their last
-        word queued for writing).  Only the oldest are looked at."""
+    def expired(self, now: float) -> tuple[list[str], list[str]]:
+        """Keys silent for longer than the expiry: (gone: forgotten, their last word
+        queued for writing; silent: nodes that were online and whose connection is still
+        up -- offline now, but kept, with their work, until they speak again or their
+        connection closes).  Only the oldest are looked at."""
         limit = now - self.expiry
         if self.resumed > limit:
-            return []  # after a stall, everyone gets a full expiry to be heard
+            return [], []  # after a stall, everyone gets a full expiry to be heard
         old = []
         for key in self._quiet:
             peer = self.by_key.get(key)
             if peer is not None and peer.last_seen >= limit:
                 break
             old.append(key)
-        gone = []
+        gone, silent = [], []
         for key in old:
+            peer = self.by_key.get(key)
+            if peer is not None and peer.fd >= 0 and peer.route is not None \
+                    and (peer.hello or peer.silent):
+                if not peer.silent:
+                    peer.hello, peer.silent = False, True
+                    silent.append(key)
+                self._quiet.move_to_end(key)  # looked at again when the others are
+                continue
             del self._quiet[key]
-            peer = self.by_key.pop(key, None)
+            self.by_key.pop(key, None)
             if peer is not None:
                 gone.append(key)
                 if peer.hello:
                     self.mark_dirty(peer)
-        return gone
+        return gone, silent
+
+    def connected(self, key: str) -> bool:
+        """Its connection is up (as far as the socket monitor tells)."""
+        peer = self.by_key.get(key)
+        return peer is not None and peer.route is not None
 
     def take_dirty(self, limit: int = MAX_SEEN_ROWS
                    ) -> dict[str, tuple[float, str | None, str | None]]:

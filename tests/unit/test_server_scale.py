@@ -142,3 +142,35 @@ def test_a_big_submission_is_made_a_slice_per_turn_and_a_failed_lane_stays_cance
     assert [d["results"]["n0"]["status"] for d in docs[1:]] == ["cancelled"] * 3
     assert all(d["results"]["n1"]["status"] in ("queued", "running") for d in docs)
     assert h.ok("server.stats")["tasks_live"] == 12 - 4
+
+
+def test_no_task_is_lost_while_its_node_is_connected(h):
+    key = h.accepted_node("web1")
+    h.core.from_node(b"route-web1", key, None, m.encode(m.Heartbeat(0)), h.now, fd=7)
+    h.core.jobs.sched.window = 1  # one in flight, the other queued
+    _, jobs = submit(h, "RUN first", "RUN second")
+    assert [j.instruction.command for j in jobs] == ["first"]
+    h.tick(31.0)  # silent past its expiry, but the socket monitor says its connection is up
+    h.tick(31.0)
+    assert state(h, "web1") == "offline"
+    assert h.ok("jobs.get", id=jobs[0].job_id)["results"]["web1"]["status"] == "running"
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "queued"
+    assert h.ok("server.stats")["tasks_live"] == 2
+    # its queued heartbeat is read at last: online again, the result counts, work goes on
+    h.core.from_node(b"route-web1", key, None, m.encode(m.Heartbeat(1)), h.now, fd=7)
+    out = h.from_node(key, m.Result(jobs[0].job_id, "success", rc=0), b"route-web1")
+    assert state(h, "web1") == "online"
+    assert [j.instruction.command for j in jobs_in(out)] == ["second"]
+
+
+def test_a_silent_node_whose_connection_closes_is_gone_and_its_tasks_lost(h):
+    key = h.accepted_node("web1")
+    h.core.from_node(b"route-web1", key, None, m.encode(m.Heartbeat(0)), h.now, fd=7)
+    res, _ = submit(h, "RUN sleep 1000")
+    h.tick(31.0)
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
+    h.core.connection_closed(7, h.now)
+    h.tick()
+    doc = h.ok("jobs.get", id="last")
+    assert doc["results"]["web1"]["status"] == "lost"
+    assert h.ok("server.stats")["tasks_live"] == 0
