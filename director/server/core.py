@@ -113,6 +113,12 @@ class ServerCore:
             log.warning("the server did not read its sockets for %.1f s", seconds)
             self.peers.stalled(now)
 
+    def check_stall(self, seconds: float, now: float) -> None:
+        """Before a tick: the iteration so far took ``seconds``; over STALL, what nodes
+        sent meanwhile is unread, so no node expires in this tick for it."""
+        if seconds > STALL:
+            self.peers.stalled(now)
+
     def busy(self) -> bool:
         """More work is due on the next loop turn: the driver polls without waiting."""
         return self.jobs.busy() or self.retention.busy()

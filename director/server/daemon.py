@@ -128,6 +128,7 @@ class Server:
                     conns.recount(count)
                 next_count = mono + RECOUNT
             if mono >= next_tick:
+                core.check_stall(mono - began, time.time())  # a long step: nobody expires
                 self._step(core.tick)
                 self._step(lambda now: core.handshakes_refused(self.gate.denied, now))
                 next_tick = time.monotonic() + TICK

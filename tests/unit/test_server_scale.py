@@ -174,3 +174,13 @@ def test_a_silent_node_whose_connection_closes_is_gone_and_its_tasks_lost(h):
     doc = h.ok("jobs.get", id="last")
     assert doc["results"]["web1"]["status"] == "lost"
     assert h.ok("server.stats")["tasks_live"] == 0
+
+
+def test_a_long_step_in_the_same_turn_as_the_tick_expires_nobody(h):
+    h.accepted_node("web1")
+    submit(h, "RUN sleep 1000")
+    h.now += 40.0                     # one step of this loop turn took 40 s ...
+    h.core.check_stall(40.0, h.now)   # ... and the driver says so before the tick
+    h.tick(0.0)
+    assert state(h, "web1") == "online"
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
