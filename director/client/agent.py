@@ -27,7 +27,8 @@ from director.client.copying import CopyDriver
 from director.client.core import AgentCore
 from director.client.journal import open_journal
 from director.client.link import Link
-from director.jobs.nodestate import JobCache, NodeState
+from director.jobs.nodestate import JobCache
+from director.jobs.scopes import Scopes
 from director.client.runner import ProcessDriver, crashed, kill_leftover
 from director.config import Settings, server_endpoint
 from director.errors import DirectorError
@@ -74,7 +75,7 @@ class Agent:
         self.core.link.where = f"the server at {self.endpoint}"
         self.poller = zmq.Poller()
         watcher = _PollerWatcher(self.poller)
-        self.state = NodeState(self.home)
+        self.state = Scopes(self.home)  # ARG/ENV/WORKDIR per submission
         self.cache = JobCache(self.home / "jobcache.db")
         self.procs = ProcessDriver(self.state, self.cache, watcher)
         connect = partial(transport.client_socket, self.ctx, self.pair, server_key,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from director.jobs.nodestate import JobCache, NodeState
+from director.jobs.scopes import state_for
 from director.errors import DirectorError, ProtocolError
 from director.jobs.dsl import Instruction
 from director.jobs.executor import Outcome, execute
@@ -63,7 +64,8 @@ class CopyDriver:
 
     def _copy(self, job: M.Job) -> None:
         try:
-            out = execute(job.instruction, self.state, self.cache, hash_extra=job.hash_extra,
+            out = execute(job.instruction, state_for(self.state, job.lane), self.cache,
+                          hash_extra=job.hash_extra,
                           copier=lambda res, wd: self.copier.run(job.job_id, res, wd,
                                                                  job.manifest))
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down

@@ -16,9 +16,10 @@ import os
 import selectors
 import signal
 import time
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 from director.jobs.nodestate import JobCache, NodeState
+from director.jobs.scopes import state_for
 from director.jobs.executor import Outcome, Pending, begin, conclude, spawn_failed
 from director.client.journal import proc_pgid, proc_started_at
 from director.jobs.shell import ShellProcess, kill_running
@@ -59,10 +60,11 @@ class SelectorWatcher:
 
 
 class _Running:
-    __slots__ = ("job_id", "step", "proc", "watched", "stream", "shown")
+    __slots__ = ("job_id", "step", "proc", "watched", "stream", "shown", "state")
 
-    def __init__(self, job_id: str, step: Pending, proc: ShellProcess, stream: bool = False):
-        self.job_id, self.step, self.proc = job_id, step, proc
+    def __init__(self, job_id: str, step: Pending, proc: ShellProcess, stream: bool,
+                 state: Any):
+        self.job_id, self.step, self.proc, self.state = job_id, step, proc, state
         self.watched: tuple[int, ...] = ()
         self.stream = stream          # the operator follows its output as it comes
         self.shown = [0, 0]           # bytes of stdout, stderr streamed so far
@@ -98,7 +100,8 @@ class ProcessDriver:
     def start(self, job: Job) -> Outcome | None:
         """Begin ``job``: its Outcome if it ended at once, None if a process now runs."""
         try:
-            step = begin(job.instruction, self.state, self.cache, hash_extra=job.hash_extra)
+            state = state_for(self.state, job.lane)  # its submission's ARG/ENV/WORKDIR
+            step = begin(job.instruction, state, self.cache, hash_extra=job.hash_extra)
             if not isinstance(step, Pending):
                 return step
             try:
@@ -108,7 +111,7 @@ class ProcessDriver:
                 return spawn_failed(step, exc)
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             return crashed(job.job_id, exc)
-        run = _Running(job.job_id, step, proc, job.stream)
+        run = _Running(job.job_id, step, proc, job.stream, state)
         self.running.append(run)
         self.gated.append(proc)
         # its spawn time, by our clock (reading /proc/PID/stat here cost ~40 us a job):
@@ -215,7 +218,7 @@ class ProcessDriver:
         run.watched = ()
         self.running.remove(run)
         try:
-            return conclude(run.step, run.proc.result(), self.state, self.cache)
+            return conclude(run.step, run.proc.result(), run.state, self.cache)
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             return crashed(run.job_id, exc)
 

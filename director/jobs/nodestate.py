@@ -31,8 +31,8 @@ class NodeState:
     are text, except CACHEFILE's, which may be numbers, lists and mappings.
     """
 
-    def __init__(self, home: Path):
-        self.path = home / "state.json"
+    def __init__(self, home: Path, path: Path | None = None):
+        self.path = path or home / "state.json"
         self.default_workdir = str(home / "work")
         self.lock = threading.Lock()
         self.args: dict[str, str] = {}

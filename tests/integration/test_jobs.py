@@ -1,8 +1,8 @@
 """Jobs end to end: exec, orchestrate, jobs, job, with a real server and real clients.
 
 Most tests share one mesh (server + web1, web2, db1) for speed; each uses unique
-commands and marker files so the node caches and persisted ARG/ENV never make one
-test depend on another.  Tests that kill or restart processes get their own mesh.
+commands and marker files so the node caches never make one test depend on another
+(ARG/ENV/WORKDIR live for one submission only).  Tests that kill or restart processes get their own mesh.
 """
 
 from __future__ import annotations
@@ -407,13 +407,17 @@ def test_run_once_runs_on_exactly_one_node(grid):
 def test_stdout_arg_feeds_later_jobs(grid):
     tag = uid()
     name = f"VAL_{tag}"
-    doc = exec_wait(grid, f"RUN --stdout-arg {name} --skip-cache echo '  v-{tag}  '", "web2")
-    assert doc["results"]["web2"]["stdout"] == f"  v-{tag}  \n"
-    doc = exec_wait(grid, f"RUN echo got-${{{name}}}-{{{{ {name} }}}}", "web2")
-    assert doc["results"]["web2"]["stdout"] == f"got-v-{tag}-v-{tag}\n"
-    # Another node never stored it: the shell sees an unset variable.
-    doc = exec_wait(grid, f"RUN echo got-${{{name}}}", "db1")
-    assert doc["results"]["db1"]["stdout"] == "got-\n"
+    f = grid.root / f"stdout-arg-{tag}"
+    f.write_text(f"RUN --stdout-arg {name} --skip-cache echo '  v-{tag}  '\n"
+                 f"RUN echo got-${{{name}}}-{{{{ {name} }}}}\n")
+    docs = orchestrate(grid, f, "--target", "web2")
+    assert docs[0]["results"]["web2"]["stdout"] == f"  v-{tag}  \n"
+    assert docs[1]["results"]["web2"]["stdout"] == f"got-v-{tag}-v-{tag}\n"
+    # It lives for that submission only, and another node never stored it: the shell
+    # sees an unset variable.
+    for node in ("web2", "db1"):
+        doc = exec_wait(grid, f"RUN echo got-${{{name}}}", node)
+        assert doc["results"][node]["stdout"] == "got-\n"
 
 
 def test_env_shows_in_run_output(grid):
@@ -422,9 +426,11 @@ def test_env_shows_in_run_output(grid):
     f.write_text(f"ENV MY_VAR_{tag}=value-{tag}\nRUN echo \"env=$MY_VAR_{tag}\"\n")
     docs = orchestrate(grid, f, "--target", "db1")
     assert docs[-1]["results"]["db1"]["stdout"] == f"env=value-{tag}\n"
-    # ENV persists on the node for later jobs.
-    doc = exec_wait(grid, f"RUN env | grep ^MY_VAR_{tag}=", "db1")
-    assert doc["results"]["db1"]["stdout"] == f"MY_VAR_{tag}=value-{tag}\n"
+    # ENV (like ARG and WORKDIR) lives for the rest of its submission only: a later
+    # exec starts from the node's defaults.
+    doc = exec_wait(grid, f"RUN env | grep -c ^MY_VAR_{tag}= || true; pwd", "db1")
+    work = doc["results"]["db1"]["stdout"].splitlines()
+    assert work[0] == "0" and work[1].endswith("/work"), work
 
 
 def test_copy_is_refused_cleanly_or_runs(grid):

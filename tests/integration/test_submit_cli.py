@@ -101,3 +101,17 @@ def test_a_target_not_online_is_refused_unless_allowed(mesh):
     mesh.client("db1")
     mesh.wait_for(lambda: mesh.json("job", job_id)["status"] == "success", timeout=15,
                   what="the queued job to run once db1 is back")
+
+
+def test_arg_env_workdir_live_for_one_submission(mesh, tmp_path):
+    mesh.server()
+    mesh.add_node("web1")
+    plan = tmp_path / "plan"
+    plan.write_text("WORKDIR deploy-here\nENV STAGE=prod\nRUN pwd; echo $STAGE\n")
+    docs = mesh.json("orchestrate", "--wait", str(plan))
+    out = docs[-1]["results"]["web1"]["stdout"].splitlines()
+    assert out[0].endswith("/deploy-here") and out[1] == "prod"
+    # an ad-hoc exec later starts from the node's defaults, not the orchestration's
+    doc = mesh.json("exec", "--wait", "RUN pwd; echo \"stage=${STAGE:-none}\"")[0]
+    out = doc["results"]["web1"]["stdout"].splitlines()
+    assert out[0].endswith("/work") and out[1] == "stage=none"

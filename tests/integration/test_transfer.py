@@ -1,8 +1,9 @@
 """COPY end to end: a real server (64 KiB chunks) and two real clients.
 
 One mesh is shared by the module for speed.  Each node gets its own destination
-root through a per-node ARG (``${D}``), so every COPY below fans out to both
-nodes at once without the two (same-machine) nodes writing the same paths.
+root through a per-node ARG (``${D}``, set by ``copy`` in the same submission: ARG
+values live for one submission), so every COPY below fans out to both nodes at once
+without the two (same-machine) nodes writing the same paths.
 Every test uses fresh random content, so chunks one test left in a node's
 content store never make another test's byte counts wrong.
 """
@@ -54,11 +55,7 @@ def env():
         m.server(chunk_size=CHUNK, node_expiry=15)
         for name in NODES:
             m.add_node(name)
-        e = Env(m, root)
-        for name in NODES:
-            doc = exec_wait(m, f"ARG D={e.dest[name]}", name)
-            assert doc["status"] == "success", doc
-        yield e
+        yield Env(m, root)
     finally:
         problems = m.close()
         logs = m.logs()
@@ -83,9 +80,27 @@ def exec_wait(m, line: str, *targets: str, expect_rc: int = 0, cwd=None) -> dict
     return docs[0]
 
 
-def copy(e: Env, line: str, *targets: str, expect_rc: int = 0, cwd=None) -> dict:
-    """Run a COPY line on ``targets`` (default both); {node: transfer} for successes."""
-    doc = exec_wait(e.m, line, *targets, expect_rc=expect_rc, cwd=cwd)
+def copy(e: Env, line: str, *targets: str, expect_rc: int = 0, cwd=None,
+         node_args: dict[str, dict[str, str]] | None = None) -> dict:
+    """Run a COPY line on ``targets`` (default both), after each node's ``ARG D`` (and
+    ``node_args``) in the same orchestration, written in ``cwd`` (so relative sources
+    resolve there, as an ``exec``'s would); the COPY's job document."""
+    names = targets or NODES
+    steps = []
+    for name in names:
+        values = {"D": str(e.dest[name]), **(node_args or {}).get(name, {})}
+        steps.append({"targets": [name], "jobs": [{"ARG": f"{k} {v}"} for k, v in values.items()]})
+    verb, args = line.split(" ", 1)
+    steps.append({"targets": list(names), "jobs": [{verb: args}]})
+    where = Path(cwd or e.m.root)
+    plan = where / f".copy-{uid()}.yaml"
+    plan.write_text(json.dumps(steps))
+    try:
+        cp = e.m.cli("orchestrate", "--wait", "--json", str(plan), cwd=where, timeout=60)
+    finally:
+        plan.unlink()
+    assert cp.returncode == expect_rc, (cp.returncode, cp.stdout, cp.stderr)
+    doc = json.loads(cp.stdout)[-1]
     assert doc["verb"] in ("COPY", "ADD"), doc
     assert set(doc["results"]) == set(targets or NODES), doc["results"].keys()
     if expect_rc == 0:
@@ -389,10 +404,9 @@ def test_missing_source_fails_before_anything_is_sent(env):
 def test_arg_substitution_in_dest(env):
     tag = uid()
     src = write(env.src / tag / "f.txt", rand(300))
-    for name in NODES:
-        exec_wait(env.m, f"ARG OUT_{tag}={env.dest[name]}/{tag}/by-arg", name)
-    copy(env, f"COPY {src} ${{OUT_{tag}}}/")
-    copy(env, f"COPY {src} {{{{ OUT_{tag} }}}}/braces.txt")
+    out = {name: {f"OUT_{tag}": f"{env.dest[name]}/{tag}/by-arg"} for name in NODES}
+    copy(env, f"COPY {src} ${{OUT_{tag}}}/", node_args=out)
+    copy(env, f"COPY {src} {{{{ OUT_{tag} }}}}/braces.txt", node_args=out)
     for name in NODES:
         out = env.dest[name] / tag / "by-arg"
         assert digest(out / "f.txt") == digest(src)
@@ -417,7 +431,7 @@ def test_node_cannot_fetch_chunks_of_another_nodes_job(env):
     b = m.clients["b"]
     b.signal(signal.SIGSTOP)
     try:
-        cp = m.cli("exec", "--target", "b", f"COPY {src} ${{D}}/{tag}/")
+        cp = m.cli("exec", "--target", "b", f"COPY {src} {env.dest['b']}/{tag}/")
         assert cp.returncode == 0, cp.stderr
         job = cp.stdout.strip()
         m.wait_for(lambda: m.json("job", job)["results"]["b"]["status"] == "running",
@@ -505,7 +519,7 @@ def test_source_changed_while_in_flight_fails_cleanly(env):
     b = m.clients["b"]
     b.signal(signal.SIGSTOP)
     try:
-        cp = m.cli("exec", "--target", "b", f"COPY {src} ${{D}}/{tag}/")
+        cp = m.cli("exec", "--target", "b", f"COPY {src} {env.dest['b']}/{tag}/")
         assert cp.returncode == 0, cp.stderr
         job = cp.stdout.strip()
         write(src, rand(2 * CHUNK))  # same size, new content, after submission
