@@ -13,7 +13,7 @@ log = logging.getLogger("director.client")
 # a peer that closes every handshake this many times, over at least this long, is not
 # the pinned server (a server merely down or slow never closes handshakes quickly)
 MISMATCH_TRIES = 20
-MISMATCH_SPAN = 30.0
+MISMATCH_SPAN = 15.0
 
 
 class LinkState:
