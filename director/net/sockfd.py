@@ -15,17 +15,29 @@ import socket
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def peer_of(fd: int) -> tuple[str, int] | None:
-    """(ip, port) of the TCP connection on ``fd``, or None if it is not one (any more)."""
+def _borrowed(fd: int) -> socket.socket | None:
+    """A socket object over a duplicate of ``fd`` (close it), or None."""
     try:
         dup = os.dup(fd)
     except OSError:
         return None
     try:
-        with socket.socket(fileno=dup) as sock:
-            name = sock.getpeername()
+        return socket.socket(fileno=dup)
     except (OSError, ValueError):
+        os.close(dup)
         return None
+
+
+def peer_of(fd: int) -> tuple[str, int] | None:
+    """(ip, port) of the TCP connection on ``fd``, or None if it is not one (any more)."""
+    sock = _borrowed(fd)
+    if sock is None:
+        return None
+    with sock:
+        try:
+            name = sock.getpeername()
+        except OSError:
+            return None
     if not isinstance(name, tuple) or len(name) < 2:
         return None
     return str(name[0]), int(name[1])
@@ -33,19 +45,17 @@ def peer_of(fd: int) -> tuple[str, int] | None:
 
 def cut(fd: int, peer: tuple[str, int]) -> bool:
     """End the connection on ``fd`` if it still is the one to ``peer``."""
-    try:
-        dup = os.dup(fd)
-    except OSError:
+    sock = _borrowed(fd)
+    if sock is None:
         return False
-    try:
-        with socket.socket(fileno=dup) as sock:
-            name = sock.getpeername()
-            if tuple(name[:2]) != peer:
+    with sock:
+        try:
+            if tuple(sock.getpeername()[:2]) != peer:
                 return False
             sock.shutdown(socket.SHUT_RDWR)
             return True
-    except (OSError, ValueError):
-        return False
+        except OSError:
+            return False
 
 
 class ResidentSize:

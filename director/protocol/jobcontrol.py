@@ -14,6 +14,14 @@ MAX_OUTPUT_ITEMS = 256             # pieces of streamed output in one OUTPUT
 MAX_OUTPUT_TEXT = 256 * 1024       # characters of streamed output in one OUTPUT
 
 
+def job_ids(mtype: str, body: dict) -> tuple[str, ...]:
+    """The ``job_ids`` field of an ACK or a CANCEL: at most MAX_ACK job ids."""
+    ids = F.array(mtype, body, "job_ids", MAX_ACK)
+    if not all(i.__class__ is str and F.JOB_ID_RE.fullmatch(i) for i in ids):
+        raise F.fail(mtype, "job_ids", "must hold job ids")
+    return tuple(ids)
+
+
 @dataclass(frozen=True)
 class Cancel(Msg):
     """The operator cancelled these jobs: queued ones end unstarted, running ones are
@@ -28,10 +36,7 @@ class Cancel(Msg):
 
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Cancel:
-        ids = F.array(cls.TYPE, b, "job_ids", MAX_ACK)
-        if not all(i.__class__ is str and F.JOB_ID_RE.fullmatch(i) for i in ids):
-            raise F.fail(cls.TYPE, "job_ids", "must hold job ids")
-        return cls(tuple(ids))
+        return cls(job_ids(cls.TYPE, b))
 
 
 @dataclass(frozen=True)

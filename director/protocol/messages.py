@@ -17,7 +17,7 @@ from director.jobs.dsl import Instruction
 from director.protocol import fields as F
 from director.protocol.base import Msg, checked, encode
 from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX, Chunk, ChunkErr, ChunkReq
-from director.protocol.jobcontrol import MAX_ACK, Cancel, Output
+from director.protocol.jobcontrol import MAX_ACK, Cancel, Output, job_ids
 from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
 from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
 from director.transfer.manifest import Manifest
@@ -291,10 +291,7 @@ class Ack(Msg):
 
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Ack:
-        ids = F.array(cls.TYPE, b, "job_ids", MAX_ACK)
-        if not all(i.__class__ is str and F.JOB_ID_RE.fullmatch(i) for i in ids):
-            raise F.fail(cls.TYPE, "job_ids", "must hold job ids")
-        return cls(tuple(ids))
+        return cls(job_ids(cls.TYPE, b))
 
 
 @dataclass(frozen=True)
@@ -347,4 +344,4 @@ def encode_body(msg: Msg) -> bytes:
 
 __all__ = ["TYPES", "Msg", "decode", "encode", "encode_body", "batch", "job_body",
            *(c.__name__ for c in TYPES.values()), "Batch", "Transfer",
-           "MAX_CHUNK_REQ", "MAX_INDEX"]
+           "MAX_ACK", "MAX_CHUNK_REQ", "MAX_INDEX"]

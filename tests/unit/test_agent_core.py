@@ -111,14 +111,17 @@ def test_a_silent_failure_or_a_good_handshake_resets_the_count():
     from director.client.linkstate import MISMATCH_SPAN, MISMATCH_TRIES
 
     c = new()
+    step = MISMATCH_SPAN / (MISMATCH_TRIES + 2)      # many closes, within the span
     for i in range(MISMATCH_TRIES):
-        c.handshake_failed(float(i), quick=True)
+        c.handshake_failed(i * step, quick=True)
     c.handshake_failed(MISMATCH_SPAN, quick=False)   # nothing answered: a server down
-    assert c.handshake_failed(MISMATCH_SPAN + 1, quick=True) == []
-    c.link_up(MISMATCH_SPAN + 2)
+    assert c.handshake_failed(MISMATCH_SPAN + 1, quick=True) == []   # counting anew
+    for i in range(MISMATCH_TRIES):
+        c.handshake_failed(MISMATCH_SPAN + 2 + i * step, quick=True)
+    c.link_up(MISMATCH_SPAN * 2 + 3)                 # a good handshake
     for i in range(MISMATCH_TRIES):
         assert not any(isinstance(a, Stop) for a in
-                       c.handshake_failed(MISMATCH_SPAN * 3 + i, quick=True))
+                       c.handshake_failed(MISMATCH_SPAN * 3 + i * step, quick=True))
     assert c.stopped is None
 
 
