@@ -35,6 +35,10 @@ def test_a_silent_node_whose_connection_lives_is_online_again_when_it_speaks(mes
     mesh.wait_for(lambda: mesh.is_online("quiet"), 5, "quiet online")
     # no word from it past the expiry; its connection stays up (ZMTP heartbeats)
     mesh.wait_for(lambda: not mesh.is_online("quiet"), 10, "quiet offline after expiry")
+    # ... and the server's tick has seen it (online() is read from the clock at once; the
+    # expiry is acted on by the next tick, which a loaded machine may run a little later)
+    mesh.wait_for(lambda: "went offline (silent" in mesh.server_proc.log(), 10,
+                  "the server's expiry of quiet")
     # one heartbeat on that same connection, and no HELLO: online again
     peer.send(encode(M.Heartbeat(0)))
     mesh.wait_for(lambda: mesh.is_online("quiet"), 5, "quiet online again")
