@@ -13,26 +13,22 @@ once.  A node that vanishes ends its jobs as ``lost``, never as success.
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 from collections import deque
 from typing import Any, Callable, Iterator
 
 from cachetools import LRUCache
 
-from director.errors import DirectorError, ProtocolError, StorageError
-from director.jobs import verbs
-from director.jobs.dsl import Instruction
+from director.errors import DirectorError, StorageError
 from director.protocol.frames import MAX_BATCH, batch
-from director.protocol.messages import (MAX_ACK, Ack, ChunkErr, ChunkReq, CtlEvent, CtlReply,
-                                       Result, encode, job_body)
+from director.protocol.messages import CtlEvent, CtlReply, Result, encode
 from director.server import submission
-from director.server.cancel import BEFORE_SENT, cancel, send_cancels
-from director.server.events import BuildManifests, Reply, Send, ServeChunk
+from director.server.cancel import BEFORE_SENT, send_cancels
+from director.server.events import BuildManifests, Reply, Send
+from director.server.jobqueries import JobQueries
+from director.server.jobwrites import JobWrites
 from director.server.peers import Peers
-from director.server.rows import (NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, SERVER_RESTARTED,
-                                  blank, result_fields)
+from director.server.rows import NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, blank, result_fields
 from director.server.scheduler import Scheduler, Task
 from director.server.waiters import Waiter
 
@@ -62,7 +58,7 @@ class Feed:
         self.pending: tuple[list, list] | None = None   # a slice the store refused
 
 
-class JobBook:
+class JobBook(JobWrites, JobQueries):
     def __init__(self, store: Any, peers: Peers, name_of: Callable[[str], str], out: list,
                  node_expiry: float, now: float, new_id: Callable[[], str],
                  peer_log: Callable[..., None] | None = None):
@@ -395,145 +391,3 @@ class JobBook:
         for task in self.sched.overdue(now, GRACE):
             self._final(task, {"status": "lost", "error": NO_ANSWER}, now)
         self._progress(now, force=True)
-
-    def flush(self, limit: int | None = None) -> bool:
-        """Write changed result rows (the oldest ``limit`` of them, or all), then ack
-        what is committed; on a storage failure keep both for the next try.  True
-        when nothing is left to write."""
-        if not self.dirty:
-            self._send_acks()  # repeats of results committed before
-            return True
-        if limit is None or len(self.dirty) <= limit:
-            keys, rows = None, list(self.dirty.values())
-        else:
-            keys = list(itertools.islice(self.dirty, limit))
-            rows = [self.dirty[k] for k in keys]
-        try:
-            self.store.update_results(rows)
-        except StorageError as exc:
-            self._storage_failed(exc)
-            return False
-        if keys is None:
-            keys = list(self.dirty)
-            self.dirty = {}
-        else:
-            for k in keys:
-                del self.dirty[k]
-        if self.ack_wait:
-            for k in keys:
-                if k in self.ack_wait:
-                    self.ack_wait.discard(k)
-                    self.to_ack.setdefault(k[1], []).append(k[0])
-        if self.storage_error is not None:
-            log.warning("server storage works again; results written")
-            self.storage_error = None
-        self._send_acks()
-        return not self.dirty
-
-    def _send_acks(self) -> None:
-        """Acknowledge results now committed, so their nodes may forget them."""
-        acks, self.to_ack = self.to_ack, {}
-        for key, ids in acks.items():
-            route = self.peers.route(key)
-            if route is None:
-                continue  # gone: it resends after reconnecting, and is acked then
-            for i in range(0, len(ids), MAX_ACK):
-                self.out.append(Send(route, encode(Ack(tuple(ids[i:i + MAX_ACK]))), key))
-
-    def _storage_failed(self, exc: StorageError) -> None:
-        if self.storage_error is None:  # logged once per outage
-            log.error("server storage failed (%s): results kept in memory, retrying", exc)
-        self.storage_error = str(exc)
-
-    def _reload(self, now: float) -> None:
-        """After a restart: queued and in-flight results continue where they were."""
-        lost = []
-        for r in self.store.open_results():
-            try:
-                instr = Instruction.from_dict(json.loads(r["instruction"]))
-            except (ProtocolError, ValueError):
-                instr = None
-            if instr is None or verbs.spec(instr.verb).transfers:  # its manifest died with
-                lost.append({**blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
-                             "status": "lost", "finished": now,  # the old process
-                             "error": SERVER_RESTARTED})
-                continue
-            self.bodies[r["job_id"]] = job_body(r["job_id"], r["instruction"], r["lane"],
-                                                r["seq"])
-            self.orch_of[r["job_id"]] = r["orch"]
-            self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
-            self.sched.add(Task(r["job_id"], r["node"], r["lane"], r["seq"],
-                                instr.options.timeout, status=r["status"],
-                                queued_at=now, sent_at=r["sent"] or now))
-        self.store.update_results(lost)
-
-    # -- transfers ----------------------------------------------------------------------
-    def serve_chunks(self, key: str, route: bytes, req: ChunkReq, now: float) -> None:
-        """Chunks of a manifest this node was sent, for a job in flight there; the
-        driver reads them (the server never opens a path a node names)."""
-        copy = self.copies.get(req.job_id)
-        if copy is None or not self.sched.in_flight(key, req.job_id):
-            # a node the server gave up on (silent past its expiry) that is back and
-            # still pulling proves it is alive: it may finish, and its result replaces
-            # 'lost'; anything else is refused, with a word so it stops at once
-            copy = self.lost_copies.get(req.job_id)
-            if copy is None or self.finals.get((req.job_id, key)) is not True:
-                self.peer_log(logging.WARNING, key, "foreign_chunks", now,
-                              "refused chunk request for job %s from %s", req.job_id,
-                              self.name_of(key))
-                self.out.append(Send(route, encode(ChunkErr(
-                    req.job_id, -1, -1, "this job is not in flight on this node"))))
-                return
-        manifest, paths, vouched = copy
-        w = self.waiters.get(self.orch_of.get(req.job_id, ""))
-        for f, c in dict.fromkeys(req.chunks):  # each chunk once per request
-            if f >= len(manifest.files):
-                self.out.append(Send(route, encode(ChunkErr(req.job_id, -1, -1,
-                                                            "bad chunk request"))))
-                return
-            entry = manifest.files[f]
-            self.out.append(ServeChunk(route, req.job_id, f, c, paths[f], entry,
-                                       manifest.chunk_size, vouched))
-            if w is not None and c * manifest.chunk_size < entry.size:
-                w.bytes_sent += min(manifest.chunk_size, entry.size - c * manifest.chunk_size)
-
-    def cancel(self, args: dict, now: float) -> dict:
-        """``jobs.cancel`` (cancel.py); what it decided is written at once."""
-        done = cancel(self, args, now)
-        self.flush()
-        return done
-
-    # -- queries ------------------------------------------------------------------------
-    def stats(self) -> dict:
-        return {"tasks_live": self.live_tasks(), "tasks_cap": self.max_live, "jobs_open": len(self.open),
-                "results_unwritten": len(self.dirty), "waiters": len(self.waiters)}
-
-    def docs(self, job_ids: list[str]) -> list[dict]:
-        from director.server.jobviews import job_doc
-
-        results = self.store.results(job_ids)
-        rows = self.store.jobs_by_ids(job_ids)
-        return [job_doc(rows[j], results[j]) for j in job_ids if j in rows]
-
-    def get(self, args: dict) -> dict:
-        self.flush()
-        row = self.store.job(str(args.get("id", "")))
-        if row is None:
-            raise DirectorError(f"no job '{args.get('id')}' (see: director jobs)")
-        doc = self.docs([row["id"]])[0]
-        link = self.store.retry_of(row["orch"])
-        if link:
-            doc["retry_of"] = link
-        return doc
-
-    def retry(self, rid: bytes, args: dict, now: float) -> Any:
-        """``jobs.retry`` (retry.py): a new submission, answered as one."""
-        from director.server.retry import retry
-
-        return retry(self, rid, args, now)
-
-    def listing(self, args: dict, now: float) -> list:
-        from director.server.jobviews import list_op
-
-        self.flush()
-        return list_op(self.store, args, now)

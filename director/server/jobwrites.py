@@ -1,0 +1,98 @@
+"""JobBook's writes: result rows in slices, acks after each row's commit, what a
+failing store does, and what a restart reloads (a mixin of JobBook; part of the core:
+storage goes through the store seam, a failing store is contained here)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+
+from director.errors import ProtocolError, StorageError
+from director.jobs import verbs
+from director.jobs.dsl import Instruction
+from director.protocol.messages import MAX_ACK, Ack, encode, job_body
+from director.server.events import Send
+from director.server.rows import SERVER_RESTARTED, blank
+from director.server.scheduler import Task
+
+log = logging.getLogger("director.jobs")
+
+
+class JobWrites:
+    """Needs the book's ``store``, ``dirty``, ``ack_wait``, ``to_ack``, ``peers``, ``out``,
+    ``storage_error``, ``bodies``, ``orch_of``, ``open`` and ``sched``."""
+
+    dirty: dict
+    storage_error: str | None
+
+    def flush(self, limit: int | None = None) -> bool:
+        """Write changed result rows (the oldest ``limit`` of them, or all), then ack
+        what is committed; on a storage failure keep both for the next try.  True
+        when nothing is left to write."""
+        if not self.dirty:
+            self._send_acks()  # repeats of results committed before
+            return True
+        if limit is None or len(self.dirty) <= limit:
+            keys, rows = None, list(self.dirty.values())
+        else:
+            keys = list(itertools.islice(self.dirty, limit))
+            rows = [self.dirty[k] for k in keys]
+        try:
+            self.store.update_results(rows)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return False
+        if keys is None:
+            keys = list(self.dirty)
+            self.dirty = {}
+        else:
+            for k in keys:
+                del self.dirty[k]
+        if self.ack_wait:
+            for k in keys:
+                if k in self.ack_wait:
+                    self.ack_wait.discard(k)
+                    self.to_ack.setdefault(k[1], []).append(k[0])
+        if self.storage_error is not None:
+            log.warning("server storage works again; results written")
+            self.storage_error = None
+        self._send_acks()
+        return not self.dirty
+
+    def _send_acks(self) -> None:
+        """Acknowledge results now committed, so their nodes may forget them."""
+        acks, self.to_ack = self.to_ack, {}
+        for key, ids in acks.items():
+            route = self.peers.route(key)
+            if route is None:
+                continue  # gone: it resends after reconnecting, and is acked then
+            for i in range(0, len(ids), MAX_ACK):
+                self.out.append(Send(route, encode(Ack(tuple(ids[i:i + MAX_ACK]))), key))
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self.storage_error is None:  # logged once per outage
+            log.error("server storage failed (%s): results kept in memory, retrying", exc)
+        self.storage_error = str(exc)
+
+    def _reload(self, now: float) -> None:
+        """After a restart: queued and in-flight results continue where they were."""
+        lost = []
+        for r in self.store.open_results():
+            try:
+                instr = Instruction.from_dict(json.loads(r["instruction"]))
+            except (ProtocolError, ValueError):
+                instr = None
+            if instr is None or verbs.spec(instr.verb).transfers:  # its manifest died with
+                lost.append({**blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
+                             "status": "lost", "finished": now,  # the old process
+                             "error": SERVER_RESTARTED})
+                continue
+            self.bodies[r["job_id"]] = job_body(r["job_id"], r["instruction"], r["lane"],
+                                                r["seq"])
+            self.orch_of[r["job_id"]] = r["orch"]
+            self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
+            self.sched.add(Task(r["job_id"], r["node"], r["lane"], r["seq"],
+                                instr.options.timeout, status=r["status"],
+                                queued_at=now, sent_at=r["sent"] or now))
+        self.store.update_results(lost)
