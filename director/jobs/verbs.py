@@ -25,7 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from director.jobs import steps
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the node steps load when a node first runs one: the CLI never does
+    from director.jobs import steps
 from director.jobs.rules import (Invalid, check_chmod, check_chown, check_name, check_timeout,
                                  check_unit, name_value, split_paths)
 
@@ -181,11 +184,21 @@ def _check_path(verb: str, d: Mapping[str, Any]) -> None:
 
 def _copy_entry(name: str) -> Verb:
     return Verb(name, _parse_copy, _check_copy,
-                lambda i: shlex.join((*i.sources, i.dest)), steps.copy_files,
+                lambda i: shlex.join((*i.sources, i.dest)), _node_step("copy_files"),
                 fields=("sources", "dest", "chmod", "chown", "flags"),
                 hash_fields=("sources", "dest", "chmod", "chown", "flags"),
                 substituted=("sources", "dest", "chown"), options=(_CHMOD, _CHOWN, _BLUEPRINT),
                 transfers=True)
+
+
+def _node_step(name: str) -> Callable[..., Any]:
+    """``jobs.steps.NAME``, imported on its first call (on a node, never by the CLI)."""
+    def run(instr: Any, node: Any) -> Any:
+        from director.jobs import steps as node_steps
+
+        return getattr(node_steps, name)(instr, node)
+    run.__name__ = name
+    return run
 
 
 def _name_value_entry(name: str, execute: Callable[[Any, steps.Node], steps.Outcome]) -> Verb:
@@ -235,7 +248,7 @@ def _check_evict(verb: str, d: Mapping[str, Any]) -> None:
 
 
 TABLE: dict[str, Verb] = {v.name: v for v in (
-    Verb("RUN", _parse_command, _check_command, _describe_command, steps.run_command,
+    Verb("RUN", _parse_command, _check_command, _describe_command, _node_step("run_command"),
          fields=("command", "argv", "stdout_arg", "stderr_arg"),
          # an empty argv and an unset stderr_arg are not hashed
          hash_fields=("command", "argv", "stdout_arg", "stderr_arg"),
@@ -243,20 +256,20 @@ TABLE: dict[str, Verb] = {v.name: v for v in (
          exec_form=True),
     _copy_entry("COPY"),
     _copy_entry("ADD"),
-    _name_value_entry("ARG", steps.set_arg),
-    _name_value_entry("ENV", steps.set_env),
-    Verb("WORKDIR", _parse_path, _check_path, lambda i: i.path, steps.make_workdir,
+    _name_value_entry("ARG", _node_step("set_arg")),
+    _name_value_entry("ENV", _node_step("set_env")),
+    Verb("WORKDIR", _parse_path, _check_path, lambda i: i.path, _node_step("make_workdir"),
          fields=("path", "chmod", "chown"), hash_fields=("path", "chmod", "chown"),
          substituted=("path", "chown"), options=(_CHMOD, _CHOWN)),
     Verb("SERVICE", _parse_units, _check_units, lambda i: shlex.join(i.argv),
-         steps.manage_service, fields=("argv", "flags"), hash_fields=("argv", "flags"),
+         _node_step("manage_service"), fields=("argv", "flags"), hash_fields=("argv", "flags"),
          substituted=("argv",), options=tuple(Option(f, "flags") for f in SERVICE_FLAGS),
          check_flags=_check_service_flags),
     Verb("ECHO", lambda verb, rest: {"value": rest}, lambda verb, d: None, lambda i: i.value,
-         steps.echo, fields=("value",), hash_fields=("value",), substituted=("value",)),
-    Verb("CACHEFILE", _parse_path, _check_path, lambda i: i.path, steps.load_cachefile,
+         _node_step("echo"), fields=("value",), hash_fields=("value",), substituted=("value",)),
+    Verb("CACHEFILE", _parse_path, _check_path, lambda i: i.path, _node_step("load_cachefile"),
          fields=("path",), hash_fields=("path",), substituted=("path",)),
-    Verb("CACHEEVICT", _parse_evict, _check_evict, lambda i: i.name, steps.evict,
+    Verb("CACHEEVICT", _parse_evict, _check_evict, lambda i: i.name, _node_step("evict"),
          fields=("name",), hash_fields=("name",)),
 )}
 
