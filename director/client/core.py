@@ -7,7 +7,8 @@ lane cancels its rest, at most MAX_PROCESSES at once, a job id never runs
 twice, even across agent restarts: the journal says what became of it), and
 when results leave (batched, never held longer than RESULT_DELAY; each stays in
 the journal's outbox until the server's ACK names it, and every unacknowledged
-one is sent again once a (re)connection is accepted).  It does no I/O and reads no clock: the drivers (``agent``,
+one is sent again once a (re)connection is accepted: outbox.py).  It does no I/O and
+reads no clock: the drivers (``agent``,
 ``runner``, ``copying``) pass ``now`` with each event, then carry out the
 actions returned, so every rule is testable with plain values in microseconds.
 """
@@ -25,18 +26,17 @@ from director.errors import ProtocolError
 from director.jobs import verbs
 from director.protocol import messages as M
 from director.client.ledger import MemoryJournal
-from director.client.results import GONE, result_of, size_of
+from director.client.results import GONE, result_of
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop
 from director.client.controlops import answer
 from director.client.cancelling import Cancelling
 from director.client.linkstate import LinkState
+from director.client.outbox import RESULT_BATCH, Outbox
 
 log = logging.getLogger("director.client")
 
 MAX_PROCESSES = 8        # jobs running at once (other than COPY); more lanes wait for a slot
 RESULT_DELAY = 0.02      # a result waits at most this long for others to share its message
-RESULT_BATCH = 64        # results in one RESULTS message at most
-RESULT_BYTES = 2 * 1024 * 1024  # characters of output in one RESULTS message at most
 MAX_QUEUED = 50_000      # jobs queued here at once; beyond that a job is refused
 REMEMBER = 10_000        # failed lanes kept to cancel what was pipelined after a failure
 RESTARTED = "the agent restarted while it ran"
@@ -55,7 +55,7 @@ def is_copy(instr: Any) -> bool:
 _COPY_VERBS = frozenset(n for n in verbs.names() if verbs.spec(n).transfers)
 
 
-class AgentCore(Cancelling):
+class AgentCore(Cancelling, Outbox):
     """All agent state and rules.  Each event method returns the actions to carry out."""
 
     def __init__(self, name: str, boot: str, heartbeat_interval: float, now: float,
@@ -215,13 +215,6 @@ class AgentCore(Cancelling):
         else:
             self._stop(f"the server refused this node: {msg.reason or msg.state}")
 
-    def _resend_unacked(self, now: float) -> None:
-        """Accepted on a (re)connection: every result the server has not acknowledged
-        goes again (what waited in the outbox is among them), in bounded batches."""
-        self.outbox, self.outbox_size = [], 0
-        for result in self.journal.unacked():
-            self._result(result, now)
-
     # -- job intake -------------------------------------------------------------------
     def _job(self, job: M.Job, now: float) -> None:
         job_id = job.job_id
@@ -354,25 +347,6 @@ class AgentCore(Cancelling):
                          now, seen.lane)
         return self._take()
 
-    # -- results ----------------------------------------------------------------------
-    def _result(self, result: M.Result, now: float) -> None:
-        size = size_of(result)
-        if self.outbox and self.outbox_size + size > RESULT_BYTES:
-            self._flush()  # a message stays well under the frame limit
-        if not self.outbox:
-            self.outbox_since = now
-        self.outbox.append(result)
-        self.outbox_size += size
-        if len(self.outbox) >= RESULT_BATCH:
-            self._flush()
-
-    def _flush(self) -> None:
-        out, self.outbox, self.outbox_size = self.outbox, [], 0
-        if len(out) == 1:
-            self._out.append(Send(out[0]))
-        else:
-            self._out.append(Send(M.Results(tuple(out))))
-
     # -- time -------------------------------------------------------------------------
     def tick(self, now: float) -> list:
         """Heartbeats, the unknown-key deadline, and sending queued results once
@@ -393,12 +367,6 @@ class AgentCore(Cancelling):
     def _known_limit(self) -> float:
         """An unknown (e.g. deleted) key gets no answer at all: this long after HELLO."""
         return max(5.0, 3 * self.heartbeat)
-
-    def flush(self) -> list:
-        """Send every queued result now (the agent is stopping)."""
-        if self.outbox:
-            self._flush()
-        return self._take()
 
     # -- control socket ---------------------------------------------------------------
     def control(self, ident: Any, frames: Any) -> list:

@@ -294,7 +294,7 @@ def advertised_address(settings: Settings, last_endpoint: str) -> str:
 
 def retention_policy(settings: Settings) -> Policy:
     """The ``job_retention`` settings as the core takes them (validated already)."""
-    from director.config import parse_duration
+    from director.values import parse_duration
 
     return Policy(parse_duration(settings.job_retention), settings.job_retention_count)
 

@@ -45,6 +45,7 @@ PURE_GLOBS = [
     "director/client/core*.py",
     "director/client/linkstate.py",
     "director/client/cancelling.py",
+    "director/client/outbox.py",
 ]
 IO_MODULES = {"zmq", "sqlite3", "socket", "subprocess", "threading", "selectors",
               "concurrent.futures", "shutil", "click"}
