@@ -41,11 +41,7 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool,
         _streamed(client, jobs, targets, as_json, cancel_on_interrupt, allow_offline)
         return
     if not wait:
-        sub = client.submit(jobs, targets, allow_offline=allow_offline)
-        if as_json:
-            output.emit_json(sub)
-        else:
-            click.echo("\n".join(output.safe_text(j, inline=True) for j in sub.jobs))
+        _show_submitted(client.submit(jobs, targets, allow_offline=allow_offline), as_json)
         return
     progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
     try:
@@ -111,6 +107,14 @@ def _interrupted(client, progress: "_Progress", cancel_on_interrupt: bool) -> No
                f" {last} (all {len(progress.jobs)}: director jobs); stop them with:"
                f" director job cancel {progress.orch or last}", err=True)
     raise SystemExit(130) from None
+
+
+def _show_submitted(sub, as_json: bool) -> None:
+    """What was submitted without waiting: its job ids (one a line), or the document."""
+    if as_json:
+        output.emit_json(sub)
+    else:
+        click.echo("\n".join(output.safe_text(j, inline=True) for j in sub.jobs))
 
 
 def _show(docs: list, as_json: bool) -> None:
@@ -273,7 +277,7 @@ def jobs_purge(obj, older_than: str | None, keep: int | None, as_json: bool) -> 
     """Delete finished jobs and their results now (with neither option: as the
     job_retention and job_retention_count settings say). Running jobs are kept."""
     from director.cli.run_cmds import api_client
-    from director.config import parse_duration
+    from director.values import parse_duration
     from director.errors import ConfigError, DirectorError
 
     seconds = None
@@ -357,11 +361,8 @@ def job_retry(obj, job_id: str, failed: bool, wait: bool, allow_offline: bool,
 
     client = api_client(obj)
     if not wait:
-        sub = client.retry(job_id, failed=failed, allow_offline=allow_offline)
-        if as_json:
-            output.emit_json(sub)
-        else:
-            click.echo("\n".join(output.safe_text(j, inline=True) for j in sub.jobs))
+        _show_submitted(client.retry(job_id, failed=failed, allow_offline=allow_offline),
+                        as_json)
         return
     progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
     try:

@@ -14,18 +14,14 @@ import math
 from typing import Any, Iterable
 
 from director.errors import DirectorError
-from director.server.cancel import job_ids_for
+from director.server.cancel import named_jobs
 
 MAX_TASKS = 50_000    # tasks one analysis reads (~0.3 s; more would hold the server's loop)
 FAILED = ("failed", "timeout", "lost")
 
 
 def analyze_op(book: Any, args: dict, now: float) -> dict:
-    given = args.get("id")
-    if not isinstance(given, str) or not given or len(given) > 64:
-        raise DirectorError("a job or orchestration ID (or 'last') is required")
-    book.flush()
-    named, ids = job_ids_for(book.store, given)
+    named, ids = named_jobs(book, args)
     rows = book.store.timings(ids, MAX_TASKS + 1)
     if len(rows) > MAX_TASKS:
         raise DirectorError(f"'{named}' has more than {MAX_TASKS} tasks: too many to analyze"

@@ -35,12 +35,18 @@ def job_ids_for(store: Any, given: str) -> tuple[str, list[str]]:
     return given, ids
 
 
-def cancel(book: Any, args: dict, now: float) -> dict:
+def named_jobs(book: Any, args: dict) -> tuple[str, list[str]]:
+    """An operator's ``id`` argument (cancel, retry, analyze), checked, with the rows
+    written first so the newest results count: (what was named, its job ids)."""
     given = args.get("id")
     if not isinstance(given, str) or not given or len(given) > 64:
         raise DirectorError("a job or orchestration ID (or 'last') is required")
     book.flush()
-    named, ids = job_ids_for(book.store, given)
+    return job_ids_for(book.store, given)
+
+
+def cancel(book: Any, args: dict, now: float) -> dict:
+    named, ids = named_jobs(book, args)
     wanted = {j for j in ids if j in book.open}   # jobs with tasks not final yet
     if not wanted:
         return {"id": named, "jobs": len(ids), "cancelled": 0, "stopping": 0}

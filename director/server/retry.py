@@ -13,15 +13,11 @@ import json
 from typing import Any
 
 from director.errors import DirectorError
-from director.server.cancel import job_ids_for
+from director.server.cancel import named_jobs
 
 
 def retry(book: Any, rid: bytes, args: dict, now: float) -> Any:
-    given = args.get("id")
-    if not isinstance(given, str) or not given or len(given) > 64:
-        raise DirectorError("a job or orchestration ID (or 'last') is required")
-    book.flush()
-    named, ids = job_ids_for(book.store, given)
+    named, ids = named_jobs(book, args)
     busy = [j for j in ids if j in book.open]
     if busy:
         raise DirectorError(f"{named} has {len(busy)} job(s) still running: wait for them,"
