@@ -381,7 +381,9 @@ def test_large_file_assembles_with_the_background_digest(tmp_path, sc):
     assemble(entry, plan.target, big, store, sc, source=chunk_source(plan, big, store, sc, fetch))
     assert plan.target.read_bytes() == data
     # a corrupted byte is caught by the whole-file check and nothing is left behind
-    bad = lambda i, d: b"x" + fetch(i)[1:] if i == 5 else fetch(i)  # noqa: E731
+    def bad(i, d):  # chunk 5 with its first byte flipped (b"x" left it 1 in 256 times)
+        data = fetch(i)
+        return bytes([data[0] ^ 0xFF]) + data[1:] if i == 5 else data
     target = tmp_path / "dest2" / "big.bin"
     with pytest.raises(TransferError, match="does not match"):
         assemble(entry, target, big, store, sc, source=bad)
