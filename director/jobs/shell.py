@@ -220,6 +220,17 @@ class _Spawned:
 _HOLD = 'cd -- "$1" || exit 125; shift; IFS= read -r _ || exit 125; exec </dev/null\n'
 
 
+_OWN_ENV: dict[bytes, bytes] = {}
+
+
+def _own_env() -> dict[bytes, bytes]:
+    """The agent's environment as a plain dict, copied once: handing ``os.environ``
+    to ``posix_spawn`` decoded and re-encoded every variable at every spawn."""
+    if not _OWN_ENV:
+        _OWN_ENV.update(os.environb)
+    return _OWN_ENV
+
+
 def close_inherited() -> None:
     """Mark every descriptor this process inherited close-on-exec: ``posix_spawn``
     closes nothing itself, and an agent started with a leaked descriptor must not
@@ -254,7 +265,7 @@ def _spawn_gated(command: str | Sequence[str], cwd: str,
         made += (out_r, out_w)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         made += (err_r, err_w)
-        pid = os.posix_spawn("/bin/sh", argv, os.environ if env is None else env,
+        pid = os.posix_spawn("/bin/sh", argv, _own_env() if env is None else env,
                              file_actions=[(os.POSIX_SPAWN_DUP2, gate_r, 0),
                                            (os.POSIX_SPAWN_DUP2, out_w, 1),
                                            (os.POSIX_SPAWN_DUP2, err_w, 2)],
