@@ -314,10 +314,14 @@ class JobBook(JobWrites, JobQueries):
         """A result for a task not in flight: a resend of one already stored is acked
         again (idempotent); the node's first word on a task the *server* ended
         ``lost`` (it went silent) replaces that, once; one for a task never sent to
-        this key is refused."""
+        this key is refused; one for a job no longer stored (purged) is acked and
+        dropped, or the node would resend it after every reconnect."""
         replaceable = self.finals.get((msg.job_id, key))
         if replaceable is None:
             status, error = self.store.result_status(msg.job_id, key) or (None, "")
+            if status is None and not self.store.jobs_by_ids([msg.job_id]):
+                self.to_ack.setdefault(key, []).append(msg.job_id)
+                return
             if status is None or status in ("queued", "running"):
                 self.peer_log(logging.WARNING, key, "foreign_result", now,
                               "refused result for job %s from %s (not in flight there)",
