@@ -184,3 +184,27 @@ def test_a_long_step_in_the_same_turn_as_the_tick_expires_nobody(h):
     h.tick(0.0)
     assert state(h, "web1") == "online"
     assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
+
+
+def test_nodes_retry_on_their_own_schedules_so_a_restart_is_no_stampede():
+    """Every node's reconnect interval and backoff ceiling are drawn from a range:
+    thousands cut at once (a server restart) do not handshake again in lockstep."""
+    import zmq
+    from director.net import transport
+    from director.trust import keystore
+
+    server = keystore.generate()
+    ctx = zmq.Context()
+    socks = [transport.client_socket(ctx, keystore.generate(), server.public, None, 1.0)
+             for _ in range(40)]
+    try:
+        ivls = [s.reconnect_ivl for s in socks]
+        ceilings = [s.reconnect_ivl_max for s in socks]
+        lo, hi = transport.RECONNECT_MS
+        assert all(lo <= v <= hi for v in ivls) and len(set(ivls)) > 10
+        lo, hi = transport.RECONNECT_MAX_MS
+        assert all(lo <= v <= hi for v in ceilings) and len(set(ceilings)) > 10
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
