@@ -50,11 +50,12 @@ def _is_id(value: Any) -> bool:
 class Feed:
     """A submission whose tasks are still being made, a slice per loop turn."""
 
-    __slots__ = ("slices", "left", "pending")
+    __slots__ = ("slices", "left", "pending", "orch")
 
-    def __init__(self, slices: Iterator[tuple[list, list]], left: int):
+    def __init__(self, slices: Iterator[tuple[list, list]], left: int, orch: str):
         self.slices = slices
         self.left = left
+        self.orch = orch   # marked in the store until every task is stored (refeed.py)
         self.pending: tuple[list, list] | None = None   # a slice the store refused
 
 
@@ -145,8 +146,9 @@ class JobBook(JobWrites, JobQueries):
             sub.jobs[0]["retry_of"] = args["retry_of"]
         feed = submission.slices(sub, SUBMIT_SLICE)
         rows, tasks = next(feed, ([], []))
+        more = sub.ntasks > len(tasks)  # the rest: a slice per loop turn (after_events)
         try:  # the job rows and the first slice of tasks in one transaction
-            self.store.insert(sub.jobs, rows)
+            self.store.insert(sub.jobs, rows, feeding=sub.orch if more else None)
         except StorageError as exc:
             self._storage_failed(exc)
             raise DirectorError(f"server storage full: {exc}; nothing was submitted") from None
@@ -156,8 +158,8 @@ class JobBook(JobWrites, JobQueries):
         self.open.update(sub.open_counts)
         self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
         self._add_tasks(tasks, now)
-        if sub.ntasks > len(tasks):  # the rest: a slice per loop turn (after_events)
-            self.feeding.append(Feed(feed, sub.ntasks - len(tasks)))
+        if more:
+            self.feeding.append(Feed(feed, sub.ntasks - len(tasks), sub.orch))
             self.unfed += sub.ntasks - len(tasks)
         ids = [j["id"] for j in sub.jobs]
         log.info("orchestration %s: %d job(s), %d task(s)", sub.orch, len(ids), sub.ntasks)
@@ -204,6 +206,10 @@ class JobBook(JobWrites, JobQueries):
         if feed.pending is None:
             feed.pending = next(feed.slices, None)
             if feed.pending is None:
+                try:
+                    self.store.fed(feed.orch)
+                except StorageError as exc:  # the mark stays: a restart finds nothing missing
+                    self._storage_failed(exc)
                 self.feeding.popleft()
                 if not self.feeding:
                     self.stopped_lanes.clear()
