@@ -24,7 +24,8 @@ from director.errors import DSLError
 from director.jobs.dsl import PLACEHOLDER_RE, Instruction, validate_chown
 from director.jobs.verbs import TABLE
 
-__all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash", "uses_node_values"]
+__all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash", "uses_node_values",
+           "definition_hash"]
 
 HASH_VERSION = 1  # bump when the hashed content changes, so old cache entries stop matching
 
@@ -274,3 +275,11 @@ def job_hash(instr: Instruction, *, env: Mapping[str, str], workdir: str, extra:
         content["vars"] = instr.vars
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.blake2b(canonical.encode("ascii"), digest_size=32).hexdigest()
+
+
+def definition_hash(instr: Instruction, extra: str = "") -> str:
+    """The job's content hash as submitted (its fingerprint, as directord has one): the
+    instruction as written (ARG references unresolved) and, for COPY/ADD, the digest of
+    what would be sent.  ``director job --json`` shows it and a dry run prints it; each
+    node's cache key (``job_hash``) also takes in that node's ARG, ENV and WORKDIR."""
+    return job_hash(instr, env={}, workdir="", extra=extra)

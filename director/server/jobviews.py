@@ -48,6 +48,20 @@ def job_doc(row: Any, results: list[Any]) -> dict[str, Any]:
     }
 
 
+def content_hash(row: Any) -> str | None:
+    """The job's content hash (``plan.definition_hash``, what a dry run prints) from its
+    stored row; None if the stored instruction no longer parses."""
+    from director.errors import ProtocolError
+    from director.jobs.dsl import Instruction
+    from director.jobs.plan import definition_hash
+
+    try:
+        return definition_hash(Instruction.from_dict(json.loads(row["instruction"])),
+                               row["hash_extra"])
+    except (ProtocolError, ValueError, KeyError, TypeError):
+        return None
+
+
 def list_op(store: Any, args: dict, now: float) -> list[dict[str, Any]]:
     limit = args.get("limit", 20)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
