@@ -25,7 +25,7 @@ from director.jobs.dsl import PLACEHOLDER_RE, Instruction, validate_chown
 from director.jobs.verbs import TABLE
 
 __all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash", "uses_node_values",
-           "definition_hash"]
+           "definition_hash", "stored_hash"]
 
 HASH_VERSION = 1  # bump when the hashed content changes, so old cache entries stop matching
 
@@ -283,3 +283,27 @@ def definition_hash(instr: Instruction, extra: str = "") -> str:
     what would be sent.  ``director job --json`` shows it and a dry run prints it; each
     node's cache key (``job_hash``) also takes in that node's ARG, ENV and WORKDIR."""
     return job_hash(instr, env={}, workdir="", extra=extra)
+
+
+_UNSET_LISTS = {"argv": [], "flags": [], "sources": []}
+
+
+def stored_hash(d: Mapping[str, object], extra: str = "") -> str:
+    """``definition_hash`` of the instruction whose ``to_dict()`` is ``d`` (as the server
+    stores and sends it), without decoding it again: job documents show it for every job,
+    so it must cost little.  KeyError for a verb there is no such instruction of."""
+    verb = str(d["verb"])
+    content: dict[str, object] = {"v": HASH_VERSION, "verb": verb, "env": {}, "workdir": "",
+                                  "extra": extra}
+    for name in TABLE[verb].hash_fields:
+        value = d.get(name, _UNSET_LISTS.get(name))
+        if isinstance(value, list):
+            if not value:
+                continue
+        elif value is None and (verb, name) in _HASHED_WHEN_SET:
+            continue
+        content[name] = value
+    if d.get("vars"):
+        content["vars"] = d["vars"]
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.blake2b(canonical.encode("ascii"), digest_size=32).hexdigest()

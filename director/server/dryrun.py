@@ -21,7 +21,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from director.jobs.dsl import Instruction
-from director.jobs.plan import definition_hash, uses_node_values
+from director.jobs.plan import stored_hash, uses_node_values
 
 MAX_REMEMBERED_FILES = 2_000_000  # file entries of remembered manifests, all nodes together
 MAX_PLAN_TASKS = 50_000           # beyond this, nodes are listed without their jobs
@@ -110,13 +110,14 @@ class DryRuns:
     def plan_doc(self, sub: Any, accepted: dict[str, str], online: list[str]) -> dict:
         """The plan of ``sub`` per node: each job, its content hash, and what each COPY
         would send or change there.  Nothing is stored or sent."""
-        instrs = [Instruction.from_dict(json.loads(j["instruction"])) for j in sub.jobs]
+        stored = [json.loads(j["instruction"]) for j in sub.jobs]
+        instrs = [Instruction.from_dict(d) for d in stored]
         late = run_time_names(instrs)
         jobs = []
-        for n, (row, instr, names) in enumerate(zip(sub.jobs, instrs, late), 1):
+        for n, (row, d, names) in enumerate(zip(sub.jobs, stored, late), 1):
             doc: dict[str, Any] = {
                 "n": n, "verb": row["verb"], "summary": row["summary"],
-                "hash": definition_hash(instr, row["hash_extra"]),
+                "hash": stored_hash(d, row["hash_extra"]),  # as job --json shows it
                 "targets": json.loads(row["targets"]), "async": not row["lane"].endswith(".0"),
                 "unresolved": names}
             copy = sub.copies.get(row["id"])

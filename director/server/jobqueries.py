@@ -71,9 +71,6 @@ class JobQueries:
         if row is None:
             raise DirectorError(f"no job '{args.get('id')}' (see: director jobs)")
         doc = self.docs([row["id"]])[0]
-        from director.server.jobviews import content_hash
-
-        doc["hash"] = content_hash(row)
         link = self.store.retry_of(row["orch"])
         if link:
             doc["retry_of"] = link

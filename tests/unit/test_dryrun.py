@@ -4,11 +4,14 @@ content hash ``job --json`` and the dry run share (plan.definition_hash)."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from director.jobs.files import parse_job_text
-from director.jobs.plan import definition_hash, job_hash
+from director.jobs.plan import definition_hash, job_hash, stored_hash
 from director.server.dryrun import CopyRecords, file_changes, run_time_names
 from director.transfer.manifest import FileEntry, Manifest, digest_of
 
@@ -85,3 +88,26 @@ def test_definition_hash_is_the_job_hash_before_any_node_state():
     assert definition_hash(run) == job_hash(run, env={}, workdir="")
     assert definition_hash(run) == definition_hash(other)  # timeout only steers execution
     assert definition_hash(run, "d1") != definition_hash(run, "d2")
+
+
+@pytest.mark.parametrize("line", [
+    "RUN echo hi", 'RUN ["echo", "two"]', "RUN --stdout-arg X --stderr-arg Y uname -r",
+    "RUN --skip-cache --timeout 9 true", "COPY --chmod 0644 --chown=a:b src/ /dst/",
+    "ADD --blueprint a.j2 /etc/", "COPY a b", "ARG A=1", "ENV E=x y", "WORKDIR w",
+    "WORKDIR --chmod 0750 --chown=u w", "SERVICE --enable --restarted a.service b.service",
+    "ECHO {{ x }}", "CACHEFILE c.yaml", "CACHEEVICT all"])
+@given(extra=st.sampled_from(["", "ab" * 32]))
+def test_stored_hash_is_the_definition_hash(line, extra):
+    """job --json computes it from the stored JSON; it must be the hash of the job."""
+    [instr] = _instrs(line)
+    stored = json.loads(json.dumps(instr.to_dict()))
+    assert stored_hash(stored, extra) == definition_hash(instr, extra)
+
+
+def test_stored_hash_of_a_yaml_job_with_vars():
+    from director.jobs.files import parse_yaml
+
+    [step] = parse_yaml("- jobs:\n  - RUN: echo {{ vars.x }}\n    vars: {x: 1}\n", "t.yaml")
+    [instr] = step.jobs
+    assert instr.vars
+    assert stored_hash(json.loads(json.dumps(instr.to_dict()))) == definition_hash(instr)
