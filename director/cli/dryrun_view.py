@@ -63,8 +63,8 @@ def _hash_line(job: dict) -> str:
     late = [safe_text(n, inline=True) for n in _list(job.get("unresolved"))]
     if late:
         refs = ", ".join("${" + n + "}" for n in late)
-        return (f"hash decided on the node: {refs} is set there at run time (--stdout-arg),"
-                " so what runs is not known before")
+        return (f"hash decided on the node: {refs} {'is' if len(late) == 1 else 'are'} set"
+                " there at run time (--stdout-arg, --stderr-arg, CACHEFILE)")
     return f"hash {safe_text(job.get('hash'), inline=True)}"
 
 

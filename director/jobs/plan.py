@@ -25,7 +25,7 @@ from director.jobs.dsl import PLACEHOLDER_RE, Instruction, validate_chown
 from director.jobs.verbs import TABLE
 
 __all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash", "uses_node_values",
-           "definition_hash", "stored_hash"]
+           "definition_hash", "stored_hash", "referenced_names"]
 
 HASH_VERSION = 1  # bump when the hashed content changes, so old cache entries stop matching
 
@@ -195,6 +195,17 @@ def uses_node_values(instr: Instruction, node: Mapping[str, object],
                 if not names.isdisjoint(node) or not names.isdisjoint(scope):
                     return True
     return False
+
+
+def referenced_names(instr: Instruction) -> set[str]:
+    """The ARG names ``instr`` reads (``${NAME}``, ``{{ NAME }}``, names in templates)."""
+    out: set[str] = set()
+    for name in TABLE[instr.verb].substituted:
+        value = getattr(instr, name)
+        for text in value if isinstance(value, tuple) else (value,):
+            if text and _has_placeholder(text):
+                out |= _names(text)
+    return out
 
 
 def _resolve_text(text: str, args: Mapping[str, str], node: Mapping[str, object],

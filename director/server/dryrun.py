@@ -21,7 +21,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from director.jobs.dsl import Instruction
-from director.jobs.plan import stored_hash, uses_node_values
+from director.jobs.plan import referenced_names, stored_hash
 
 MAX_REMEMBERED_FILES = 2_000_000  # file entries of remembered manifests, all nodes together
 MAX_PLAN_TASKS = 50_000           # beyond this, nodes are listed without their jobs
@@ -79,33 +79,44 @@ def file_changes(new: Any, old: Any) -> dict[str, Any]:
 
 
 def run_time_names(instrs: list[Instruction]) -> list[list[str]]:
-    """Per job, the ARG names it uses that an earlier job of the submission sets on the
-    node at run time (``--stdout-arg``/``--stderr-arg``, or an ARG made from those)."""
+    """Per job, the ARG names it reads whose value an earlier job of the submission sets
+    on the node at run time: ``--stdout-arg``/``--stderr-arg``, an ARG made from such a
+    value, and after a CACHEFILE any name no operator ARG before it set."""
     late: set[str] = set()
+    operator: set[str] = set()
+    cachefile = False
     out = []
     for instr in instrs:
-        used = sorted(n for n in late if uses_node_values(instr, {n: ""}))
+        names = referenced_names(instr) - {"vars"}
+        used = sorted(names & late | (names - operator if cachefile else set()))
         out.append(used)
-        for name in (getattr(instr, "stdout_arg", None), getattr(instr, "stderr_arg", None)):
+        for name in (instr.stdout_arg, instr.stderr_arg):
             if name:
                 late.add(name)
-        if instr.verb == "ARG" and used:
-            late.add(instr.name)
+                operator.discard(name)
+        if instr.verb == "ARG":
+            (late if used else operator).add(instr.name)
+            (operator if used else late).discard(instr.name)
+        elif instr.verb == "CACHEFILE":
+            cachefile = True
     return out
 
 
 class DryRuns:
-    """Needs the book's ``copies``; JobBook calls ``remember_copy`` on a node's COPY
-    success and ``plan_doc`` from ``_submit`` on a dry run."""
+    """Needs the book's ``copies``; JobBook calls ``remember_copy`` on each result of a
+    task in flight and ``plan_doc`` from ``_submit`` on a dry run."""
 
     @cached_property
     def copy_records(self) -> CopyRecords:
         return CopyRecords()
 
-    def remember_copy(self, key: str, job_id: str) -> None:
-        copy = self.copies.get(job_id)  # type: ignore[attr-defined]
-        if copy is not None:
-            self.copy_records.record(key, copy[0])
+    def remember_copy(self, key: str, result: Any) -> None:
+        """A node's result for a task in flight there: a COPY it did remembers its
+        manifest (what the node has at that destination now)."""
+        if result.status == "success":
+            copy = self.copies.get(result.job_id)  # type: ignore[attr-defined]
+            if copy is not None:
+                self.copy_records.record(key, copy[0])
 
     def plan_doc(self, sub: Any, accepted: dict[str, str], online: list[str]) -> dict:
         """The plan of ``sub`` per node: each job, its content hash, and what each COPY

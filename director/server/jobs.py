@@ -303,8 +303,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         if task is None:
             self._late_result(key, msg, now)
             return
-        if msg.status == "success" and msg.job_id in self.copies:  # for dry runs
-            self.remember_copy(key, msg.job_id)
+        self.remember_copy(key, msg)  # a COPY done there: what the node has (dry runs)
         self._final(task, result_fields(msg, now - task.sent_at if task.sent_at
                                               else None), now, by_node=True)
         self._ack_later(key, msg.job_id)

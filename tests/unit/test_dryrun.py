@@ -68,6 +68,13 @@ def test_names_set_at_run_time():
     assert run_time_names(instrs) == [[], [], [], ["OUT"], ["COPIED"], ["OUT"], [], ["ERR"]]
     # a name used before the job that sets it is not set at run time yet
     assert run_time_names(_instrs("RUN echo ${X}\nRUN --stdout-arg X true")) == [[], []]
+    # an operator ARG set again later is known again
+    assert run_time_names(_instrs("RUN --stdout-arg X true\nARG X=1\nECHO ${X}")) == [
+        [], [], []]
+    # after a CACHEFILE, a name no operator ARG set may come from it
+    assert run_time_names(_instrs(
+        "ARG A=1\nCACHEFILE c.yaml\nECHO {{ A }} {{ B | first }}\nRUN echo ${C}")) == [
+        [], [], ["B"], ["C"]]
 
 
 def test_copy_records_are_bounded_by_files():
