@@ -26,6 +26,7 @@ from director.jobs.plan import referenced_names, stored_hash
 MAX_REMEMBERED_FILES = 2_000_000  # file entries of remembered manifests, all nodes together
 MAX_PLAN_TASKS = 50_000           # beyond this, nodes are listed without their jobs
 MAX_LISTED_FILES = 1_000          # files listed per COPY per node (all are counted)
+MAX_PLAN_FILES = 20_000           # files listed in the whole plan
 
 
 class CopyRecords:
@@ -120,35 +121,47 @@ class DryRuns:
 
     def plan_doc(self, sub: Any, accepted: dict[str, str], online: list[str]) -> dict:
         """The plan of ``sub`` per node: each job, its content hash, and what each COPY
-        would send or change there.  Nothing is stored or sent."""
+        would send or change there.  Nothing is stored or sent.  Bounded for the reply:
+        past MAX_PLAN_TASKS nodes only count their jobs, past MAX_PLAN_FILES files are
+        only counted; a COPY is compared once per distinct record, not once per node."""
         stored = [json.loads(j["instruction"]) for j in sub.jobs]
-        instrs = [Instruction.from_dict(d) for d in stored]
-        late = run_time_names(instrs)
-        jobs = []
+        late = run_time_names([Instruction.from_dict(d) for d in stored])
+        detailed = sub.ntasks <= MAX_PLAN_TASKS
+        targets: dict[str, list[str]] = {}   # a step's jobs share one targets JSON
+        jobs, per_node = [], {}
+        compared: dict[tuple[str, int], dict] = {}
+        budget = MAX_PLAN_FILES
         for n, (row, d, names) in enumerate(zip(sub.jobs, stored, late), 1):
+            chosen = targets.get(row["targets"])
+            if chosen is None:
+                chosen = targets[row["targets"]] = json.loads(row["targets"])
             doc: dict[str, Any] = {
                 "n": n, "verb": row["verb"], "summary": row["summary"],
                 "hash": stored_hash(d, row["hash_extra"]),  # as job --json shows it
-                "targets": json.loads(row["targets"]), "async": not row["lane"].endswith(".0"),
-                "unresolved": names}
+                "async": not row["lane"].endswith(".0"), "unresolved": names,
+                "nodes": len(chosen)}
+            if detailed:
+                doc["targets"] = chosen
             copy = sub.copies.get(row["id"])
             if copy is not None:
                 doc["files_total"] = len(copy[0].files)
                 doc["bytes_total"] = copy[0].bytes_total
             jobs.append(doc)
-        detailed = sub.ntasks <= MAX_PLAN_TASKS
-        per_node: dict[str, list] = {}
-        for doc, row in zip(jobs, sub.jobs):
-            copy = sub.copies.get(row["id"])
-            for name in doc["targets"]:
+            for name in chosen:
                 entries = per_node.setdefault(name, [])
                 if not detailed:
-                    entries.append(None)
+                    entries.append(n)
                     continue
-                entry: dict[str, Any] = {"n": doc["n"]}
+                entry: dict[str, Any] = {"n": n}
                 if copy is not None:
-                    entry["copy"] = file_changes(
-                        copy[0], self.copy_records.last(accepted[name], copy[0].dest))
+                    old = self.copy_records.last(accepted[name], copy[0].dest)
+                    change = compared.get((row["id"], id(old)))
+                    if change is None:
+                        change = compared[(row["id"], id(old))] = file_changes(copy[0], old)
+                    if budget < len(change["files"]):
+                        change = {**change, "files": []}
+                    budget -= len(change["files"])
+                    entry["copy"] = change
                 entries.append(entry)
         up = set(online)
         nodes = []

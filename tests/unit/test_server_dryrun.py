@@ -90,3 +90,27 @@ def test_a_copy_done_on_a_node_is_what_the_next_plan_compares_with(h, tmp_path):
     assert plan_files() == (True, {"/srv/www/a.txt": ("would change", 904),
                                    "/srv/www/b.txt": ("unchanged", 0)})
     assert sent(h.core.take()) == []
+
+
+def test_a_big_plan_is_bounded(h, tmp_path, monkeypatch):
+    from director.server import dryrun
+
+    (tmp_path / "site").mkdir()
+    for name in "ab":
+        (tmp_path / "site" / name).write_bytes(b"x")
+    h.accepted_node("web1")
+    h.accepted_node("web2")
+    monkeypatch.setattr(dryrun, "MAX_PLAN_TASKS", 3)
+    plan = h.ok("jobs.plan", **run_steps("RUN a", "RUN b"))
+    assert plan["detailed"] is False and plan["tasks"] == 4
+    assert [(n["name"], n["jobs"], "plan" in n) for n in plan["nodes"]] == [
+        ("web1", 2, False), ("web2", 2, False)]
+    assert [j["nodes"] for j in plan["jobs"]] == [2, 2] and "targets" not in plan["jobs"][0]
+    monkeypatch.setattr(dryrun, "MAX_PLAN_TASKS", 100)
+    monkeypatch.setattr(dryrun, "MAX_PLAN_FILES", 3)  # web1's two, then none for web2
+    reply = _finish_build(h, tmp_path, h.op("jobs.plan", **{**run_steps("COPY site/ /s/"),
+                                                            "base": str(tmp_path)}))
+    (doc,) = [m.decode(a.frames) for a in reply]
+    copies = [n["plan"][0]["copy"] for n in doc.result["nodes"]]
+    assert [len(c["files"]) for c in copies] == [2, 0]
+    assert [c["counts"]["would send"] for c in copies] == [2, 2]
