@@ -24,6 +24,7 @@ from director.protocol.frames import MAX_BATCH, batch
 from director.protocol.messages import CtlEvent, CtlReply, Result, encode
 from director.server import submission
 from director.server.cancel import BEFORE_SENT, send_cancels
+from director.server.dryrun import DryRuns
 from director.server.events import BuildManifests, Reply, Send
 from director.server.jobqueries import JobQueries
 from director.server.jobwrites import JobWrites
@@ -59,7 +60,7 @@ class Feed:
         self.pending: tuple[list, list] | None = None   # a slice the store refused
 
 
-class JobBook(JobWrites, JobQueries):
+class JobBook(JobWrites, JobQueries, DryRuns):
     def __init__(self, store: Any, peers: Peers, name_of: Callable[[str], str], out: list,
                  node_expiry: float, now: float, new_id: Callable[[], str],
                  peer_log: Callable[..., None] | None = None):
@@ -144,6 +145,8 @@ class JobBook(JobWrites, JobQueries):
                               self.live_tasks(), self.max_live)
         if sub.jobs and _is_id(args.get("retry_of")):  # made by 'job retry': linked
             sub.jobs[0]["retry_of"] = args["retry_of"]
+        if args.get("dry_run") is True:  # jobs.plan (dryrun.py): nothing stored or sent
+            return self.plan_doc(sub, accepted, online)
         feed = submission.slices(sub, SUBMIT_SLICE)
         rows, tasks = next(feed, ([], []))
         more = sub.ntasks > len(tasks)  # the rest: a slice per loop turn (after_events)
@@ -306,6 +309,7 @@ class JobBook(JobWrites, JobQueries):
         if task is None:
             self._late_result(key, msg, now)
             return
+        self.remember_copy(key, msg)  # a COPY done there: what the node has (dry runs)
         self._final(task, result_fields(msg, now - task.sent_at if task.sent_at
                                               else None), now, by_node=True)
         self._ack_later(key, msg.job_id)
