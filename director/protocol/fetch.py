@@ -102,7 +102,7 @@ class GetData(Msg):
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"job_id": self.job_id, "file": self.file, "chunk": self.chunk}
-        if self.error:
+        if self.error != "":  # None and other non-strings go out, to be refused
             out["error"] = self.error
         return out
 
