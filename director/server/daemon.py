@@ -104,6 +104,7 @@ class Server:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.builder.wake_r, zmq.POLLIN)
+        poller.register(self.fetcher.wake_r, zmq.POLLIN)
         next_tick = next_guard = next_count = time.monotonic()
         core = self.core
         conns = self.conns
@@ -122,6 +123,8 @@ class Server:
                 for r in self.builder.ready():
                     self._step(lambda now: core.jobs.on_manifests(r.ticket, r.built,
                                                                    r.error, now))
+            if self.fetcher.wake_r in events:
+                self._step(lambda now: self.fetcher.ready())
             self._step(core.after_events)
             mono = time.monotonic()
             if conns.unproven and mono >= next_guard:

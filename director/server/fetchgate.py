@@ -92,7 +92,7 @@ class FetchGate:
 
     def settle(self, key: str, result: Result) -> Result:
         """A node's RESULT for a GET, made the server's: its status and counts."""
-        rec = self.records.pop((result.job_id, key), None)
+        rec = self.records.pop((result.job_id, key), None) if self.records else None
         if rec is None:
             if not self._is_get(result.job_id):
                 return result

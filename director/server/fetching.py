@@ -9,16 +9,20 @@ replaces a symlink itself, never what it points to).  Nothing outside
 DEST_DIR/NODE can be created or changed, whatever names the node sends.
 
 Work per loop turn is bounded: a chunk (at most 4 MiB) is appended as it
-arrives, and an existing file is hashed only when its size matches and its stat
-is not the one this server wrote last.
+arrives.  Which files are already in place is found on a thread (hashing them
+may take seconds), through its own fd of DEST_DIR/NODE; a file whose stat is the
+one this server gave it is not hashed again.  The loop learns the answer
+through a pipe it polls (``wake_r``, ``ready``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import secrets
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -129,6 +133,10 @@ class Fetcher:
         self.sessions: dict[tuple[str, str], _Receive] = {}
         # stat of a file this server wrote -> its digest: an unchanged GET re-hashes nothing
         self.digests: LRUCache = LRUCache(maxsize=100_000)
+        self.lock = threading.Lock()  # the digests, shared with the checking threads
+        self.checked: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.threads: set[threading.Thread] = set()
         self.ended: LRUCache = LRUCache(maxsize=4096)  # sessions over: late chunks ignored
 
     def handle(self, action: Any) -> None:
@@ -162,11 +170,49 @@ class Fetcher:
             self._end(sid, a.route, None, str(exc))
             return
         self.sessions[sid] = rec
+        root = os.dup(rec.root)  # the thread's own: the session may end meanwhile
+        thread = threading.Thread(target=self._check, args=(sid, rec, root), daemon=True,
+                                  name="get-check")
+        self.threads = {t for t in self.threads if t.is_alive()} | {thread}
+        thread.start()
+
+    def _check(self, sid: tuple[str, str], rec: _Receive, root: int) -> None:
+        """(thread) Which offered files are in place already; then wake the loop."""
         try:
-            rec.session.plan(self._unchanged(rec))
-            self._advance(sid, rec)
+            result: set[int] | str = self._unchanged(rec.session, root)
         except (DirectorError, OSError) as exc:
-            self._fail(sid, a.route, _why(exc))
+            result = _why(exc)
+        except Exception as exc:  # noqa: BLE001 - reported as the GET's failure
+            result = f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            os.close(root)
+        self.checked.put((sid, rec, result))
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:  # full (the loop wakes anyway) or closed (stopping)
+            pass
+
+    def ready(self) -> None:
+        """(loop) Start pulling for the sessions whose check is done."""
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except OSError:
+            pass
+        while True:
+            try:
+                sid, rec, result = self.checked.get_nowait()
+            except queue.Empty:
+                return
+            if self.sessions.get(sid) is not rec:
+                continue  # ended while it was checked
+            try:
+                if isinstance(result, str):
+                    raise FetchError(result)
+                rec.session.plan(result)
+                self._advance(sid, rec)
+            except (DirectorError, OSError) as exc:
+                self._fail(sid, rec.route, _why(exc))
 
     def chunk(self, a: FetchChunk) -> None:
         sid = (a.data.job_id, a.key)
@@ -226,16 +272,16 @@ class Fetcher:
         name = s.parts[s.current][-1]
         os.rename(rec.tmp, name, src_dir_fd=rec.parent, dst_dir_fd=rec.parent)
         rec.tmp = ""
-        self.digests[_stat_key(os.fstat(rec.fd))] = entry.digest  # after the rename (ctime)
+        with self.lock:  # stat after the rename (it moves the ctime)
+            self.digests[_stat_key(os.fstat(rec.fd))] = entry.digest
         rec.drop_current()
 
-    def _unchanged(self, rec: _Receive) -> set[int]:
-        """Files already in DEST_DIR/NODE with the offered content."""
+    def _unchanged(self, s: FetchSession, root: int) -> set[int]:
+        """(thread) Files already in DEST_DIR/NODE with the offered content."""
         same = set()
-        s = rec.session
         for i, (entry, parts) in enumerate(zip(s.files, s.parts)):
             try:
-                parent = open_dirs(rec.root, parts[:-1], create=False)
+                parent = open_dirs(root, parts[:-1], create=False)
             except FileNotFoundError:
                 continue
             try:
@@ -249,10 +295,12 @@ class Fetcher:
                 st = os.fstat(fd)
                 if stat.S_ISREG(st.st_mode) and st.st_size == entry.size:
                     key = _stat_key(st)
-                    digest = self.digests.get(key)
+                    with self.lock:
+                        digest = self.digests.get(key)
                     if digest is None:
                         digest = hash_fd(fd, s.chunk_size)[0]
-                        self.digests[key] = digest
+                        with self.lock:
+                            self.digests[key] = digest
                     if digest == entry.digest:
                         same.add(i)
             finally:
@@ -288,6 +336,12 @@ class Fetcher:
         for rec in self.sessions.values():
             rec.close()
         self.sessions.clear()
+        deadline = time.monotonic() + 2.0
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if not any(t.is_alive() for t in self.threads):  # one still running writes to it
+            os.close(self.wake_r)
+            os.close(self.wake_w)
 
 
 def _check_target(parent: int, name: str) -> None:

@@ -6,6 +6,7 @@ server's driver writing real files in a temp directory that holds symlink traps
 from __future__ import annotations
 
 import os
+import select
 import tempfile
 from pathlib import Path
 
@@ -109,12 +110,19 @@ class Run:
                                lambda job, key, *rest: self.ended.__setitem__((job, key), rest))
         self.dest = dest
 
+    def close(self) -> None:
+        self.fetcher.close()
+
     def get(self, files: dict[str, bytes]) -> tuple:
         entries = tuple(entry(n, d) for n, d in files.items())
         datas = list(files.values())
         self.fetcher.handle(FetchStart(b"r", "k", "node1", JOB, str(self.dest),
                                        GetOffer(JOB, CHUNK, entries)))
         for _ in range(10_000):
+            if not self.sent:  # the check of what is in place runs on a thread
+                assert select.select([self.fetcher.wake_r], [], [], 5.0)[0]
+                self.fetcher.ready()
+                continue
             msg = self.sent.pop(0)
             if isinstance(msg, GetDone):
                 assert not self.sent
@@ -124,6 +132,14 @@ class Run:
                 chunk = datas[f][c * CHUNK:(c + 1) * CHUNK]
                 self.fetcher.handle(FetchChunk(b"r", "k", GetData(JOB, f, c, chunk)))
         raise AssertionError("the GET never ended")
+
+
+def once(dest: Path, files: dict[str, bytes]) -> tuple:
+    run = Run(dest)
+    try:
+        return run.get(files)
+    finally:
+        run.close()
 
 
 def _tree(top: Path) -> set[str]:
@@ -144,7 +160,7 @@ def test_the_driver_writes_nothing_outside_dest_node(files):
         (node / "link").symlink_to(outside / "x.txt")  # a file link out
         (node / "a").mkdir()
         (node / "a" / "evil").symlink_to(outside)
-        status, error, transfer = Run(dest).get(files)
+        status, error, transfer = once(dest, files)
         assert _tree(outside) == set()                  # nothing written through a link
         assert all(p in ("outside", "dest", "dest/node1") or p.startswith("dest/node1/")
                    for p in _tree(top)), _tree(top)
@@ -166,12 +182,12 @@ def test_unchanged_files_are_skipped_and_changed_ones_fetched(tmp_path):
     assert (t["skipped"], t["bytes_sent"], t["chunks_sent"]) == (0, 2 * CHUNK + 1, 3)
     status, error, t = run.get(files)
     assert (status, t["skipped"], t["bytes_sent"], t["chunks_reused"]) == ("success", 2, 0, 3)
-    fresh = Run(tmp_path)  # a restarted server hashes what is there
-    assert fresh.get(files)[2]["skipped"] == 2
+    assert once(tmp_path, files)[2]["skipped"] == 2  # a restarted server hashes what is there
     (tmp_path / "node1" / "d" / "b.txt").write_bytes(b"tampered")
     status, error, t = run.get(files)
     assert (t["skipped"], t["bytes_sent"]) == (1, 1)
     assert (tmp_path / "node1" / "d" / "b.txt").read_bytes() == b"b"
+    run.close()
     assert oct((tmp_path / "node1" / "a.txt").stat().st_mode & 0o7777) == "0o644"
 
 
@@ -180,19 +196,19 @@ def test_special_files_and_directories_in_the_way_are_not_replaced(tmp_path):
     (node / "fifo").parent.mkdir(parents=True)
     os.mkfifo(node / "fifo")
     (node / "dir").mkdir()
-    status, error, _ = Run(tmp_path).get({"fifo": b"x"})
+    status, error, _ = once(tmp_path, {"fifo": b"x"})
     assert status == "failed" and "special file" in error
-    status, error, _ = Run(tmp_path).get({"dir": b"x"})
+    status, error, _ = once(tmp_path, {"dir": b"x"})
     assert status == "failed" and "directory" in error
     assert (node / "dir").is_dir()
 
 
 def test_relative_dest_and_symlinked_node_dir_are_refused(tmp_path):
-    status, error, _ = Run(Path("relative/dir")).get({"a": b"1"})
+    status, error, _ = once(Path("relative/dir"), {"a": b"1"})
     assert status == "failed" and "absolute DEST_DIR" in error
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "node1").symlink_to(tmp_path / "elsewhere")
-    status, error, _ = Run(tmp_path / "d").get({"a": b"1"})
+    status, error, _ = once(tmp_path / "d", {"a": b"1"})
     assert status == "failed" and "not a directory" in error
     assert list((tmp_path / "elsewhere").iterdir()) == []
