@@ -154,7 +154,7 @@ class Fetcher:
     def start(self, a: FetchStart) -> None:
         self.sweep(time.monotonic())
         sid = (a.job_id, a.key)
-        if sid in self.sessions:
+        if sid in self.sessions or sid in self.ended:
             self._fail(sid, a.route, "the node offered its GET files twice")
             return
         if len(self.sessions) >= MAX_SESSIONS:

@@ -109,15 +109,19 @@ class Run:
         self.fetcher = Fetcher(limit, lambda route, frames: self.sent.append(M.decode(frames)),
                                lambda job, key, *rest: self.ended.__setitem__((job, key), rest))
         self.dest = dest
+        self.n = 0
 
     def close(self) -> None:
         self.fetcher.close()
 
-    def get(self, files: dict[str, bytes]) -> tuple:
+    def get(self, files: dict[str, bytes], job: str | None = None) -> tuple:
+        """One GET (a new job id unless ``job``): (status, error, transfer)."""
+        self.n += 1
+        job = job or f"{JOB[:-4]}{self.n:04x}"
         entries = tuple(entry(n, d) for n, d in files.items())
         datas = list(files.values())
-        self.fetcher.handle(FetchStart(b"r", "k", "node1", JOB, str(self.dest),
-                                       GetOffer(JOB, CHUNK, entries)))
+        self.fetcher.handle(FetchStart(b"r", "k", "node1", job, str(self.dest),
+                                       GetOffer(job, CHUNK, entries)))
         for _ in range(10_000):
             if not self.sent:  # the check of what is in place runs on a thread
                 assert select.select([self.fetcher.wake_r], [], [], 5.0)[0]
@@ -126,11 +130,11 @@ class Run:
             msg = self.sent.pop(0)
             if isinstance(msg, GetDone):
                 assert not self.sent
-                return self.ended.pop((JOB, "k"))
+                return self.ended.pop((job, "k"))
             assert isinstance(msg, GetPull)
             for f, c in msg.chunks:
                 chunk = datas[f][c * CHUNK:(c + 1) * CHUNK]
-                self.fetcher.handle(FetchChunk(b"r", "k", GetData(JOB, f, c, chunk)))
+                self.fetcher.handle(FetchChunk(b"r", "k", GetData(job, f, c, chunk)))
         raise AssertionError("the GET never ended")
 
 
@@ -212,3 +216,11 @@ def test_relative_dest_and_symlinked_node_dir_are_refused(tmp_path):
     status, error, _ = once(tmp_path / "d", {"a": b"1"})
     assert status == "failed" and "not a directory" in error
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_second_offer_for_the_same_job_fails_it(tmp_path):
+    run = Run(tmp_path)
+    assert run.get({"a": b"1"}, JOB)[0] == "success"
+    status, error, _ = run.get({"a": b"1"}, JOB)
+    assert status == "failed" and "twice" in error
+    run.close()
