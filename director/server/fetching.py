@@ -229,7 +229,7 @@ class Fetcher:
             if msg.error:
                 name = shown_name(rec.session.files[msg.file].rel) \
                     if msg.file < len(rec.session.files) else f"file {msg.file}"
-                raise FetchError(f"the node could not send {name}: {msg.error}")
+                raise FetchError(f"the node could not send {name}: {shown_name(msg.error)}")
             for data in rec.session.accept(msg.file, msg.chunk, msg.data):
                 view = memoryview(data)
                 while view:

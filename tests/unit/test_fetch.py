@@ -224,3 +224,20 @@ def test_a_second_offer_for_the_same_job_fails_it(tmp_path):
     status, error, _ = run.get({"a": b"1"}, JOB)
     assert status == "failed" and "twice" in error
     run.close()
+
+
+def test_a_node_that_cannot_send_a_chunk_fails_the_get_with_its_word_escaped(tmp_path):
+    run = Run(tmp_path)
+    run.fetcher.handle(FetchStart(b"r", "k", "node1", JOB, str(tmp_path),
+                                  GetOffer(JOB, CHUNK, (entry("f", b"data"),))))
+    assert select.select([run.fetcher.wake_r], [], [], 5.0)[0]
+    run.fetcher.ready()
+    pull = run.sent.pop(0)
+    assert isinstance(pull, GetPull) and pull.chunks == ((0, 0),)
+    run.fetcher.handle(FetchChunk(b"r", "k", GetData(JOB, 0, 0, b"", "changed\x1b[2J")))
+    done = run.sent.pop(0)
+    assert isinstance(done, GetDone) and not done.ok
+    assert "could not send 'f'" in done.error and "\x1b" not in done.error
+    assert run.ended[(JOB, "k")][0] == "failed"
+    assert sorted(p.name for p in (tmp_path / "node1").iterdir()) == []  # temp file removed
+    run.close()
