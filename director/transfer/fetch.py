@@ -11,17 +11,21 @@ server's driver (server/fetching.py) does the writing, one directory fd at a tim
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 from director.errors import TransferError
-from director.transfer.hashing import digest_of, hasher
-from director.transfer.manifest import FileEntry
+from director.transfer.manifest import FileEntry, digest_of
 
 MAX_NAME_CHARS = 1024       # characters of one offered relative name
 MAX_DEPTH = 32              # components of one name
 MAX_COMPONENT = 255         # bytes of one component (NAME_MAX)
 TEMP_PREFIX = ".director-get-"
 WINDOW_BYTES = 4 * 1024 * 1024  # chunks in flight (and buffered) per session
+
+
+def _hasher() -> "hashlib._Hash":
+    return hashlib.blake2b(digest_size=32)  # the one hash of transfers (hashing.hasher)
 
 
 class FetchError(TransferError):
@@ -113,7 +117,7 @@ class FetchSession:
         self.current = -1
         self._next_req = self._next_write = 0
         self._early: dict[int, bytes] = {}
-        self._whole = hasher()
+        self._whole = _hasher()
 
     def plan(self, unchanged: set[int]) -> None:
         """The driver found these files already in place with the offered digest."""
@@ -130,7 +134,7 @@ class FetchSession:
         self.current = self.queue.pop()
         self._next_req = self._next_write = 0
         self._early.clear()
-        self._whole = hasher()
+        self._whole = _hasher()
         return self.current
 
     def requests(self) -> list[tuple[int, int]]:
