@@ -19,7 +19,7 @@ import pytest
 from conftest import Mesh
 
 NODES = ("a", "b")
-LIMIT = 300_000
+LIMIT = 4_000_000
 TRANSFER_FIELDS = {"files", "bytes_total", "bytes_sent", "chunks_sent", "chunks_reused",
                    "skipped"}
 
@@ -83,7 +83,7 @@ def test_file_and_glob_from_two_nodes_then_skip_then_refetch(env):
     tag = uuid.uuid4().hex[:6]
     for n in NODES:
         (env.src[n] / f"{tag}.conf").write_bytes(os.urandom(1000))
-        (env.src[n] / f"{tag}-1.log").write_bytes(os.urandom(70_000))
+        (env.src[n] / f"{tag}-1.log").write_bytes(os.urandom(2_500_000))  # 3 chunks
         (env.src[n] / f"{tag}-2.log").write_bytes(os.urandom(5))
         (env.src[n] / f"{tag}.other").write_bytes(b"not matched")
     dest = env.root / f"out-{tag}"
@@ -96,7 +96,8 @@ def test_file_and_glob_from_two_nodes_then_skip_then_refetch(env):
             assert sha(dest / n / name) == sha(env.src[n] / name)
         t = doc["results"][n]["transfer"]
         assert t["files"] == 3 and t["skipped"] == 0
-        assert t["bytes_sent"] == t["bytes_total"] == 71_005
+        assert t["bytes_sent"] == t["bytes_total"] == 2_501_005
+        assert t["chunks_sent"] == 5
     assert sha(dest / "a" / f"{tag}.conf") != sha(dest / "b" / f"{tag}.conf")
 
     doc = get(env, line)  # nothing changed: nothing sent
