@@ -13,6 +13,7 @@ from typing import Any, Callable
 from director import __version__
 from director.errors import DirectorError
 from director.protocol.messages import Enrolled, encode
+from director.server import nodeinfo
 from director.server.events import Send
 from director.trust.keyfmt import key_to_z85
 from director.trust.tokens import parse_ttl
@@ -37,6 +38,7 @@ def server_stats(core: Any, rid: bytes, args: dict, now: float) -> dict:
 
 def nodes(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
     out = []
+    labels = core.store.all_labels()
     for rec in core.store.nodes():
         if rec.state != "accepted":
             continue
@@ -48,6 +50,7 @@ def nodes(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
             "address": (peer.address if peer and peer.address else rec.address) or "",
             "version": (peer.version if peer and peer.version else rec.version) or "",
             "fingerprint": rec.fingerprint,
+            "labels": labels.get(rec.key, {}),
         })
     return out
 
@@ -172,6 +175,7 @@ OPS: dict[str, Op] = {
     "jobs.cancel": jobs_cancel, "jobs.retry": jobs_retry, "jobs.purge": jobs_purge,
     "jobs.analyze": jobs_analyze,
     "events.list": events_list, "server.stats": server_stats,
+    "node.get": nodeinfo.node_get, "nodes.label": nodeinfo.nodes_label,
 }
 
 
