@@ -188,3 +188,14 @@ def test_a_template_sees_this_nodes_facts():
         "echo web1.example"
     line = "RUN echo {% if facts.os.id == 'debian' %}apt{% else %}dnf{% endif %}"
     assert resolve(parse_line(line), {}, {}, scope).command == "echo apt"
+
+
+def test_the_agent_says_its_facts_at_every_hello():
+    from director.client.core import AgentCore, Send
+
+    core = AgentCore("web1", "b00t", 1.0, 0.0, version="9.9", facts=FULL)
+    for now in (0.0, 5.0):  # the first link, and a reconnection
+        core.link_down(now)
+        hellos = [a.msg for a in core.link_up(now) if isinstance(a, Send)
+                  and isinstance(a.msg, M.Hello)]
+        assert hellos == [M.Hello("web1", "9.9", "b00t", FULL)]
