@@ -111,6 +111,11 @@ def test_labels_select_the_nodes_a_job_runs_on(grid):
     assert set(exec_wait(grid, f"RUN echo {tag}-t", "label:tier=fr*")["results"]) == {"web1"}
     assert set(exec_wait(grid, f"RUN echo {tag}-m", "label:role=db,web2")["results"]) == \
         {"db1", "web2"}
+    f = grid.root / f"{tag}.yaml"
+    f.write_text(f"- targets: [label:role=db]\n  jobs: [RUN: echo {tag}-y]\n")
+    cp = grid.cli("orchestrate", "--wait", "--json", str(f))
+    assert cp.returncode == 0, cp.stderr
+    assert [set(d["results"]) for d in json.loads(cp.stdout)] == [{"db1"}]
     before = job_count(grid)
     one_line_error(grid.cli("exec", "--wait", "-t", "label:role=cache", f"RUN echo {tag}"),
                    "label:role=cache")

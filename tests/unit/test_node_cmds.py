@@ -83,3 +83,9 @@ def test_bad_label_input_is_one_line_and_nothing_is_sent(asked, capsys, argv):
     assert exit_.value.code != 0
     assert err.startswith("director: ") and err.count("\n") == 1 and "\x1b" not in err
     assert asked == []
+
+
+def test_the_api_node_document_has_its_labels():
+    assert api.Node({"name": "w", "state": "online", "labels": {"role": "web"}}).labels == \
+        {"role": "web"}
+    assert api.Node({"name": "w", "state": "online"}).labels == {}  # an older server

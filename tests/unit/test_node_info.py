@@ -135,3 +135,12 @@ def test_facts_wait_in_memory_while_the_store_fails(h, monkeypatch):
     h.tick()
     assert h.core.facts.pending == {}
     assert h.store.facts_of(h.store.node_by_name("web1").key) == DEBIAN.to_dict()
+
+
+def test_the_node_list_outlives_a_failing_label_table(h, monkeypatch):
+    h.accepted_node("web1")
+
+    def broken():
+        raise StorageError("database disk image is malformed")
+    monkeypatch.setattr(h.store, "all_labels", broken)
+    assert [(n["name"], n["labels"]) for n in h.ok("nodes")] == [("web1", {})]
