@@ -170,7 +170,8 @@ def sh(command: str, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("hostile", [
-    "x; touch pwned", "$(touch pwned)", "`touch pwned`", "a' ; touch pwned; '", 'a" && touch pwned #'])
+    "x; touch pwned", "$(touch pwned)", "`touch pwned`", "a' ; touch pwned; '",
+    'a" && touch pwned #'])
 def test_a_fact_in_a_run_is_shell_quoted_and_runs_nothing(tmp_path, hostile):
     scope = {"facts": {"hostname": hostile, "os": {"id": "debian"}, "cpus": 4}}
     for line in ("RUN echo {{ facts.hostname }}", 'RUN echo "{{ facts.hostname }}"',
