@@ -22,7 +22,7 @@ from director.jobs.nodestate import JobCache, NodeState
 from director.jobs.scopes import state_for
 from director.jobs.executor import Outcome, Pending, begin, conclude, spawn_failed
 from director.client.journal import proc_pgid, proc_started_at
-from director.jobs.shell import ShellProcess, kill_running
+from director.jobs.shell import ShellProcess, close_inherited, kill_running
 from director.protocol.messages import Job
 
 log = logging.getLogger("director.runner")
@@ -79,6 +79,7 @@ class ProcessDriver:
     def __init__(self, state: NodeState, cache: JobCache, watcher: Watcher,
                  facts: dict[str, Any] | None = None):
         self.state, self.cache, self.watcher = state, cache, watcher
+        close_inherited()  # jobs get their three descriptors and nothing of ours
         self.facts = facts or {}  # this node's own facts: templates see facts.NAME
         self.procs: dict[int, _Running] = {}  # watched fd -> its running job
         self.running: list[_Running] = []
