@@ -111,6 +111,9 @@ def test_labels_select_the_nodes_a_job_runs_on(grid):
     assert set(exec_wait(grid, f"RUN echo {tag}-t", "label:tier=fr*")["results"]) == {"web1"}
     assert set(exec_wait(grid, f"RUN echo {tag}-m", "label:role=db,web2")["results"]) == \
         {"db1", "web2"}
+    cp = grid.cli("exec", "--dry-run", "--json", "-t", "label:role=web", f"RUN echo {tag}")
+    assert cp.returncode == 0, cp.stderr
+    assert sorted(n["name"] for n in json.loads(cp.stdout)["nodes"]) == ["web1", "web2"]
     f = grid.root / f"{tag}.yaml"
     f.write_text(f"- targets: [label:role=db]\n  jobs: [RUN: echo {tag}-y]\n")
     cp = grid.cli("orchestrate", "--wait", "--json", str(f))
