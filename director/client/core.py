@@ -60,8 +60,10 @@ class AgentCore(Cancelling, Outbox):
     """All agent state and rules.  Each event method returns the actions to carry out."""
 
     def __init__(self, name: str, boot: str, heartbeat_interval: float, now: float,
-                 version: str = __version__, journal: MemoryJournal | None = None):
+                 version: str = __version__, journal: MemoryJournal | None = None,
+                 facts: M.Facts | None = None):
         self.name = name
+        self.facts = facts  # said at every HELLO (client/facts.py gathered them)
         self.boot = boot
         self.version = version
         self.heartbeat = heartbeat_interval
@@ -135,7 +137,7 @@ class AgentCore(Cancelling, Outbox):
         return self._take()
 
     def _hello(self, now: float) -> None:
-        self._out.append(Send(M.Hello(self.name, self.version, self.boot)))
+        self._out.append(Send(M.Hello(self.name, self.version, self.boot, self.facts)))
         self.hello_at = now
 
     def _stop(self, reason: str, code: int = 1) -> None:

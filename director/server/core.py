@@ -26,6 +26,7 @@ from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Se
                                     Undelivered)
 from director.server.jobs import DEFERRED, JobBook
 from director.server.streaming import on_output
+from director.server.nodeinfo import FactsBook
 from director.server.ops import OPS
 from director.server.audit import Audit
 from director.server.peers import Peers
@@ -80,6 +81,8 @@ class ServerCore:
                             new_id, self.peer_log)
         self.retention = Retention(store, self.out, config.retention, now)
         self.fetches = FetchGate(self.jobs, self.keys.name, self.out, self.peer_log)  # GET
+        self.facts = FactsBook()  # what nodes said of themselves at HELLO, not yet written
+        self.jobs.node_attrs = lambda accepted: self.facts.attrs(store, accepted)
         self._handlers: dict[type, Callable[[str, bytes, Any, float], None]] = {
             m.Enroll: self._enroll, m.EnrollStatus: self._enroll_status, m.Hello: self._hello,
             m.Heartbeat: _ignore, m.Result: self._result, m.Results: self._results,
@@ -237,6 +240,7 @@ class ServerCore:
         peer.boot = msg.boot
         peer.hello = True
         self.peers.mark_dirty(peer)
+        self.facts.heard(key, msg.facts)
         self.out.append(Send(route, m.encode(m.Enrolled("accepted", self.keys.name(key) or ""))))
         # after a reconnect, an agent or a server restart alike: the node's journal says
         # what became of each job in flight there (never run twice)
@@ -308,6 +312,7 @@ class ServerCore:
                 log.info("node %s went offline", self.who(key))
             self.jobs.node_lost(key, now)
         self.flush_seen()
+        self.facts.flush(self.store)
         try:
             self.audit.flush(self.store)
         except StorageError as exc:
@@ -330,6 +335,7 @@ class ServerCore:
         """Write what is still in memory (best effort: the driver is stopping)."""
         self.jobs.flush()
         self.flush_seen()
+        self.facts.flush(self.store)
 
 
 class LoopStats:

@@ -46,6 +46,8 @@ VALID: list[M.Msg] = [
     M.EnrollStatus(),
     M.Hello("web1", "0.1.0"),
     M.Hello("web1", "0.1.0", boot="b00t-id"),
+    M.Hello("web1", "0.1.0", "b", M.Facts("h", "debian", "12", "6.1", "x86_64", 2, 2**30,
+                                          ("10.0.0.1", "::2"), "0.1.0")),
     M.Heartbeat(),
     M.Heartbeat(running=10**6),
     M.Result(JOB_ID, "success"),
@@ -151,7 +153,7 @@ FIELDS: dict[type[M.Msg], tuple[M.Msg, dict[str, tuple[str, dict]]]] = {
         "version": ident(M.MAX_VERSION, null=True)}),
     M.Hello: (M.Hello("web1", "0.1", "boot"), {
         "name": ident(M.MAX_NAME, req=True), "version": ident(M.MAX_VERSION, req=True),
-        "boot": ident(64, null=True)}),
+        "boot": ident(64, null=True), "facts": ("mapping", {"null": True})}),
     M.Heartbeat: (M.Heartbeat(1), {"running": integer(0, 10**6)}),
     M.Result: (RESULT_FULL, {
         "job_id": ("job_id", {"req": True}),
