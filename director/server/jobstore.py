@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (job_id, node)
 );
 CREATE INDEX IF NOT EXISTS results_open ON results(status) WHERE status IN ('queued','running');
+CREATE TABLE IF NOT EXISTS rollouts (
+    orch TEXT PRIMARY KEY,           -- an orchestration run in batches (server/batches.py)
+    targets TEXT NOT NULL,           -- its node keys in target order (JSON)
+    settings TEXT NOT NULL           -- --batch / --max-failures as given (JSON)
+);
 """
 
 RESULT_COLUMNS = ("status", "rc", "stdout", "stderr", "cached", "exec_time", "roundtrip_time",
@@ -96,6 +101,10 @@ class JobStore:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO retries(orch, retry_of) VALUES(?,?)",
                 [(j["orch"], j["retry_of"]) for j in jobs if j.get("retry_of")])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO rollouts(orch, targets, settings) VALUES(?,?,?)",
+                [(j["orch"], j["rollout"]["targets"], j["rollout"]["settings"])
+                 for j in jobs if j.get("rollout")])
 
     def update_results(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
@@ -130,6 +139,17 @@ class JobStore:
     def retry_of(self, orch: str) -> str | None:
         row = self.conn.execute("SELECT retry_of FROM retries WHERE orch=?", (orch,)).fetchone()
         return row[0] if row else None
+
+    def rollout(self, orch: str) -> sqlite3.Row | None:
+        """The batch settings of ``orch`` (None: it was not run in batches)."""
+        return self.conn.execute("SELECT * FROM rollouts WHERE orch=?", (orch,)).fetchone()
+
+    def rollout_results(self, orch: str) -> list[tuple[str, str]]:
+        """(node key, status) of every task of ``orch``: its rollout is rebuilt from
+        these after a restart."""
+        return [(r[0], r[1]) for r in self.conn.execute(
+            "SELECT r.node, r.status FROM results r JOIN jobs j ON j.id = r.job_id"
+            " WHERE j.orch=?", (orch,))]
 
     def orch_jobs(self, orch: str) -> list[str]:
         """The job ids of orchestration ``orch``, in order."""
