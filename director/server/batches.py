@@ -260,6 +260,17 @@ def resume(book: Any, now: float) -> None:
         book._final(task, {"status": "cancelled", "error": reason}, now)
 
 
+def stored_settings(store: Any, orch: str) -> dict[str, str]:
+    """``{"batch": ..., "max_failures": ...}`` as ``orch`` was submitted ({}: not in
+    batches, or unreadable): ``job retry`` rolls out again the same way."""
+    row = store.rollout(orch)
+    try:
+        given = json.loads(row["settings"]) if row is not None else {}
+        return rollout_options(given.get("batch"), given.get("max_failures"))
+    except (ValueError, TypeError, AttributeError, ConfigError):
+        return {}
+
+
 def _rebuilt(store: Any, orch: str, row: Any) -> Rollout | None:
     try:
         order = json.loads(row["targets"])

@@ -200,13 +200,13 @@ class JobStore:
         ``after`` on, leaving those in ``skip`` (tasks still open).  A job's results go
         first and its row once they are all gone, so a job is never left without its row.
         Returns (jobs purged, results purged, the rowid to go on after, more to do)."""
-        rows = self.conn.execute("SELECT rowid, id, created FROM jobs WHERE rowid > ?"
+        rows = self.conn.execute("SELECT rowid, id, created, orch FROM jobs WHERE rowid > ?"
                                  " ORDER BY rowid LIMIT ?", (after, scan)).fetchall()
         jobs = results = 0
         more = len(rows) == scan
         with self.conn:
             self.conn.execute("BEGIN")
-            for rowid, job_id, created in rows:
+            for rowid, job_id, created, orch in rows:
                 if rowid > upto and created >= before:
                     more = False  # the rest are newer still
                     break
@@ -226,6 +226,8 @@ class JobStore:
                     more = True  # this job's other results: next step
                     break
                 self.conn.execute("DELETE FROM jobs WHERE rowid=?", (rowid,))
+                self.conn.execute("DELETE FROM rollouts WHERE orch=? AND NOT EXISTS"
+                                  " (SELECT 1 FROM jobs WHERE orch=?)", (orch, orch))
                 jobs += 1
                 budget -= 1
                 after = rowid

@@ -217,3 +217,26 @@ def test_steps_with_their_own_targets_batch_by_node(three):
     answer(h, h.keys["c"], res["jobs"])
     out = answer(h, h.keys["a"], res["jobs"][1:])
     assert to(out, "b") == res["jobs"][1:]
+
+
+def test_retry_rolls_out_again_in_batches(three):
+    h = three
+    res = submit(h, "RUN x", batch="1", max_failures="0")
+    answer(h, h.keys["a"], res["jobs"], "failed")
+    h.tick(1.0)
+    again = h.ok("jobs.retry", id=res["orch"])
+    assert to(h.pending, "a") == again["jobs"] and to(h.pending, "b") == []
+    answer(h, h.keys["a"], again["jobs"], "failed")
+    assert results(h, again["jobs"][0])["c"]["error"] == \
+        "not started: 1 of 3 targets failed, over --max-failures 0"
+
+
+def test_purging_a_rollout_forgets_its_settings(three):
+    h = three
+    res = submit(h, "RUN x", "RUN y", batch="2")
+    for n in "abc":
+        answer(h, h.keys[n], res["jobs"])
+    h.tick(1.0)
+    assert h.store.rollout(res["orch"]) is not None
+    done = h.store.purge_step(0, 10, 0.0, set(), 1000)
+    assert done[0] == 2 and h.store.rollout(res["orch"]) is None
