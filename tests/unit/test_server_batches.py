@@ -240,3 +240,29 @@ def test_purging_a_rollout_forgets_its_settings(three):
     assert h.store.rollout(res["orch"]) is not None
     done = h.store.purge_step(0, 10, 0.0, set(), 1000)
     assert done[0] == 2 and h.store.rollout(res["orch"]) is None
+
+
+def test_a_big_submission_made_a_slice_at_a_time_waits_for_its_unmade_tasks(three):
+    """Past SUBMIT_SLICE tasks a submission's tasks are made over several loop turns:
+    a batch is over only once its tasks not made yet have been made and have ended."""
+    from director.server.jobs import SUBMIT_SLICE
+
+    h = three
+    n = SUBMIT_SLICE // 3 + 50
+    res = submit(h, *[f"RUN step {i}" for i in range(n)], batch="1")
+    assert h.core.jobs.feeding                    # not every task was made at once
+    out, done = h.pending, []
+    for _ in range(1000):
+        assert to(out, "b") == to(out, "c") == [], f"b or c started after {len(done)} of a's"
+        mine = to(out, "a")
+        if not mine:
+            out = h.tick(0.01)
+            if not to(out, "a"):
+                break
+            continue
+        done += mine
+        out = answer(h, h.keys["a"], mine)
+        if len(done) == n:
+            break
+    assert sorted(done) == sorted(res["jobs"])
+    assert len(to(out, "b")) > 0 and to(out, "c") == []
