@@ -224,7 +224,6 @@ class GateMachine(RuleBasedStateMachine):
         for t in self.gate.take_held(wanted):
             assert t.job_id in wanted
             assert self.state[(t.job_id, t.node)] == "held"
-            self.state[(t.job_id, t.node)] = "held"
             self._ended(t, "cancelled")
 
     @precondition(lambda self: not self.unmade)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from coretools import CoreHarness, jobs_in, run_steps, sent
+from coretools import CoreHarness, jobs_in, run_steps
 
 from director.protocol import messages as m
 from director.server.cancel import BEFORE_SENT
