@@ -162,6 +162,15 @@ class Client:
             raise ProtocolError("the server's job results are not valid JSON") from None
         return jobs_of(docs)
 
+    def plan(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
+             base: str | os.PathLike[str] | None = None,
+             allow_offline: bool = False) -> dict[str, Any]:
+        """A dry run of ``submit``: the server plans it the same way and answers with the
+        plan per node (each job's content hash, what each COPY would send or change)
+        instead of storing or sending anything (``--dry-run --json`` prints it)."""
+        payload = self._payload(jobs, targets, False, base, allow_offline)
+        return self.request("jobs.plan", payload, max(self.timeout, 60.0))
+
     def submit_encoded(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
                        base: str | os.PathLike[str] | None = None,
                        on_event: OnEvent | None = None,
@@ -238,7 +247,7 @@ class Client:
             from director.batchsize import rollout_options
 
             rollout = rollout_options(batch, max_failures)  # checked before anything else
-        steps = _steps(jobs)
+        steps = _server_dests(_steps(jobs), base)
         if isinstance(targets, str):
             targets = [targets]
         elif not all(isinstance(t, str) for t in targets):
@@ -318,9 +327,30 @@ def _rebased(steps: list, path: os.PathLike) -> list:
     here = os.path.dirname(os.path.abspath(path))
 
     def rebase(job):
+        if verbs.spec(job.verb).sends:  # GET's DEST_DIR, like COPY's sources
+            return replace(job, dest=os.path.join(here, job.dest))
         if not verbs.spec(job.verb).transfers or not job.sources:
             return job
         return replace(job, sources=tuple(src if os.path.isabs(src) else
                                           os.path.join(here, src) for src in job.sources))
 
     return [replace(s, jobs=tuple(rebase(j) for j in s.jobs)) for s in steps]
+
+
+def _server_dests(steps: list, base: str | os.PathLike[str] | None) -> list:
+    """GET's DEST_DIR is a directory on the server machine: a relative one is made
+    absolute here, against ``base`` (default: the working directory)."""
+    from dataclasses import replace
+
+    from director.jobs import verbs
+
+    if not any(verbs.spec(j.verb).sends for s in steps for j in s.jobs):
+        return steps
+    here = os.path.abspath(base) if base is not None else os.getcwd()
+
+    def resolve(job):
+        if not verbs.spec(job.verb).sends:
+            return job
+        return replace(job, dest=os.path.normpath(os.path.join(here, job.dest)))
+
+    return [replace(s, jobs=tuple(resolve(j) for j in s.jobs)) for s in steps]

@@ -52,7 +52,8 @@ def is_copy(instr: Any) -> bool:
 
 
 # which verbs pull files (COPY, ADD): the verb table says, once, at import
-_COPY_VERBS = frozenset(n for n in verbs.names() if verbs.spec(n).transfers)
+_COPY_VERBS = frozenset(n for n in verbs.names() if verbs.spec(n).transfers
+                        or verbs.spec(n).sends)  # GET sends files: the same workers
 
 
 class AgentCore(Cancelling, Outbox):

@@ -17,6 +17,7 @@ from director.jobs.dsl import Instruction
 from director.protocol import fields as F
 from director.protocol.base import Msg, checked, encode
 from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX, Chunk, ChunkErr, ChunkReq
+from director.protocol.fetch import TYPES as FETCH_TYPES
 from director.protocol.jobcontrol import MAX_ACK, Cancel, Output, job_ids
 from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
 from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
@@ -324,7 +325,8 @@ class Error(Msg):
 
 TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
     Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
-    Chunk, ChunkErr, Ack, Cancel, Output, Revoked, Error, Ctl, CtlReply, CtlEvent)}
+    Chunk, ChunkErr, Ack, Cancel, Output, Revoked, Error, Ctl, CtlReply, CtlEvent,
+    *FETCH_TYPES)}
 
 
 def decode(frames: Any) -> Msg:

@@ -20,6 +20,8 @@ from typing import Any, Callable
 from director.errors import DirectorError, ProtocolError, StorageError
 from director.logsafe import shown
 from director.protocol import messages as m
+from director.protocol import fetch as fetch_msgs
+from director.server.fetchgate import FetchGate
 from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Send, Tick,
                                     Undelivered)
 from director.server.jobs import DEFERRED, JobBook
@@ -40,7 +42,8 @@ DISPATCH: dict[Role, frozenset[type]] = {
     Role.STRANGER: frozenset({m.Enroll}),
     Role.PENDING: frozenset({m.Enroll, m.EnrollStatus}),
     Role.NODE: frozenset({m.Enroll, m.EnrollStatus, m.Hello, m.Heartbeat, m.Result,
-                          m.Results, m.ChunkReq, m.Output}),
+                          m.Results, m.ChunkReq, m.Output, fetch_msgs.GetOffer,
+                          fetch_msgs.GetData}),
 }
 
 
@@ -76,11 +79,13 @@ class ServerCore:
         self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
                             new_id, self.peer_log)
         self.retention = Retention(store, self.out, config.retention, now)
+        self.fetches = FetchGate(self.jobs, self.keys.name, self.out, self.peer_log)  # GET
         self._handlers: dict[type, Callable[[str, bytes, Any, float], None]] = {
             m.Enroll: self._enroll, m.EnrollStatus: self._enroll_status, m.Hello: self._hello,
             m.Heartbeat: _ignore, m.Result: self._result, m.Results: self._results,
             m.ChunkReq: self._chunk_req,
             m.Output: lambda key, route, msg, now: on_output(self.jobs, key, msg, now),
+            fetch_msgs.GetOffer: self.fetches.on_offer, fetch_msgs.GetData: self.fetches.on_data,
         }
 
     # -- driver interface ----------------------------------------------------------
@@ -239,11 +244,11 @@ class ServerCore:
         self.jobs.node_ready(key)
 
     def _result(self, key: str, route: bytes, msg: m.Result, now: float) -> None:
-        self.jobs.on_result(key, msg, now)
+        self.jobs.on_result(key, self.fetches.settle(key, msg), now)
 
     def _results(self, key: str, route: bytes, msg: m.Results, now: float) -> None:
         for item in msg.items:
-            self.jobs.on_result(key, item, now)
+            self.jobs.on_result(key, self.fetches.settle(key, item), now)
         if msg.problems:
             self.peer_log(logging.WARNING, key, "bad_result", now, "%d bad result(s) from %s: %s",
                           len(msg.problems), self.who(key), shown(msg.problems[0]))

@@ -266,3 +266,43 @@ def test_a_big_submission_made_a_slice_at_a_time_waits_for_its_unmade_tasks(thre
             break
     assert sorted(done) == sorted(res["jobs"])
     assert len(to(out, "b")) > 0 and to(out, "c") == []
+
+
+def test_a_cancel_not_yet_written_still_ends_the_held_batches_after_a_restart(three):
+    h = three
+    res = submit(h, "RUN x", batch="1")
+    h.ok("jobs.cancel", id=res["orch"])
+    restart(h)                                # the cancelled rows were not written
+    for n in "bc":
+        assert to(h.from_node(h.keys[n], m.Hello(n, "test", "boot1"), f"route-{n}".encode()),
+                  n) == []
+    answer(h, h.keys["a"], res["jobs"], "cancelled")
+    got = results(h, res["jobs"][0])
+    assert {n: r["status"] for n, r in got.items()} == dict.fromkeys("abc", "cancelled")
+
+
+def test_a_big_rollout_killed_while_its_tasks_were_stored_resumes_in_batches(three):
+    """kill -9 while a big batched submission was still being stored: the restart makes
+    its missing tasks (refeed.py), and they are held in their batches like the rest."""
+    from director.server.jobs import SUBMIT_SLICE
+
+    h = three
+    n = SUBMIT_SLICE // 3 + 50
+    res = submit(h, *[f"RUN step {i}" for i in range(n)], batch="1")
+    assert h.core.jobs.feeding
+    restart(h)                                # the second slice was never stored
+    out = h.from_node(h.keys["b"], m.Hello("b", "test", "boot1"), b"route-b")
+    out += h.from_node(h.keys["c"], m.Hello("c", "test", "boot1"), b"route-c")
+    out += h.from_node(h.keys["a"], m.Hello("a", "test", "boot1"), b"route-a")
+    done: list[str] = []
+    for _ in range(1000):
+        assert to(out, "b") == to(out, "c") == [], f"b or c started after {len(done)} of a's"
+        mine = to(out, "a")
+        if not mine:
+            break
+        done += mine
+        out = answer(h, h.keys["a"], mine)
+        if len(set(done)) == n:
+            break
+    assert set(done) == set(res["jobs"])
+    assert to(out, "b") and to(out, "c") == []
