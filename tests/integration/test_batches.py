@@ -155,5 +155,7 @@ def test_bad_values_one_line_nothing_submitted(mesh):
             err = cp.stderr.strip()
             assert err.startswith("director: ") and "\n" not in err, (command, err)
             assert "--batch" in err or "--max-failures" in err, (command, err)
+    dry = mesh.cli("exec", "--dry-run", "--batch", "0", "RUN true")   # not sent: still one line
+    assert dry.returncode != 0 and dry.stderr.startswith("director: --batch '0'"), dry.stderr
     assert mesh.json("jobs") == []
     assert lines(mesh, "a", "ran.log") == []
