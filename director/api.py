@@ -126,7 +126,8 @@ class Client:
     def submit(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *, wait: bool = False,
                base: str | os.PathLike[str] | None = None,
                on_event: OnEvent | None = None, allow_offline: bool = False,
-               stream: bool = False) -> Any:
+               stream: bool = False, batch: int | str | None = None,
+               max_failures: int | str | None = None) -> Any:
         """Run jobs on the targets (default: every online node).
 
         ``jobs`` is a job line (``"RUN uptime"``; several lines run in order), a list of
@@ -137,11 +138,16 @@ class Client:
         (DirectorError naming it) unless ``allow_offline``: its tasks then wait for it.
         ``stream`` (with ``wait``): ``on_event("output", {"node", "items": [[job_id,
         "out"|"err", text], ...]})`` sees the output as it is produced.
+        ``batch`` (a count or ``"P%"``): that many targets at a time, the next batch once
+        every task of the last is final; ``max_failures`` (with ``batch``): no batch
+        starts once more targets failed than that (the rest end ``cancelled``).  Bad
+        values raise ConfigError and nothing is sent.
 
         Without ``wait``: a Submission (orchestration id, job ids), at once.  With it: the
         list of Jobs once every node answered (check ``job.ok``); ``on_event(event,
         data)`` sees the server's ``submitted`` and ``progress`` events meanwhile."""
-        payload = self._payload(jobs, targets, wait, base, allow_offline)
+        payload = self._payload(jobs, targets, wait, base, allow_offline, batch,
+                                max_failures)
         payload["stream"] = bool(stream and wait)
         if not wait:
             return Submission(self.request("jobs.submit", payload))
@@ -168,10 +174,13 @@ class Client:
     def submit_encoded(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
                        base: str | os.PathLike[str] | None = None,
                        on_event: OnEvent | None = None,
-                       allow_offline: bool = False, stream: bool = False) -> EncodedResults:
+                       allow_offline: bool = False, stream: bool = False,
+                       batch: int | str | None = None,
+                       max_failures: int | str | None = None) -> EncodedResults:
         """``submit(..., wait=True)`` with the results left as the server encoded them,
         for passing on untouched (``exec --wait --json`` prints these bytes)."""
-        payload = self._payload(jobs, targets, True, base, allow_offline)
+        payload = self._payload(jobs, targets, True, base, allow_offline, batch,
+                                max_failures)
         payload["stream"] = bool(stream)
         return self._submit_waiting(payload, on_event)
 
@@ -230,8 +239,14 @@ class Client:
 
     # -- submission internals -----------------------------------------------------------
     def _payload(self, jobs: JobsSpec, targets: str | Sequence[str], wait: bool,
-                 base: str | os.PathLike[str] | None, allow_offline: bool = False
+                 base: str | os.PathLike[str] | None, allow_offline: bool = False,
+                 batch: int | str | None = None, max_failures: int | str | None = None
                  ) -> dict[str, Any]:
+        rollout = {}
+        if batch is not None or max_failures is not None:
+            from director.batchsize import rollout_options
+
+            rollout = rollout_options(batch, max_failures)  # checked before anything else
         steps = _server_dests(_steps(jobs), base)
         if isinstance(targets, str):
             targets = [targets]
@@ -243,7 +258,8 @@ class Client:
                            "name": s.name,
                            "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
                 "targets": list(targets), "wait": wait, "allow_offline": bool(allow_offline),
-                "base": os.path.abspath(base) if base is not None else os.getcwd()}
+                "base": os.path.abspath(base) if base is not None else os.getcwd(),
+                **rollout}
 
     def _submit_waiting(self, payload: dict[str, Any], on_event: OnEvent | None,
                         op: str = "jobs.submit") -> EncodedResults:

@@ -12,6 +12,7 @@ import time
 import click
 
 from director.cli import output
+from director.cli.batch_opts import rollout_options
 from director.cli.dryrun_view import DRY_RUN, show_plan
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -33,28 +34,29 @@ CANCEL_ON_INTERRUPT = click.option(
 
 def _submit(obj, jobs, targets, wait: bool, as_json: bool,
             cancel_on_interrupt: bool = False, allow_offline: bool = False,
-            stream: bool = False) -> None:
+            stream: bool = False, **rollout) -> None:
     """Submit through ``director.api`` and show what came back (exit 2 if a job failed)."""
     from director.cli.run_cmds import api_client
 
     client = api_client(obj)
     if stream:
-        _streamed(client, jobs, targets, as_json, cancel_on_interrupt, allow_offline)
+        _streamed(client, jobs, targets, as_json, cancel_on_interrupt, allow_offline, rollout)
         return
     if not wait:
-        _show_submitted(client.submit(jobs, targets, allow_offline=allow_offline), as_json)
+        _show_submitted(client.submit(jobs, targets, allow_offline=allow_offline, **rollout),
+                        as_json)
         return
     progress = _Progress(enabled=sys.stderr.isatty() and not as_json)
     try:
         if as_json and not sys.stdout.isatty():
             # already encoded as compact --json output: pass it through untouched
             raw = client.submit_encoded(jobs, targets, on_event=progress.update,
-                                        allow_offline=allow_offline)
+                                        allow_offline=allow_offline, **rollout)
             sys.stdout.buffer.write(raw.data + b"\n")
             sys.stdout.flush()
             raise SystemExit(2 if raw.failed else 0)
         docs = client.submit(jobs, targets, wait=True, on_event=progress.update,
-                             allow_offline=allow_offline)
+                             allow_offline=allow_offline, **rollout)
     except KeyboardInterrupt:
         progress.close()
         _interrupted(client, progress, cancel_on_interrupt)
@@ -64,7 +66,7 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool,
 
 
 def _streamed(client, jobs, targets, as_json: bool, cancel_on_interrupt: bool,
-              allow_offline: bool) -> None:
+              allow_offline: bool, rollout: dict) -> None:
     """``--stream``: output lines as they come, then the results (JSON: a line each)."""
     import json
 
@@ -78,7 +80,7 @@ def _streamed(client, jobs, targets, as_json: bool, cancel_on_interrupt: bool,
         printer.update(event, data)
     try:
         docs = client.submit(jobs, targets, wait=True, on_event=on_event,
-                             allow_offline=allow_offline, stream=True)
+                             allow_offline=allow_offline, stream=True, **rollout)
     except KeyboardInterrupt:
         printer.close()
         _interrupted(client, progress, cancel_on_interrupt)
@@ -217,16 +219,18 @@ def _quote_hint(args: list[str], option: str) -> str | None:
 @CANCEL_ON_INTERRUPT
 @ALLOW_OFFLINE
 @DRY_RUN
+@rollout_options
 @JSON
 @click.argument("job", nargs=-1, required=True)
 @click.pass_obj
 def exec_(obj, targets, wait: bool, stream: bool, as_json: bool, cancel_on_interrupt: bool,
-          allow_offline: bool, job: tuple[str, ...], dry_run: bool = False) -> None:
+          allow_offline: bool, job: tuple[str, ...], dry_run: bool = False,
+          **rollout) -> None:
     """Run one job line ('RUN uptime') on the targets."""
     if dry_run:
         return show_plan(obj, " ".join(job), targets, as_json, allow_offline)
     _submit(obj, " ".join(job), targets, wait, as_json, cancel_on_interrupt, allow_offline,
-            stream)
+            stream, **rollout)
 
 
 @click.command()
@@ -236,19 +240,20 @@ def exec_(obj, targets, wait: bool, stream: bool, as_json: bool, cancel_on_inter
 @CANCEL_ON_INTERRUPT
 @ALLOW_OFFLINE
 @DRY_RUN
+@rollout_options
 @JSON
 @click.argument("files", nargs=-1, required=True)
 @click.pass_obj
 def orchestrate(obj, targets, wait: bool, stream: bool, as_json: bool,
                 cancel_on_interrupt: bool, allow_offline: bool, files: tuple[str, ...],
-                dry_run: bool = False) -> None:
+                dry_run: bool = False, **rollout) -> None:
     """Run Directorfiles or directord-style YAML orchestrations."""
     from pathlib import Path
 
     if dry_run:
         return show_plan(obj, [Path(f) for f in files], targets, as_json, allow_offline)
     _submit(obj, [Path(f) for f in files], targets, wait, as_json, cancel_on_interrupt,
-            allow_offline, stream)
+            allow_offline, stream, **rollout)
 
 
 @click.group(invoke_without_command=True)

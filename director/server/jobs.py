@@ -22,7 +22,7 @@ from cachetools import LRUCache
 from director.errors import DirectorError, StorageError
 from director.protocol.frames import MAX_BATCH, batch
 from director.protocol.messages import CtlEvent, CtlReply, Result, encode
-from director.server import submission
+from director.server import batches, submission
 from director.server.cancel import BEFORE_SENT, send_cancels
 from director.server.dryrun import DryRuns
 from director.server.events import BuildManifests, Reply, Send
@@ -99,6 +99,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         # still replace that), False when it is final for good
         self.finals: LRUCache = LRUCache(maxsize=100_000)
         self.lost_copies: LRUCache = LRUCache(maxsize=64)  # job id -> copy, of server-lost
+        self.rollouts = batches.Gate()             # --batch: later batches' tasks held
         self._reload(now)
 
     # -- replies to operators -------------------------------------------------------
@@ -145,6 +146,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         online = [n for n, k in accepted.items() if self.peers.online(k, now)]
         sub = submission.plan(args, built, accepted, online, now, self.new_id(),
                               self.live_tasks(), self.max_live, lambda: self.node_attrs(accepted))
+        rollout = batches.plan(args, sub)  # None unless --batch
         if sub.jobs and _is_id(args.get("retry_of")):  # made by 'job retry': linked
             sub.jobs[0]["retry_of"] = args["retry_of"]
         if args.get("dry_run") is True:  # jobs.plan (dryrun.py): nothing stored or sent
@@ -162,6 +164,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         self.copies.update(sub.copies)
         self.open.update(sub.open_counts)
         self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
+        self.rollouts.add(rollout)
         self._add_tasks(tasks, now)
         if more:
             self.feeding.append(Feed(feed, sub.ntasks - len(tasks), sub.orch))
@@ -188,7 +191,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         return bool(self.feeding or self.to_pump or len(self.dirty) >= FLUSH_ROWS)
 
     def live_tasks(self) -> int:
-        return self.sched.live + self.unfed
+        return self.sched.live + self.unfed + self.rollouts.held
 
     def _add_tasks(self, tasks: list[Task], now: float) -> None:
         stopped = self.stopped_lanes
@@ -197,6 +200,8 @@ class JobBook(JobWrites, JobQueries, DryRuns):
                 t.status = "cancelled"  # made after the operator cancelled its job
                 self._final(t, {"status": "cancelled", "error": BEFORE_SENT}, now)
                 continue
+            if self.rollouts.by_job and batches.held_back(self, t, now):
+                continue  # its batch has not started (or never will)
             self.sched.add(t)
             if stopped and (t.node, t.lane) in stopped:  # its lane failed on that node
                 self.sched.cancel_lane(t.node, t.lane)   # before this task was made
@@ -388,6 +393,8 @@ class JobBook(JobWrites, JobQueries, DryRuns):
             del self.waiters[orch]
             self.streams.discard(orch)
             self.reply(w.rid, ok=True, result_json=True, failed=w.failed, data=w.payload())
+        if self.rollouts.by_job:  # its batch may be done: the next starts, or none does
+            batches.after_final(self, task, now)
 
     # -- time -----------------------------------------------------------------------
     def _progress(self, now: float, force: bool) -> None:

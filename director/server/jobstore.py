@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (job_id, node)
 );
 CREATE INDEX IF NOT EXISTS results_open ON results(status) WHERE status IN ('queued','running');
+CREATE TABLE IF NOT EXISTS rollouts (
+    orch TEXT PRIMARY KEY,           -- an orchestration run in batches (server/batches.py)
+    targets TEXT NOT NULL,           -- its node keys in target order (JSON)
+    settings TEXT NOT NULL           -- --batch / --max-failures as given (JSON)
+);
 """
 
 RESULT_COLUMNS = ("status", "rc", "stdout", "stderr", "cached", "exec_time", "roundtrip_time",
@@ -107,6 +112,10 @@ class JobStore:
             self.conn.executemany(
                 "INSERT OR IGNORE INTO retries(orch, retry_of) VALUES(?,?)",
                 [(j["orch"], j["retry_of"]) for j in jobs if j.get("retry_of")])
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO rollouts(orch, targets, settings) VALUES(?,?,?)",
+                [(j["orch"], j["rollout"]["targets"], j["rollout"]["settings"])
+                 for j in jobs if j.get("rollout")])
 
     def fed(self, orch: str, rows: Iterable[tuple] = (), now: float | None = None) -> None:
         """Every task of ``orch`` is stored; ``rows`` (job_id, node, name, status, error):
@@ -183,6 +192,17 @@ class JobStore:
         row = self.conn.execute("SELECT retry_of FROM retries WHERE orch=?", (orch,)).fetchone()
         return row[0] if row else None
 
+    def rollout(self, orch: str) -> sqlite3.Row | None:
+        """The batch settings of ``orch`` (None: it was not run in batches)."""
+        return self.conn.execute("SELECT * FROM rollouts WHERE orch=?", (orch,)).fetchone()
+
+    def rollout_results(self, orch: str) -> list[tuple[str, str]]:
+        """(node key, status) of every task of ``orch``: its rollout is rebuilt from
+        these after a restart."""
+        return [(r[0], r[1]) for r in self.conn.execute(
+            "SELECT r.node, r.status FROM results r JOIN jobs j ON j.id = r.job_id"
+            " WHERE j.orch=?", (orch,))]
+
     def orch_jobs(self, orch: str) -> list[str]:
         """The job ids of orchestration ``orch``, in order."""
         return [r[0] for r in self.conn.execute(
@@ -232,13 +252,13 @@ class JobStore:
         ``after`` on, leaving those in ``skip`` (tasks still open).  A job's results go
         first and its row once they are all gone, so a job is never left without its row.
         Returns (jobs purged, results purged, the rowid to go on after, more to do)."""
-        rows = self.conn.execute("SELECT rowid, id, created FROM jobs WHERE rowid > ?"
+        rows = self.conn.execute("SELECT rowid, id, created, orch FROM jobs WHERE rowid > ?"
                                  " ORDER BY rowid LIMIT ?", (after, scan)).fetchall()
         jobs = results = 0
         more = len(rows) == scan
         with self.conn:
             self.conn.execute("BEGIN")
-            for rowid, job_id, created in rows:
+            for rowid, job_id, created, orch in rows:
                 if rowid > upto and created >= before:
                     more = False  # the rest are newer still
                     break
@@ -259,6 +279,8 @@ class JobStore:
                     break
                 self.conn.execute("DELETE FROM jobs WHERE rowid=?", (rowid,))
                 self.conn.execute("DELETE FROM cancels WHERE job_id=?", (job_id,))
+                self.conn.execute("DELETE FROM rollouts WHERE orch=? AND NOT EXISTS"
+                                  " (SELECT 1 FROM jobs WHERE orch=?)", (orch, orch))
                 jobs += 1
                 budget -= 1
                 after = rowid

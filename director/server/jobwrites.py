@@ -12,6 +12,7 @@ from director.errors import ProtocolError, StorageError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction
 from director.protocol.messages import MAX_ACK, Ack, encode, job_body
+from director.server import batches
 from director.server.cancel import BEFORE_SENT
 from director.server.events import Send
 from director.server.refeed import missing_tasks
@@ -106,10 +107,12 @@ class JobWrites:
                                                 r["seq"])
             self.orch_of[r["job_id"]] = r["orch"]
             self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
-            self.sched.add(Task(r["job_id"], r["node"], r["lane"], r["seq"],
-                                instr.options.timeout, status=r["status"],
-                                queued_at=now, sent_at=r["sent"] or now))
+            task = Task(r["job_id"], r["node"], r["lane"], r["seq"], instr.options.timeout,
+                        status=r["status"], queued_at=now, sent_at=r["sent"] or now)
+            if not batches.reloading(self, r["orch"], task):  # --batch: rebuilt below
+                self.sched.add(task)
         self.store.update_results(lost)
+        batches.resume(self, now)
 
     def _refeed(self, now: float) -> None:
         """Make the tasks of submissions the last process was still storing when it

@@ -44,6 +44,9 @@ def retry(book: Any, rid: bytes, args: dict, now: float) -> Any:
             steps.append({"targets": ran, "async": not row["lane"].endswith(".0"),
                           "jobs": [instr]})
         last_lane = row["lane"]
+    from director.server.batches import stored_settings  # run in batches: so again
+
     return book.submit(rid, {"steps": steps, "targets": [], "wait": bool(args.get("wait")),
                              "base": "/", "retry_of": named,
-                             "allow_offline": args.get("allow_offline") is True}, now)
+                             "allow_offline": args.get("allow_offline") is True,
+                             **stored_settings(book.store, rows[ids[0]]["orch"])}, now)
