@@ -66,6 +66,7 @@ class CopyDriver:
         try:
             out = execute(job.instruction, state_for(self.state, job.lane), self.cache,
                           hash_extra=job.hash_extra,
+                          scope={"query": job.query} if job.query is not None else None,
                           copier=lambda res, wd: self.copier.run(job.job_id, res, wd,
                                                                  job.manifest))
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down

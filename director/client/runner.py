@@ -101,7 +101,9 @@ class ProcessDriver:
         """Begin ``job``: its Outcome if it ended at once, None if a process now runs."""
         try:
             state = state_for(self.state, job.lane)  # its submission's ARG/ENV/WORKDIR
-            step = begin(job.instruction, state, self.cache, hash_extra=job.hash_extra)
+            scope = {"query": job.query} if job.query is not None else None  # node data
+            step = begin(job.instruction, state, self.cache, hash_extra=job.hash_extra,
+                         scope=scope)
             if not isinstance(step, Pending):
                 return step
             try:

@@ -20,8 +20,8 @@ from typing import Any, Callable
 from director.jobs.rules import Invalid, check_unit, plain_data
 
 __all__ = ["CachedResult", "Node", "Outcome", "Pending", "copy_files", "echo", "evict",
-           "load_cachefile", "make_workdir", "manage_service", "run_command", "set_arg",
-           "set_env"]
+           "load_cachefile", "make_workdir", "manage_service", "query", "run_command",
+           "set_arg", "set_env"]
 
 CACHEFILE_LIMIT = 1024 * 1024   # bytes of a CACHEFILE
 _CACHEFILE_ITEMS = 100_000      # values (nested ones too) one CACHEFILE may hold
@@ -116,6 +116,26 @@ def make_workdir(res: Any, node: Node) -> Outcome:
 def echo(res: Any, node: Node) -> Outcome:
     out = node.done()
     out.stdout = res.value + "\n"
+    return out
+
+
+def query(res: Any, node: Node) -> Outcome:
+    """QUERY: this node's value of NAME, as JSON on stdout (nothing when it is not set
+    here: not a failure); never from the job cache, the value is read each time."""
+    import json
+
+    from director.protocol.answers import MAX_ANSWER
+
+    args, node_args, _, _ = node.state.sourced()
+    out = node.done()
+    if res.name not in node_args and res.name not in args:
+        return out
+    value = node_args[res.name] if res.name in node_args else args[res.name]
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ANSWER:
+        return Outcome("failed", error=f"QUERY {res.name}: its value is larger than "
+                       f"{MAX_ANSWER} bytes as JSON", exec_time=out.exec_time)
+    out.stdout = text + "\n"
     return out
 
 

@@ -52,6 +52,7 @@ def cancel(book: Any, args: dict, now: float) -> dict:
         return {"id": named, "jobs": len(ids), "cancelled": 0, "stopping": 0}
     book.cancelled_jobs |= wanted                  # tasks still to be made end at once
     dropped, flying = book.sched.cancel_jobs(wanted)
+    dropped += book.queries.drop_jobs(wanted)      # held behind a QUERY (queries.py)
     for task in dropped:
         book._final(task, {"status": "cancelled", "error": BEFORE_SENT}, now)
     stopping = 0

@@ -28,6 +28,7 @@ from director.server.events import BuildManifests, Reply, Send
 from director.server.jobqueries import JobQueries
 from director.server.jobwrites import JobWrites
 from director.server.peers import Peers
+from director.server.queries import HELD, QueryGate
 from director.server.rows import NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, blank, result_fields
 from director.server.scheduler import Scheduler, Task
 from director.server.waiters import Waiter
@@ -95,6 +96,7 @@ class JobBook(JobWrites, JobQueries):
         # still replace that), False when it is final for good
         self.finals: LRUCache = LRUCache(maxsize=100_000)
         self.lost_copies: LRUCache = LRUCache(maxsize=64)  # job id -> copy, of server-lost
+        self.queries = QueryGate()                 # jobs held behind a QUERY (queries.py)
         self._reload(now)
 
     # -- replies to operators -------------------------------------------------------
@@ -155,6 +157,7 @@ class JobBook(JobWrites, JobQueries):
         self.copies.update(sub.copies)
         self.open.update(sub.open_counts)
         self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
+        self.queries.planned(sub.jobs, sub.open_counts)
         self._add_tasks(tasks, now)
         if sub.ntasks > len(tasks):  # the rest: a slice per loop turn (after_events)
             self.feeding.append(Feed(feed, sub.ntasks - len(tasks)))
@@ -181,7 +184,7 @@ class JobBook(JobWrites, JobQueries):
         return bool(self.feeding or self.to_pump or len(self.dirty) >= FLUSH_ROWS)
 
     def live_tasks(self) -> int:
-        return self.sched.live + self.unfed
+        return self.sched.live + self.unfed + self.queries.held
 
     def _add_tasks(self, tasks: list[Task], now: float) -> None:
         stopped = self.stopped_lanes
@@ -189,6 +192,10 @@ class JobBook(JobWrites, JobQueries):
             if self.cancelled_jobs and t.job_id in self.cancelled_jobs:
                 t.status = "cancelled"  # made after the operator cancelled its job
                 self._final(t, {"status": "cancelled", "error": BEFORE_SENT}, now)
+                continue
+            if self.queries.orchs and (end := self.queries.admit(t, self.bodies)) is not None:
+                if end is not HELD:  # behind a QUERY: held, or ended (queries.py)
+                    self._final(t, end, now)
                 continue
             self.sched.add(t)
             if stopped and (t.node, t.lane) in stopped:  # its lane failed on that node
@@ -372,6 +379,8 @@ class JobBook(JobWrites, JobQueries):
             del self.waiters[orch]
             self.streams.discard(orch)
             self.reply(w.rid, ok=True, result_json=True, failed=w.failed, data=w.payload())
+        if self.queries.orchs:  # a QUERY ended, or a task after one: held tasks may go
+            self._add_tasks(self.queries.final(task, fields, self.name_of), now)
 
     # -- time -----------------------------------------------------------------------
     def _progress(self, now: float, force: bool) -> None:

@@ -21,7 +21,8 @@ log = logging.getLogger("director.jobs")
 
 class JobWrites:
     """Needs the book's ``store``, ``dirty``, ``ack_wait``, ``to_ack``, ``peers``, ``out``,
-    ``storage_error``, ``bodies``, ``orch_of``, ``open`` and ``sched``."""
+    ``storage_error``, ``bodies``, ``orch_of``, ``open``, ``sched``, ``queries`` and
+    ``_add_tasks``."""
 
     dirty: dict
     storage_error: str | None
@@ -77,7 +78,7 @@ class JobWrites:
 
     def _reload(self, now: float) -> None:
         """After a restart: queued and in-flight results continue where they were."""
-        lost = []
+        lost, tasks = [], []
         for r in self.store.open_results():
             try:
                 instr = Instruction.from_dict(json.loads(r["instruction"]))
@@ -92,7 +93,10 @@ class JobWrites:
                                                 r["seq"])
             self.orch_of[r["job_id"]] = r["orch"]
             self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
-            self.sched.add(Task(r["job_id"], r["node"], r["lane"], r["seq"],
-                                instr.options.timeout, status=r["status"],
-                                queued_at=now, sent_at=r["sent"] or now))
+            tasks.append(Task(r["job_id"], r["node"], r["lane"], r["seq"],
+                              instr.options.timeout, status=r["status"],
+                              queued_at=now, sent_at=r["sent"] or now))
+        if tasks:  # jobs behind a QUERY are held again, with the answers stored before
+            self.queries.restore(self.store.query_rows(self.queries.orch_ids(tasks)), tasks)
+        self._add_tasks(tasks, now)  # type: ignore[attr-defined]
         self.store.update_results(lost)
