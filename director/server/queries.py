@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from director.protocol.answers import MAX_ANSWER, MAX_ENTRIES, MAX_TOTAL, encode_query
+from director.server.cancel import BEFORE_SENT
 from director.server.scheduler import Task
 
 __all__ = ["HELD", "QueryGate"]
@@ -205,7 +206,10 @@ class QueryGate:
         again: list[Task] = []
         status = fields.get("status")
         lane = (task.node, task.lane)
-        if status != "success" and lane not in entry.stopped:
+        # like a failure in the scheduler's lanes; the operator cancelling one job before
+        # it was sent stops nothing else
+        if status != "success" and lane not in entry.stopped and \
+                fields.get("error") != BEFORE_SENT:
             entry.stopped.add(lane)
             again = [t for t in entry.held if (t.node, t.lane) == lane]
         q = entry.by_job.get(task.job_id)

@@ -11,6 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from director.server.cancel import BEFORE_SENT
 from director.server.queries import HELD, QueryGate
 from director.server.scheduler import Task
 
@@ -62,8 +63,8 @@ class Gate(RuleBasedStateMachine):
         self.ended[key] = fields["status"]
         if t in self.held:
             self.held.remove(t)
-        if fields["status"] != "success":
-            self.stopped.add((t.node, t.lane))
+        if fields["status"] != "success" and fields.get("error") != BEFORE_SENT:
+            self.stopped.add((t.node, t.lane))  # as a failure stops a lane
         self._add(self.gate.final(t, fields, lambda key: key))
 
     def _verb(self, t):
@@ -91,7 +92,7 @@ class Gate(RuleBasedStateMachine):
         job_id = data.draw(st.sampled_from(sorted({t.job_id for t in self.held})))
         for t in self.gate.drop_jobs({job_id}):
             assert t.job_id == job_id
-            self._end(t, {"status": "cancelled"})
+            self._end(t, {"status": "cancelled", "error": BEFORE_SENT})
         assert all(t.job_id != job_id for t in self.held)
 
     @precondition(lambda self: not self.sent and not self.held)
