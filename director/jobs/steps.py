@@ -75,6 +75,7 @@ class Node:
     job_hash: Callable[[], str]   # the job's content hash, computed only by steps that need it
     copier: Callable[[Any, str], Outcome] | None
     from_node: bool = False       # the job's resolved fields hold a value from a node
+    scope: Any = None             # more values from nodes by name (``query``): data
 
     def done(self) -> Outcome:
         return Outcome("success", rc=0, exec_time=time.perf_counter() - self.started)
@@ -298,7 +299,7 @@ def _blueprint(res: Any, node: Node, paths: list[str]) -> str:
     from director.jobs.templates import MAX_OUTPUT, render_text
 
     args, node_args, _, _ = node.state.sourced()
-    values: dict[str, Any] = {**args, **node_args}
+    values: dict[str, Any] = {**args, **node_args, **(node.scope or {})}
     if res.vars:
         values["vars"] = json.loads(res.vars)
     for path in paths:

@@ -4,8 +4,8 @@
 the same submission (any node, any lane) are *held* -- not handed to the scheduler, so
 not sent -- until the QUERY is final on all its targets; then they go out with the
 answers attached (the JOB's ``query`` field, ``{NODE: {NAME: value}}``), which their
-templates read as ``{{ query.NODE.NAME }}``.  Only jobs whose text names ``query`` carry
-the answers, so the rest cost nothing more.
+templates read as ``{{ query.NODE.NAME }}``.  Only jobs whose text names ``query`` (and
+``ADD --blueprint``, whose files may) carry the answers, so the rest cost nothing more.
 
 When a QUERY does not succeed on a node (failed, timed out, lost, cancelled) the
 submission goes on with what it has, as directord does: that node has no entry.  A node
@@ -185,7 +185,8 @@ class QueryGate:
             return HELD
         if task.job_id not in entry.attached:
             body = bodies.get(task.job_id)
-            if body is not None and b"query" in body:  # its text may read the answers
+            if body is not None and (b"query" in body or b"--blueprint" in body):
+                # its text, or the files it renders (ADD --blueprint), may read the answers
                 text, error = entry.view(k)
                 if error:
                     task.status = "failed"

@@ -63,6 +63,62 @@ def test_directord_query_shape_gives_every_node_the_answers(mesh, tmp_path: Path
     ]
 
 
+def test_directord_functional_query_file_shape(mesh, tmp_path: Path):
+    """directord's functional query test: one node (--run-once) reads a file into an ARG,
+    every node is QUERYed, and every node decodes the one answer there is."""
+    _mesh(mesh)
+    sources = {name: tmp_path / name for name in ("release", "resolv", "hosts")}
+    for name, path in sources.items():
+        path.write_text(f"{name} line 1\n{name} 'line' $2\n")
+    steps = "".join(f"""
+- jobs:
+  - RUN: >-
+      --run-once
+      --stdout-arg base64_{name}
+      base64 -w 0 {path}
+  - QUERY: base64_{name}
+""" for name, path in sources.items())
+    reads = "".join(f"""
+  - RUN: >-
+      echo "{{{{ query.values() | map(attribute='base64_{name}') | select('defined') | list | first }}}}" | base64 -d
+""" for name in sources)
+    orch = tmp_path / "functional-tests-query.yaml"
+    orch.write_text(f"---{steps}\n- jobs:{reads}")
+    docs = _orchestrate(mesh, orch)
+    assert [d["status"] for d in docs] == ["success"] * len(docs), docs
+    answered = [d for d in docs if d["verb"] == "QUERY"]
+    # one node has each value; the others answer nothing (not a failure)
+    assert [sorted(_outputs(d).values()).count("") for d in answered] == [2, 2, 2]
+    for doc, path in zip(docs[-3:], sources.values()):
+        assert _outputs(doc) == dict.fromkeys(NODES, path.read_text())
+
+
+def test_directord_key_distribution_shape_renders_query_in_a_blueprint(mesh, tmp_path: Path):
+    """directord's ssh-keygen-distribute: every node's key is QUERYed, then an ADD
+    --blueprint file loops over the answers on every node."""
+    _mesh(mesh)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "authorized_keys").write_text(
+        "# keys of every node\n"
+        "{% for key in (query.values() | map(attribute='director_ssh_key')) %}\n"
+        "{{ key }}\n{%- endfor %}\n")
+    out = tmp_path / "out"
+    orch = tmp_path / "keys.yaml"
+    orch.write_text("---\n" + "".join(f"- targets: [{n}]\n  jobs:\n  - ARG: me {n}\n"
+                                      for n in NODES) + f"""- jobs:
+  - RUN: --skip-cache --stdout-arg director_ssh_key echo "ssh-ed25519 AAAA $(echo key) ${{me}}"
+  - QUERY: director_ssh_key
+  - ADD: --blueprint files/authorized_keys {out}/${{me}}/
+""")
+    docs = _orchestrate(mesh, orch)
+    assert [d["status"] for d in docs] == ["success"] * len(docs), docs
+    for n in NODES:
+        lines = (out / n / "authorized_keys").read_text().splitlines()
+        assert lines[0] == "# keys of every node"
+        assert sorted(filter(None, lines[1:])) == [f"ssh-ed25519 AAAA key {m}" for m in NODES]
+
+
 def test_a_hostile_answer_is_data_on_every_other_node(mesh, tmp_path: Path):
     _mesh(mesh)
     mark = tmp_path / "pwned"
@@ -78,10 +134,16 @@ def test_a_hostile_answer_is_data_on_every_other_node(mesh, tmp_path: Path):
   - QUERY: t
   - RUN: printf '%s|%s' {{{{ query.n1.v }}}} "{{{{ query.n1.t }}}}"
   - RUN: ["printf", "%s", "{{{{ query.n1.v }}}}"]
+- targets: [n2]
+  jobs:
+  - ADD: --blueprint files/page {tmp_path}/out/
 """)
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "page").write_text("v={{ query.n1.v }} t={{ query.n1.t }}\n")
     docs = _orchestrate(mesh, orch)
     assert [d["status"] for d in docs] == ["success"] * len(docs), docs
-    shell, exec_form = docs[-2], docs[-1]
+    assert (tmp_path / "out" / "page").read_text() == f"v=$(touch {mark}) t={{{{ 7*7 }}}}\n"
+    shell, exec_form = docs[-3], docs[-2]  # on every node; the file on n2
     assert _outputs(shell) == dict.fromkeys(NODES, f"$(touch {mark})|{{{{ 7*7 }}}}")
     assert _outputs(exec_form) == dict.fromkeys(NODES, f"$(touch {mark})")
     assert not mark.exists()
