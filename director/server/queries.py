@@ -85,7 +85,8 @@ class _Orch:
         text = "" if error else encode_query(merged)
         if not error and len(text.encode("utf-8")) > MAX_TOTAL:
             error, text = f"QUERY answers: more than {MAX_TOTAL} bytes in one submission", ""
-        self.views[k] = (text, error)
+        if not self.waiting(self.queries[k - 1].seq + 1):  # final: it cannot change
+            self.views[k] = (text, error)
         return text, error
 
     def answer(self, q: _Query, node: str, stdout: str) -> None:
