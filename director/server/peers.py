@@ -47,6 +47,9 @@ class Peers:
         self._quiet: OrderedDict[str, None] = OrderedDict()
         self.resumed = float("-inf")  # the end of the server's last stall (see ``stalled``)
         self.dirty: dict[str, tuple[float, str | None, str | None]] = {}  # last-seen rows
+        # fd -> keys whose route came on it (may hold stale keys: checked when it closes),
+        # so a closing connection costs its own keys, not a scan of every peer
+        self._on_fd: dict[int, set[str]] = {}
 
     def get(self, key: str) -> Peer | None:
         return self.by_key.get(key)
@@ -76,8 +79,12 @@ class Peers:
             if len(self.by_key) >= MAX_PEERS:
                 self._evict(now)
             peer = self.by_key[key] = Peer(key, route, now, address, fd=fd)
+            if fd >= 0:
+                self._on_fd.setdefault(fd, set()).add(key)
         elif mtype in ROUTE_FROM and (peer.route != route or fd != peer.fd):
             peer.route, peer.fd, moved = route, fd, True
+            if fd >= 0:
+                self._on_fd.setdefault(fd, set()).add(key)
         peer.last_seen = now
         self._quiet[key] = None
         self._quiet.move_to_end(key)
@@ -100,11 +107,13 @@ class Peers:
     def closed(self, fd: int) -> list[str]:
         """The connection on ``fd`` closed: keys whose route it was lose that route
         (a later connection presenting the same routing id gets nothing of theirs)."""
-        gone = [p.key for p in self.by_key.values() if p.fd == fd and p.route is not None]
-        for key in gone:
-            peer = self.by_key[key]
-            peer.route, peer.fd = None, -1
-        return gone
+        gone = []
+        for key in self._on_fd.pop(fd, ()):
+            peer = self.by_key.get(key)
+            if peer is not None and peer.fd == fd and peer.route is not None:
+                peer.route, peer.fd = None, -1
+                gone.append(key)
+        return sorted(gone)
 
     def forget(self, key: str) -> Peer | None:
         self._quiet.pop(key, None)

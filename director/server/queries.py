@@ -31,7 +31,7 @@ from director.protocol.answers import MAX_ANSWER, MAX_ENTRIES, MAX_TOTAL, encode
 from director.server.cancel import BEFORE_SENT
 from director.server.scheduler import Task
 
-__all__ = ["HELD", "QueryGate"]
+__all__ = ["HELD", "QueryGate", "held_back"]
 
 HELD: dict[str, Any] = {}        # admit(): the task waits (identity matters, not contents)
 EARLIER_FAILED = "an earlier job failed"
@@ -248,6 +248,17 @@ class QueryGate:
     def orch_ids(self, tasks: Iterable[Task]) -> list[str]:
         """The submissions of ``tasks`` (a restart asks the store about these)."""
         return sorted({_orch(t) for t in tasks})
+
+
+def held_back(book: Any, task: Task, now: float) -> bool:
+    """JobBook's hook before a task goes to the scheduler: True when the gate keeps it
+    (held) or ended it (``book._final``), False when it may go."""
+    end = book.queries.admit(task, book.bodies)
+    if end is None:
+        return False
+    if end is not HELD:
+        book._final(task, end, now)
+    return True
 
 
 def _orch(task: Task) -> str:

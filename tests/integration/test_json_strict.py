@@ -77,6 +77,11 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     f.write_text("RUN echo one\nRUN [\"echo\", \"two\"]\n")
     check("orchestrate --wait", "orchestrate", "--wait", "--target", "web1", "--json", str(f))
     check("orchestrate", "orchestrate", "--target", "web1", "--json", str(f))
+    (tmp_path / "x\033]0;t\007.txt").write_text("copied")
+    plan = check("exec (--dry-run)", "exec", "--dry-run", "--target", "web1", "--json",
+                 f"COPY {tmp_path}/x* /tmp/never-sent/")
+    assert plan["dry_run"] is True and plan["nodes"][0]["plan"][0]["copy"]["files"]
+    check("orchestrate (--dry-run)", "orchestrate", "--dry-run", "--json", str(f))
     check("jobs", "jobs", "--json")
     check("events", "events", "--since", "1h", "--json")
     job_id = submitted["jobs"][0] if isinstance(submitted, dict) else submitted[0]
