@@ -158,3 +158,25 @@ def test_the_job_body_with_answers_is_a_valid_job(h):
                       route=b"route-n1")
     assert released[0].query == {"n1": {"a": "$(touch /tmp/x) {{ 7*7 }}"}}
     assert released[0].instruction == parse_line('RUN printf %s "{{ query.n1.a }}"')
+
+
+def test_after_a_restart_a_node_whose_query_failed_stays_stopped(h):
+    keys = nodes(h, "n1", "n2")
+    _, jobs = submit(h, "QUERY a", "RUN echo {{ query | length }}")
+    answer(h, keys["n1"], jobs[0], "failed", route=b"route-n1")
+    h.tick()
+    core2 = ServerCore(h.store, CoreConfig(h.pair.public, h.pair.fingerprint), h.now + 5)
+    assert core2.jobs.queries.held == 1  # n2's; n1's ended with its QUERY
+    for name, key in keys.items():
+        core2.from_node(f"again-{name}".encode(), key, None,
+                        m.encode(m.Hello(name, "test", "boot1")), h.now + 5)
+    core2.after_events(h.now + 5)
+    core2.take()
+    core2.from_node(b"again-n2", keys["n2"], None,
+                    m.encode(m.Result(jobs[0].job_id, "success", rc=0, stdout='"x"')), h.now + 6)
+    core2.after_events(h.now + 6)
+    released = jobs_in(core2.take())
+    assert [(j.instruction.verb, j.query) for j in released] == [("RUN", {"n2": {"a": "x"}})]
+    core2.tick(h.now + 7)
+    run = doc(h, f"{jobs[0].job_id[:-4]}0002")["results"]
+    assert (run["n1"]["status"], run["n2"]["status"]) == ("cancelled", "running")
