@@ -14,7 +14,7 @@ from typing import Any
 from director.errors import ProtocolError
 from director.protocol.frames import dumps
 
-__all__ = ["MAX_ANSWER", "MAX_ENTRIES", "MAX_TOTAL", "decode_query"]
+__all__ = ["MAX_ANSWER", "MAX_ENTRIES", "MAX_TOTAL", "decode_query", "encode_query"]
 
 MAX_ANSWER = 64 * 1024        # bytes of one node's value of one NAME, as JSON
 MAX_ENTRIES = 10_000          # nodes x names in one submission's answers
