@@ -232,7 +232,7 @@ class Client:
     def _payload(self, jobs: JobsSpec, targets: str | Sequence[str], wait: bool,
                  base: str | os.PathLike[str] | None, allow_offline: bool = False
                  ) -> dict[str, Any]:
-        steps = _steps(jobs)
+        steps = _server_dests(_steps(jobs), base)
         if isinstance(targets, str):
             targets = [targets]
         elif not all(isinstance(t, str) for t in targets):
@@ -311,9 +311,30 @@ def _rebased(steps: list, path: os.PathLike) -> list:
     here = os.path.dirname(os.path.abspath(path))
 
     def rebase(job):
+        if verbs.spec(job.verb).sends:  # GET's DEST_DIR, like COPY's sources
+            return replace(job, dest=os.path.join(here, job.dest))
         if not verbs.spec(job.verb).transfers or not job.sources:
             return job
         return replace(job, sources=tuple(src if os.path.isabs(src) else
                                           os.path.join(here, src) for src in job.sources))
 
     return [replace(s, jobs=tuple(rebase(j) for j in s.jobs)) for s in steps]
+
+
+def _server_dests(steps: list, base: str | os.PathLike[str] | None) -> list:
+    """GET's DEST_DIR is a directory on the server machine: a relative one is made
+    absolute here, against ``base`` (default: the working directory)."""
+    from dataclasses import replace
+
+    from director.jobs import verbs
+
+    if not any(verbs.spec(j.verb).sends for s in steps for j in s.jobs):
+        return steps
+    here = os.path.abspath(base) if base is not None else os.getcwd()
+
+    def resolve(job):
+        if not verbs.spec(job.verb).sends:
+            return job
+        return replace(job, dest=os.path.normpath(os.path.join(here, job.dest)))
+
+    return [replace(s, jobs=tuple(resolve(j) for j in s.jobs)) for s in steps]

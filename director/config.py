@@ -70,6 +70,7 @@ class Settings:
     stranger_buffer_mb: int = 128         # memory growth tolerated while they are open
     job_retention: str = "30d"            # server: jobs older than this are purged
     job_retention_count: int = 100000     # server: at most this many jobs are kept
+    get_max_bytes: int = 1 << 30          # server: bytes one GET may bring from one node
 
 
 # Field name -> Python type (annotations are strings under ``from __future__``).
@@ -319,6 +320,8 @@ def _validate(s: Settings, sources: Mapping[str, str], path: str | None) -> Sett
                 "stranger_buffer_mb"):
         if getattr(s, key) < 1:
             raise fail(key, f"must be at least 1, got {getattr(s, key)}")
+    if s.get_max_bytes < 0:
+        raise fail("get_max_bytes", f"must be 0 or more, got {s.get_max_bytes}")
     if s.job_retention_count < 0:
         raise fail("job_retention_count", f"must be 0 or more, got {s.job_retention_count}")
     try:

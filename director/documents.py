@@ -74,6 +74,11 @@ class Node(Doc):
     def fingerprint(self) -> str:
         return self.get("fingerprint") or ""
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """The operator's labels (``director nodes label``); {} from an older server."""
+        return self.get("labels") or {}
+
 
 class NodeResult(Doc):
     """A job's result on one node (``results[NODE]`` of ``job --json``)."""

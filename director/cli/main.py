@@ -107,9 +107,10 @@ def cli(ctx: click.Context, config_path: str | None, **settings: Any) -> None:
 
 
 def _register() -> None:
-    from director.cli import analyze_cmds, demo, install_cmds, job_cmds, run_cmds, trust_cmds
+    from director.cli import (analyze_cmds, demo, install_cmds, job_cmds, node_cmds, run_cmds,
+                              trust_cmds)
 
-    for mod in (run_cmds, trust_cmds, job_cmds, analyze_cmds, demo, install_cmds):
+    for mod in (run_cmds, trust_cmds, job_cmds, analyze_cmds, demo, install_cmds, node_cmds):
         for command in mod.COMMANDS:
             cli.add_command(command)
 

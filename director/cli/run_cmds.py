@@ -1,4 +1,4 @@
-"""Commands that run or look at a process: server, client, health, nodes, config."""
+"""Commands that run or look at a process: server, client, health, config."""
 
 from __future__ import annotations
 
@@ -63,22 +63,6 @@ def health(obj, as_json: bool, timeout: float) -> None:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def nodes(obj, as_json: bool) -> None:
-    """Accepted nodes: name, state, last seen, address, version, fingerprint."""
-    rows = api_client(obj).nodes()
-    if as_json:
-        output.emit_json(rows)
-        return
-    click.echo(output.table(
-        ["NAME", "STATE", "LAST SEEN", "ADDRESS", "VERSION", "FINGERPRINT"],
-        [[r["name"], r["state"], output.ago(r["last_seen"]), r["address"], r["version"],
-          r["fingerprint"]] for r in rows],
-        empty="no nodes yet: create a join token with 'director token create'"))
-
-
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def config(obj, as_json: bool) -> None:
     """Show the effective configuration and where each value came from."""
     eff = obj.effective()
@@ -102,4 +86,4 @@ def call(obj, op: str, args: dict | None = None, timeout: float = 10.0):
     return api_client(obj).request(op, args, timeout)
 
 
-COMMANDS = [server, client, health, nodes, config]
+COMMANDS = [server, client, health, config]   # nodes: node_cmds.py

@@ -25,6 +25,7 @@ from director.client import pinning
 from director.client.actions import Reply, Send, StartCopy, StartRun, Stop, StopJob
 from director.client.copying import CopyDriver
 from director.client.core import AgentCore
+from director.client.facts import collect
 from director.client.journal import open_journal
 from director.client.link import Link
 from director.jobs.nodestate import JobCache
@@ -65,8 +66,9 @@ class Agent:
         hb = settings.heartbeat_interval
         # boot tells the server (and the journal) when this agent restarted
         self.journal = open_journal(self.home)
+        facts = collect()  # said at HELLO; templates on this node see them as facts.NAME
         self.core = AgentCore(name, secrets.token_hex(8), hb, time.monotonic(),
-                              journal=self.journal)
+                              journal=self.journal, facts=facts)
         self.exit_code: int | None = None
         self._stop = False
         self.ctx = zmq.Context()
@@ -77,7 +79,7 @@ class Agent:
         watcher = _PollerWatcher(self.poller)
         self.state = Scopes(self.home)  # ARG/ENV/WORKDIR per submission
         self.cache = JobCache(self.home / "jobcache.db")
-        self.procs = ProcessDriver(self.state, self.cache, watcher)
+        self.procs = ProcessDriver(self.state, self.cache, watcher, facts.to_dict())
         connect = partial(transport.client_socket, self.ctx, self.pair, server_key,
                           self.endpoint, hb)
         self.copies = CopyDriver(self.home, self.state, self.cache, watcher, connect)

@@ -24,6 +24,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from director.client.sending import Sender
+from director.jobs import verbs
 from director.jobs.nodestate import JobCache, NodeState
 from director.jobs.scopes import state_for
 from director.errors import DirectorError, ProtocolError
@@ -49,6 +51,7 @@ class CopyDriver:
                  connect: Callable[[], Any]):
         self.state, self.cache, self.watcher = state, cache, watcher
         self.copier = Copier(home, connect)
+        self.sender = Sender(connect, self.copier)  # GET: files to the server
         self.pool = ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="copy")
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -63,12 +66,16 @@ class CopyDriver:
         self.copier.cancelled.add(job_id)
 
     def _copy(self, job: M.Job) -> None:
+        if verbs.spec(job.instruction.verb).sends:
+            def run(res: Any, wd: str) -> Outcome:
+                return self.sender.run(job.job_id, res, wd)
+        else:
+            def run(res: Any, wd: str) -> Outcome:
+                return self.copier.run(job.job_id, res, wd, job.manifest)
         try:
             out = execute(job.instruction, state_for(self.state, job.lane), self.cache,
-                          hash_extra=job.hash_extra,
-                          scope={"query": job.query} if job.query is not None else None,
-                          copier=lambda res, wd: self.copier.run(job.job_id, res, wd,
-                                                                 job.manifest))
+                          hash_extra=job.hash_extra, copier=run,
+                          scope={"query": job.query} if job.query is not None else None)
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             log.error("job %s crashed: %s: %s", job.job_id, type(exc).__name__, exc,
                       exc_info=exc)

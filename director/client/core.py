@@ -52,15 +52,18 @@ def is_copy(instr: Any) -> bool:
 
 
 # which verbs pull files (COPY, ADD): the verb table says, once, at import
-_COPY_VERBS = frozenset(n for n in verbs.names() if verbs.spec(n).transfers)
+_COPY_VERBS = frozenset(n for n in verbs.names() if verbs.spec(n).transfers
+                        or verbs.spec(n).sends)  # GET sends files: the same workers
 
 
 class AgentCore(Cancelling, Outbox):
     """All agent state and rules.  Each event method returns the actions to carry out."""
 
     def __init__(self, name: str, boot: str, heartbeat_interval: float, now: float,
-                 version: str = __version__, journal: MemoryJournal | None = None):
+                 version: str = __version__, journal: MemoryJournal | None = None,
+                 facts: M.Facts | None = None):
         self.name = name
+        self.facts = facts  # said at every HELLO (client/facts.py gathered them)
         self.boot = boot
         self.version = version
         self.heartbeat = heartbeat_interval
@@ -134,7 +137,7 @@ class AgentCore(Cancelling, Outbox):
         return self._take()
 
     def _hello(self, now: float) -> None:
-        self._out.append(Send(M.Hello(self.name, self.version, self.boot)))
+        self._out.append(Send(M.Hello(self.name, self.version, self.boot, self.facts)))
         self.hello_at = now
 
     def _stop(self, reason: str, code: int = 1) -> None:

@@ -76,9 +76,11 @@ Ended = list[tuple[str, Outcome]]
 class ProcessDriver:
     """Starts jobs, watches their processes, reports ``(job_id, Outcome)`` when they end."""
 
-    def __init__(self, state: NodeState, cache: JobCache, watcher: Watcher):
+    def __init__(self, state: NodeState, cache: JobCache, watcher: Watcher,
+                 facts: dict[str, Any] | None = None):
         self.state, self.cache, self.watcher = state, cache, watcher
         close_inherited()  # jobs get their three descriptors and nothing of ours
+        self.facts = facts or {}  # this node's own facts: templates see facts.NAME
         self.procs: dict[int, _Running] = {}  # watched fd -> its running job
         self.running: list[_Running] = []
         self.next_flush = time.monotonic() + FLUSH_EVERY
@@ -102,7 +104,9 @@ class ProcessDriver:
         """Begin ``job``: its Outcome if it ended at once, None if a process now runs."""
         try:
             state = state_for(self.state, job.lane)  # its submission's ARG/ENV/WORKDIR
-            scope = {"query": job.query} if job.query is not None else None  # node data
+            scope = {"facts": self.facts}  # values from nodes: data
+            if job.query is not None:
+                scope["query"] = job.query
             step = begin(job.instruction, state, self.cache, hash_extra=job.hash_extra,
                          scope=scope)
             if not isinstance(step, Pending):

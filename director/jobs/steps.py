@@ -20,8 +20,8 @@ from typing import Any, Callable
 from director.jobs.rules import Invalid, check_unit, plain_data
 
 __all__ = ["CachedResult", "Node", "Outcome", "Pending", "copy_files", "echo", "evict",
-           "load_cachefile", "make_workdir", "manage_service", "query", "run_command",
-           "set_arg", "set_env"]
+           "fetch_files", "load_cachefile", "make_workdir", "manage_service", "query",
+           "run_command", "set_arg", "set_env"]
 
 CACHEFILE_LIMIT = 1024 * 1024   # bytes of a CACHEFILE
 _CACHEFILE_ITEMS = 100_000      # values (nested ones too) one CACHEFILE may hold
@@ -286,6 +286,14 @@ def copy_files(res: Any, node: Node) -> Outcome:
         out.cached = untouched and not res.options.skip_cache and node.cache.get(h) is not None
         node.cache.put(h, CachedResult(0, "", ""))
     return out
+
+
+def fetch_files(res: Any, node: Node) -> Outcome:
+    """GET: the node's files go to the server (client/sending.py); never cached, since
+    only the server knows what it already has."""
+    if node.copier is None:
+        return Outcome("failed", error="GET is not available on this node")
+    return node.copier(res, node.workdir)
 
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

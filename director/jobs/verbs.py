@@ -10,6 +10,7 @@ Outside ``jobs/``, ask the table instead of naming verbs:
 
     from director.jobs import verbs
     verbs.spec(instr.verb).transfers   # True for COPY/ADD: the server builds a manifest
+    verbs.spec(instr.verb).sends       # True for GET: the node sends files to the server
     verbs.names()                      # every verb, in table order
 
 Adding a verb: one ``Verb(...)`` in ``TABLE`` plus its step function.  It can use the
@@ -70,6 +71,7 @@ class Verb:
                                                  # from a node is shell-quoted there
     options: tuple[Option, ...] = ()             # its own options, after the common ones
     transfers: bool = False                      # the server builds a file manifest for it
+    sends: bool = False                          # the node sends files to the server (GET)
     exec_form: bool = False                      # takes a JSON array of strings (argv); YAML
                                                  # may give it as a list
     check_flags: Callable[[str, tuple[str, ...]], None] = lambda verb, flags: None
@@ -279,6 +281,11 @@ TABLE: dict[str, Verb] = {v.name: v for v in (
          fields=("path",), hash_fields=("path",), substituted=("path",)),
     Verb("CACHEEVICT", _parse_evict, _check_evict, lambda i: i.name, _node_step("evict"),
          fields=("name",), hash_fields=("name",)),
+    # GET: DEST_DIR is the server's (the CLI makes it absolute); only the sources are
+    # the node's, so only they take ${NAME}
+    Verb("GET", _parse_copy, _check_copy, lambda i: shlex.join((*i.sources, i.dest)),
+         _node_step("fetch_files"), fields=("sources", "dest"), hash_fields=("sources", "dest"),
+         substituted=("sources",), sends=True),
     # QUERY: each target answers its value of NAME; later jobs see them (server/queries.py)
     Verb("QUERY", _parse_query, _check_evict, lambda i: i.name, _node_step("query"),
          fields=("name",), hash_fields=("name",)),

@@ -18,8 +18,10 @@ from director.protocol import fields as F
 from director.protocol.answers import decode_query
 from director.protocol.base import Msg, checked, encode
 from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX, Chunk, ChunkErr, ChunkReq
+from director.protocol.fetch import TYPES as FETCH_TYPES
 from director.protocol.jobcontrol import MAX_ACK, Cancel, Output, job_ids
 from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
+from director.protocol.facts import Facts
 from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
 from director.transfer.manifest import Manifest
 
@@ -68,19 +70,24 @@ class Hello(Msg):
     name: str
     version: str
     boot: str | None = None
+    facts: Facts | None = None   # None: an agent older than facts
 
     def body(self) -> dict[str, Any]:
-        out = {"name": self.name, "version": self.version}
+        out: dict[str, Any] = {"name": self.name, "version": self.version}
         if self.boot is not None:
             out["boot"] = self.boot
+        if self.facts is not None:
+            out["facts"] = self.facts.to_dict()
         return out
 
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> Hello:
         t = cls.TYPE
+        raw_facts = F.mapping(t, b, "facts", null=True)
         return cls(F.text(t, b, "name", MAX_NAME, ident=True),
                    F.text(t, b, "version", MAX_VERSION, ident=True),
-                   F.text(t, b, "boot", 64, ident=True, null=True))
+                   F.text(t, b, "boot", 64, ident=True, null=True),
+                   None if raw_facts is None else Facts.from_body(t, raw_facts))
 
 
 @dataclass(frozen=True)
@@ -328,7 +335,8 @@ class Error(Msg):
 
 TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
     Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
-    Chunk, ChunkErr, Ack, Cancel, Output, Revoked, Error, Ctl, CtlReply, CtlEvent)}
+    Chunk, ChunkErr, Ack, Cancel, Output, Revoked, Error, Ctl, CtlReply, CtlEvent,
+    *FETCH_TYPES)}
 
 
 def decode(frames: Any) -> Msg:
@@ -347,5 +355,5 @@ def encode_body(msg: Msg) -> bytes:
 
 
 __all__ = ["TYPES", "Msg", "decode", "encode", "encode_body", "batch", "job_body",
-           *(c.__name__ for c in TYPES.values()), "Batch", "Transfer",
+           *(c.__name__ for c in TYPES.values()), "Batch", "Transfer", "Facts",
            "MAX_ACK", "MAX_CHUNK_REQ", "MAX_INDEX"]

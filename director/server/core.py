@@ -20,10 +20,13 @@ from typing import Any, Callable
 from director.errors import DirectorError, ProtocolError, StorageError
 from director.logsafe import shown
 from director.protocol import messages as m
+from director.protocol import fetch as fetch_msgs
+from director.server.fetchgate import FetchGate
 from director.server.events import (FromNode, ManifestsBuilt, Reply, Request, Send, Tick,
                                     Undelivered)
 from director.server.jobs import DEFERRED, JobBook
 from director.server.streaming import on_output
+from director.server.nodeinfo import FactsBook
 from director.server.ops import OPS
 from director.server.audit import Audit
 from director.server.peers import Peers
@@ -40,7 +43,8 @@ DISPATCH: dict[Role, frozenset[type]] = {
     Role.STRANGER: frozenset({m.Enroll}),
     Role.PENDING: frozenset({m.Enroll, m.EnrollStatus}),
     Role.NODE: frozenset({m.Enroll, m.EnrollStatus, m.Hello, m.Heartbeat, m.Result,
-                          m.Results, m.ChunkReq, m.Output}),
+                          m.Results, m.ChunkReq, m.Output, fetch_msgs.GetOffer,
+                          fetch_msgs.GetData}),
 }
 
 
@@ -76,11 +80,15 @@ class ServerCore:
         self.jobs = JobBook(store, self.peers, self.who, self.out, config.node_expiry, now,
                             new_id, self.peer_log)
         self.retention = Retention(store, self.out, config.retention, now)
+        self.fetches = FetchGate(self.jobs, self.keys.name, self.out, self.peer_log)  # GET
+        self.facts = FactsBook()  # what nodes said of themselves at HELLO, not yet written
+        self.jobs.node_attrs = lambda accepted: self.facts.attrs(store, accepted)
         self._handlers: dict[type, Callable[[str, bytes, Any, float], None]] = {
             m.Enroll: self._enroll, m.EnrollStatus: self._enroll_status, m.Hello: self._hello,
             m.Heartbeat: _ignore, m.Result: self._result, m.Results: self._results,
             m.ChunkReq: self._chunk_req,
             m.Output: lambda key, route, msg, now: on_output(self.jobs, key, msg, now),
+            fetch_msgs.GetOffer: self.fetches.on_offer, fetch_msgs.GetData: self.fetches.on_data,
         }
 
     # -- driver interface ----------------------------------------------------------
@@ -232,6 +240,7 @@ class ServerCore:
         peer.boot = msg.boot
         peer.hello = True
         self.peers.mark_dirty(peer)
+        self.facts.heard(key, msg.facts)
         self.out.append(Send(route, m.encode(m.Enrolled("accepted", self.keys.name(key) or ""))))
         # after a reconnect, an agent or a server restart alike: the node's journal says
         # what became of each job in flight there (never run twice)
@@ -239,11 +248,11 @@ class ServerCore:
         self.jobs.node_ready(key)
 
     def _result(self, key: str, route: bytes, msg: m.Result, now: float) -> None:
-        self.jobs.on_result(key, msg, now)
+        self.jobs.on_result(key, self.fetches.settle(key, msg), now)
 
     def _results(self, key: str, route: bytes, msg: m.Results, now: float) -> None:
         for item in msg.items:
-            self.jobs.on_result(key, item, now)
+            self.jobs.on_result(key, self.fetches.settle(key, item), now)
         if msg.problems:
             self.peer_log(logging.WARNING, key, "bad_result", now, "%d bad result(s) from %s: %s",
                           len(msg.problems), self.who(key), shown(msg.problems[0]))
@@ -303,6 +312,7 @@ class ServerCore:
                 log.info("node %s went offline", self.who(key))
             self.jobs.node_lost(key, now)
         self.flush_seen()
+        self.facts.flush(self.store)
         try:
             self.audit.flush(self.store)
         except StorageError as exc:
@@ -325,6 +335,7 @@ class ServerCore:
         """Write what is still in memory (best effort: the driver is stopping)."""
         self.jobs.flush()
         self.flush_seen()
+        self.facts.flush(self.store)
 
 
 class LoopStats:

@@ -31,6 +31,8 @@ from director.protocol.control import encode as encode_ctl
 from director.server.connections import ConnectionTable, Limits
 from director.server.core import CoreConfig, ServerCore
 from director.server.events import BuildManifests, Reply, Send, ServeChunk
+from director.server.fetchgate import FetchChunk, FetchEnd, FetchStart
+from director.server.fetching import Fetcher
 from director.server.manifests import ManifestBuilder
 from director.server.retention import Policy
 from director.server.store import SqlStore
@@ -86,6 +88,9 @@ class Server:
         endpoint = self.router.last_endpoint.decode()
         self.core.address = lambda: advertised_address(settings, endpoint)  # DNS: when asked
         self.builder = ManifestBuilder(settings.chunk_size)
+        self.fetcher = Fetcher(settings.get_max_bytes,  # GET: files from nodes (fetching.py)
+                               lambda route, frames: transport.send_to(self.router, route, frames),
+                               self.core.fetches.finished)
         log.info("server %s listening on %s (key %s)", __version__,
                  self.router.last_endpoint.decode(), self.pair.fingerprint)
 
@@ -99,6 +104,7 @@ class Server:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         poller.register(self.builder.wake_r, zmq.POLLIN)
+        poller.register(self.fetcher.wake_r, zmq.POLLIN)
         next_tick = next_guard = next_count = time.monotonic()
         core = self.core
         conns = self.conns
@@ -117,6 +123,8 @@ class Server:
                 for r in self.builder.ready():
                     self._step(lambda now: core.jobs.on_manifests(r.ticket, r.built,
                                                                    r.error, now))
+            if self.fetcher.wake_r in events:
+                self._step(lambda now: self.fetcher.ready())
             self._step(core.after_events)
             mono = time.monotonic()
             if conns.unproven and mono >= next_guard:
@@ -130,6 +138,7 @@ class Server:
             if mono >= next_tick:
                 core.check_stall(mono - began, time.time())  # a long step: nobody expires
                 self._step(core.tick)
+                self.fetcher.sweep(mono)
                 self._step(lambda now: core.handshakes_refused(self.gate.denied, now))
                 next_tick = time.monotonic() + TICK
             core.loop_took(time.monotonic() - began, time.time())
@@ -146,6 +155,8 @@ class Server:
                 log.error("while writing state on the way out: %s", exc)
         if hasattr(self, "builder"):
             self.builder.close()
+        if hasattr(self, "fetcher"):
+            self.fetcher.close()
         if getattr(self, "monitor", None) is not None:
             try:
                 self.router.disable_monitor()
@@ -267,6 +278,8 @@ class Server:
                     self._serve(action)
                 elif kind is BuildManifests:
                     self.builder.start(action.ticket, action.base, action.copies)
+                elif kind in (FetchStart, FetchChunk, FetchEnd):
+                    self.fetcher.handle(action)
             except Exception as exc:  # noqa: BLE001 - one failed send never stops the loop
                 log.error("while executing %s: %s: %s", type(action).__name__,
                           type(exc).__name__, shown(str(exc)))

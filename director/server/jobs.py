@@ -62,6 +62,8 @@ class Feed:
 
 
 class JobBook(JobWrites, JobQueries, DryRuns):
+    node_attrs: Callable[[dict], dict] = staticmethod(lambda _: {})  # labels, facts: nodeinfo
+
     def __init__(self, store: Any, peers: Peers, name_of: Callable[[str], str], out: list,
                  node_expiry: float, now: float, new_id: Callable[[], str],
                  peer_log: Callable[..., None] | None = None):
@@ -144,7 +146,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         accepted = {r.name: r.key for r in self.store.nodes() if r.state == "accepted"}
         online = [n for n, k in accepted.items() if self.peers.online(k, now)]
         sub = submission.plan(args, built, accepted, online, now, self.new_id(),
-                              self.live_tasks(), self.max_live)
+                              self.live_tasks(), self.max_live, lambda: self.node_attrs(accepted))
         if sub.jobs and _is_id(args.get("retry_of")):  # made by 'job retry': linked
             sub.jobs[0]["retry_of"] = args["retry_of"]
         if args.get("dry_run") is True:  # jobs.plan (dryrun.py): nothing stored or sent

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from director import __version__
-from director.errors import DirectorError
+from director.errors import DirectorError, StorageError
 from director.protocol.messages import Enrolled, encode
+from director.server import nodeinfo
 from director.server.events import Send
 from director.trust.keyfmt import key_to_z85
 from director.trust.tokens import parse_ttl
@@ -37,6 +38,10 @@ def server_stats(core: Any, rid: bytes, args: dict, now: float) -> dict:
 
 def nodes(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
     out = []
+    try:
+        labels = core.store.all_labels()
+    except StorageError:  # the list without labels beats no list
+        labels = {}
     for rec in core.store.nodes():
         if rec.state != "accepted":
             continue
@@ -48,6 +53,7 @@ def nodes(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
             "address": (peer.address if peer and peer.address else rec.address) or "",
             "version": (peer.version if peer and peer.version else rec.version) or "",
             "fingerprint": rec.fingerprint,
+            "labels": labels.get(rec.key, {}),
         })
     return out
 
@@ -181,6 +187,7 @@ OPS: dict[str, Op] = {
     "jobs.analyze": jobs_analyze,
     "events.list": events_list, "server.stats": server_stats,
     "jobs.plan": jobs_plan,
+    "node.get": nodeinfo.node_get, "nodes.label": nodeinfo.nodes_label,
 }
 
 

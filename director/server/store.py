@@ -14,21 +14,25 @@ from typing import Any, Callable
 
 from director.errors import StorageError
 from director.server.jobstore import JobStore
+from director.server.nodemeta import NodeMetaStore
 from director.server.state import StateDB
 
 
 class SqlStore:
-    """StateDB (keys, tokens) and JobStore (jobs, results) behind one object.
+    """StateDB (keys, tokens), NodeMetaStore (facts, labels) and JobStore (jobs,
+    results) behind one object.
 
-    Methods are those of the two classes; each call turns a SQLite failure into
+    Methods are those of the three classes; each call turns a SQLite failure into
     StorageError (a value too large for SQLite too: it must never escape)."""
 
     def __init__(self, path: Path):
         self.state = StateDB(path)
         self.jobs = JobStore(self.state.conn)
+        self.meta = NodeMetaStore(self.state.conn)   # node facts and labels
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        target = getattr(self.state, name, None) or getattr(self.jobs, name)
+        target = (getattr(self.state, name, None) or getattr(self.meta, name, None)
+                  or getattr(self.jobs, name))
 
         def call(*args: Any, **kwargs: Any) -> Any:
             try:

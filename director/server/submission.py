@@ -8,12 +8,12 @@ checked here (they arrive as JSON from the control socket).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from director.errors import DirectorError, ProtocolError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction
-from director.jobs.targets import match_targets
+from director.jobs.targets import NodeAttrs, is_selector, match_targets
 from director.protocol.frames import dumps
 from director.protocol.messages import Job, encode_body, job_body
 from director.server.scheduler import Task
@@ -71,13 +71,16 @@ def copy_jobs(steps: Any) -> list[tuple[tuple[int, int], Instruction]]:
 
 
 def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], now: float,
-         orch: str, live: int = 0, cap: int = MAX_LIVE_TASKS) -> Submission:
+         orch: str, live: int = 0, cap: int = MAX_LIVE_TASKS,
+         attrs: Callable[[], NodeAttrs] | None = None) -> Submission:
     """Every row, task and body of a submission; DirectorError if anything is wrong
-    (among it: more than ``cap`` tasks live at once, ``live`` of them already)."""
+    (among it: more than ``cap`` tasks live at once, ``live`` of them already).
+    ``attrs`` gives the nodes' labels and facts, asked only if a target selects by them."""
     steps = args.get("steps")
     if not isinstance(steps, list) or not steps:
         raise DirectorError("nothing to run: no jobs given")
     cli_targets = str_list(args.get("targets", []), "targets")
+    known: NodeAttrs | None = None
     stream = args.get("stream") is True and args.get("wait") is True  # to a waiting CLI
     sub = Submission(orch, keys=accepted, now=now)
     lane_no = seq = 0
@@ -87,8 +90,11 @@ def plan(args: dict, built: dict, accepted: dict[str, str], online: list[str], n
     for si, step in enumerate(steps):
         if not isinstance(step, dict) or not isinstance(step.get("jobs") or [], list):
             raise DirectorError("malformed submission")
-        names = match_targets(str_list(step.get("targets") or cli_targets, "targets"),
-                              accepted, online, args.get("allow_offline") is True)
+        patterns = str_list(step.get("targets") or cli_targets, "targets")
+        if known is None and attrs is not None and any(map(is_selector, patterns)):
+            known = attrs()
+        names = match_targets(patterns, accepted, online, args.get("allow_offline") is True,
+                              known)
         if step.get("async"):
             lane_no += 1
             lane = f"{orch}.{lane_no}"

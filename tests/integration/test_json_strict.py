@@ -31,8 +31,9 @@ def _json_commands() -> set[str]:
         if isinstance(cmd, click.Group):
             for name, sub in cmd.commands.items():
                 walk(sub, (*path, name))
-        elif any("--json" in getattr(p, "opts", ()) for p in cmd.params):
-            found.add(" ".join(path))
+        if (not isinstance(cmd, click.Group) or cmd.invoke_without_command) \
+                and any("--json" in getattr(p, "opts", ()) for p in cmd.params):
+            found.add(" ".join(path))  # a group run without a sub-command too (`nodes`)
     walk(cli, ())
     return found
 
@@ -64,6 +65,10 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     check("keys list", "keys", "list", "--json")
     check("keys server", "keys", "server", "--json")
     check("nodes", "nodes", "--json")
+    labelled = check("nodes label", "nodes", "label", "web1", "role=web", "--json")
+    assert labelled == {"name": "web1", "labels": {"role": "web"}}
+    one = check("node", "node", "web1", "--json")
+    assert {"name", "state", "labels", "facts", "fingerprint", "last_seen"} <= set(one)
     check("config", "config", "--json")
     check("health", "health", "--json")
     check("health (node)", "health", "--json", home=node_home)

@@ -345,6 +345,9 @@ def instructions(draw):
     elif verb in ("ARG", "ENV"):
         fields["name"] = draw(_NAMES)
         fields["value"] = draw(_TEXT)
+    elif verb == "GET":
+        fields["sources"] = tuple(draw(st.lists(_NONEMPTY, min_size=1, max_size=4)))
+        fields["dest"] = draw(_NONEMPTY)
     elif verb == "SERVICE":
         fields["argv"] = tuple(draw(st.lists(_UNITS, min_size=1, max_size=3)))
         chosen = draw(st.sampled_from(_SERVICE_FLAG_SETS))

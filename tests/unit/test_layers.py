@@ -39,6 +39,8 @@ PURE_GLOBS = [
     "director/protocol/*.py",
     "director/transfer/manifest.py",
     "director/transfer/session.py",
+    "director/transfer/fetch.py",
+    "director/server/fetchgate.py",
     "director/server/scheduler.py",
     "director/server/core*.py",
     "director/server/connections.py",

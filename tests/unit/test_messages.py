@@ -26,6 +26,7 @@ from director.errors import ProtocolError
 from director.jobs.dsl import parse_line
 from director.protocol import fields as F
 from director.protocol import frames
+from director.protocol import fetch as FM
 from director.protocol import messages as M
 from director.transfer.manifest import FileEntry, Manifest, digest_of
 
@@ -45,6 +46,8 @@ VALID: list[M.Msg] = [
     M.EnrollStatus(),
     M.Hello("web1", "0.1.0"),
     M.Hello("web1", "0.1.0", boot="b00t-id"),
+    M.Hello("web1", "0.1.0", "b", M.Facts("h", "debian", "12", "6.1", "x86_64", 2, 2**30,
+                                          ("10.0.0.1", "::2"), "0.1.0")),
     M.Heartbeat(),
     M.Heartbeat(running=10**6),
     M.Result(JOB_ID, "success"),
@@ -77,6 +80,13 @@ VALID: list[M.Msg] = [
     M.CtlReply(True, result_json=True, failed=2, data=b'[{"id": "x"}]'),
     M.CtlEvent("progress", {"success": 1}),
     M.CtlEvent("submitted"),
+    FM.GetOffer(JOB_ID, 4096, (FileEntry("a/b.txt", 3, 0o755, _ABC, (_ABC,)),)),
+    FM.GetOffer(JOB_ID, FM.MAX_GET_CHUNK),
+    FM.GetPull(JOB_ID, ((0, 0), (3, M.MAX_INDEX))),
+    FM.GetData(JOB_ID, 0, 1, b"\x00abc"),
+    FM.GetData(JOB_ID, 2, 0, b"", "cannot read"),
+    FM.GetDone(JOB_ID, True, "", tuple((k, 1) for k in FM.TRANSFER_FIELDS)),
+    FM.GetDone(JOB_ID, False, "over the limit", tuple((k, 0) for k in FM.TRANSFER_FIELDS)),
 ]
 
 
@@ -143,7 +153,7 @@ FIELDS: dict[type[M.Msg], tuple[M.Msg, dict[str, tuple[str, dict]]]] = {
         "version": ident(M.MAX_VERSION, null=True)}),
     M.Hello: (M.Hello("web1", "0.1", "boot"), {
         "name": ident(M.MAX_NAME, req=True), "version": ident(M.MAX_VERSION, req=True),
-        "boot": ident(64, null=True)}),
+        "boot": ident(64, null=True), "facts": ("mapping", {"null": True})}),
     M.Heartbeat: (M.Heartbeat(1), {"running": integer(0, 10**6)}),
     M.Result: (RESULT_FULL, {
         "job_id": ("job_id", {"req": True}),
@@ -178,6 +188,15 @@ FIELDS: dict[type[M.Msg], tuple[M.Msg, dict[str, tuple[str, dict]]]] = {
         "ok": ("flag", {}), "error": text(M.MAX_TEXT), "code": integer(0, 255, null=True),
         "failed": integer(0, F.MAX_COUNT, null=True), "result_json": ("flag", {})}),
     M.CtlEvent: (M.CtlEvent("progress", {"a": 1}), {"event": ident(64, req=True)}),
+    # GET_OFFER: only the job id is refused at decode; the rest fails the job (problem)
+    FM.GetOffer: (FM.GetOffer(JOB_ID, 4096), {"job_id": ("job_id", {"req": True})}),
+    FM.GetPull: (FM.GetPull(JOB_ID, ((0, 1),)), {"job_id": ("job_id", {"req": True})}),
+    FM.GetData: (FM.GetData(JOB_ID, 1, 2, b"x"), {
+        "job_id": ("job_id", {"req": True}), "file": integer(0, M.MAX_INDEX, req=True),
+        "chunk": integer(0, M.MAX_INDEX, req=True), "error": text(M.MAX_TEXT)}),
+    FM.GetDone: (FM.GetDone(JOB_ID, True), {
+        "job_id": ("job_id", {"req": True}), "ok": ("flag", {}), "error": text(M.MAX_TEXT),
+        "transfer": ("mapping", {"req": True})}),
 }
 
 BIG = 18446744073709551616
@@ -477,3 +496,14 @@ def test_ack_and_cancel_hold_only_job_ids_and_are_bounded(mtype, ids):
 def test_output_is_bounded_and_names_jobs(items):
     with pytest.raises(ProtocolError, match="OUTPUT: field"):
         M.decode(frames.join("OUTPUT", {"items": items}))
+
+
+def test_get_offer_with_a_bad_file_still_names_its_job():
+    """A hostile offer (a name that is not a string, a bad digest, a huge chunk size)
+    decodes with its job id and a problem, so its GET fails instead of hanging."""
+    for files, chunk_size in (([{"rel": 5}], 4096), ([{"rel": "a", "size": 1, "mode": 0,
+                              "digest": "x", "chunks": []}], 4096), ([], 2**40)):
+        body = {"job_id": JOB_ID, "chunk_size": chunk_size, "files": files}
+        msg = M.decode([frames.VERSION, b"GET_OFFER", json.dumps(body).encode()])
+        assert isinstance(msg, FM.GetOffer) and msg.job_id == JOB_ID
+        assert msg.problem.startswith("GET_OFFER: field ") and msg.files == ()

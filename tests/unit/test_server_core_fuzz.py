@@ -147,6 +147,16 @@ class ServerCoreMachine(RuleBasedStateMachine):
         self._feed(self.nodes[name], m.encode(m.Hello(name, "v", boot)), route)
 
     @precondition(lambda self: self.nodes)
+    @rule(data=st.data(), facts=st.dictionaries(
+        st.sampled_from(["hostname", "os", "cpus", "memory", "addresses", "arch", "x"]),
+        HOSTILE_VALUES | st.just(["10.0.0.1"]) | st.just({"id": "debian"}), max_size=4))
+    def node_says_hello_with_facts(self, data, facts) -> None:
+        name = data.draw(st.sampled_from(sorted(self.nodes)))
+        body = {"name": name, "version": "v", "boot": "boot1", "facts": facts}
+        self._feed(self.nodes[name], [fr.VERSION, b"HELLO", raw_json(body)],
+                   f"route-{name}".encode())
+
+    @precondition(lambda self: self.nodes)
     @rule(data=st.data())
     def heartbeat(self, data) -> None:
         name = data.draw(st.sampled_from(sorted(self.nodes)))
@@ -160,8 +170,10 @@ class ServerCoreMachine(RuleBasedStateMachine):
         self.h.op(op, name=name)
 
     @rule(op=st.sampled_from(["jobs.list", "jobs.get", "nodes", "health", "bogus",
-                              "token.revoke", "keys.accept", "jobs.submit"]),
-          args=st.dictionaries(st.sampled_from(["id", "name", "limit", "steps", "targets"]),
+                              "token.revoke", "keys.accept", "jobs.submit", "node.get",
+                              "nodes.label"]),
+          args=st.dictionaries(st.sampled_from(["id", "name", "limit", "steps", "targets",
+                                                "set", "remove"]),
                                HOSTILE_VALUES, max_size=3))
     def operator_sends_anything(self, op, args) -> None:
         body = raw_json({"op": op, "args": args})
@@ -219,6 +231,7 @@ class ServerCoreMachine(RuleBasedStateMachine):
         assert set(core.jobs.bodies) <= set(core.jobs.open)
         assert len(core.jobs.waiters) <= len(core.jobs.open) + 1
         assert len(core.jobs.building) == 0
+        assert len(core.facts.pending) <= len(self.nodes)   # the latest HELLO of each
 
 
 ServerCoreMachine.TestCase.settings = settings(
