@@ -74,7 +74,8 @@ class CopyDriver:
                 return self.copier.run(job.job_id, res, wd, job.manifest)
         try:
             out = execute(job.instruction, state_for(self.state, job.lane), self.cache,
-                          hash_extra=job.hash_extra, copier=run)
+                          hash_extra=job.hash_extra, copier=run,
+                          scope={"query": job.query} if job.query is not None else None)
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             log.error("job %s crashed: %s: %s", job.job_id, type(exc).__name__, exc,
                       exc_info=exc)

@@ -104,8 +104,11 @@ class ProcessDriver:
         """Begin ``job``: its Outcome if it ended at once, None if a process now runs."""
         try:
             state = state_for(self.state, job.lane)  # its submission's ARG/ENV/WORKDIR
+            scope = {"facts": self.facts}  # values from nodes: data
+            if job.query is not None:
+                scope["query"] = job.query
             step = begin(job.instruction, state, self.cache, hash_extra=job.hash_extra,
-                         scope={"facts": self.facts})
+                         scope=scope)
             if not isinstance(step, Pending):
                 return step
             try:

@@ -69,7 +69,7 @@ def begin(instr: Instruction, state: NodeState, cache: JobCache, *, hash_extra: 
     return TABLE[res.verb].execute(res, Node(
         state, cache, env, workdir, start,
         lambda: job_hash(res, env=env, workdir=workdir, extra=hash_extra), copier,
-        uses_node_values(instr, node_args, scope)))
+        uses_node_values(instr, node_args, scope), scope))
 
 
 def spawn_failed(step: Pending, exc: OSError) -> Outcome:

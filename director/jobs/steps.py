@@ -20,8 +20,8 @@ from typing import Any, Callable
 from director.jobs.rules import Invalid, check_unit, plain_data
 
 __all__ = ["CachedResult", "Node", "Outcome", "Pending", "copy_files", "echo", "evict",
-           "fetch_files", "load_cachefile", "make_workdir", "manage_service", "run_command", "set_arg",
-           "set_env"]
+           "fetch_files", "load_cachefile", "make_workdir", "manage_service", "query",
+           "run_command", "set_arg", "set_env"]
 
 CACHEFILE_LIMIT = 1024 * 1024   # bytes of a CACHEFILE
 _CACHEFILE_ITEMS = 100_000      # values (nested ones too) one CACHEFILE may hold
@@ -75,6 +75,7 @@ class Node:
     job_hash: Callable[[], str]   # the job's content hash, computed only by steps that need it
     copier: Callable[[Any, str], Outcome] | None
     from_node: bool = False       # the job's resolved fields hold a value from a node
+    scope: Any = None             # more values from nodes by name (``query``): data
 
     def done(self) -> Outcome:
         return Outcome("success", rc=0, exec_time=time.perf_counter() - self.started)
@@ -116,6 +117,26 @@ def make_workdir(res: Any, node: Node) -> Outcome:
 def echo(res: Any, node: Node) -> Outcome:
     out = node.done()
     out.stdout = res.value + "\n"
+    return out
+
+
+def query(res: Any, node: Node) -> Outcome:
+    """QUERY: this node's value of NAME, as JSON on stdout (nothing when it is not set
+    here: not a failure); never from the job cache, the value is read each time."""
+    import json
+
+    from director.protocol.answers import MAX_ANSWER
+
+    args, node_args, _, _ = node.state.sourced()
+    out = node.done()
+    if res.name not in node_args and res.name not in args:
+        return out
+    value = node_args[res.name] if res.name in node_args else args[res.name]
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_ANSWER:
+        return Outcome("failed", error=f"QUERY {res.name}: its value is larger than "
+                       f"{MAX_ANSWER} bytes as JSON", exec_time=out.exec_time)
+    out.stdout = text + "\n"
     return out
 
 
@@ -286,7 +307,7 @@ def _blueprint(res: Any, node: Node, paths: list[str]) -> str:
     from director.jobs.templates import MAX_OUTPUT, render_text
 
     args, node_args, _, _ = node.state.sourced()
-    values: dict[str, Any] = {**args, **node_args}
+    values: dict[str, Any] = {**args, **node_args, **(node.scope or {})}
     if res.vars:
         values["vars"] = json.loads(res.vars)
     for path in paths:

@@ -249,6 +249,14 @@ def _check_evict(verb: str, d: Mapping[str, Any]) -> None:
     check_name(verb, d["name"])
 
 
+def _parse_query(verb: str, rest: str) -> dict[str, Any]:
+    words = rest.split()
+    if len(words) != 1:
+        raise Invalid(f"{verb} takes one NAME (an ARG of the targets): e.g. {verb} address")
+    check_name(verb, words[0])
+    return {"name": words[0]}
+
+
 TABLE: dict[str, Verb] = {v.name: v for v in (
     Verb("RUN", _parse_command, _check_command, _describe_command, _node_step("run_command"),
          fields=("command", "argv", "stdout_arg", "stderr_arg"),
@@ -278,6 +286,9 @@ TABLE: dict[str, Verb] = {v.name: v for v in (
     Verb("GET", _parse_copy, _check_copy, lambda i: shlex.join((*i.sources, i.dest)),
          _node_step("fetch_files"), fields=("sources", "dest"), hash_fields=("sources", "dest"),
          substituted=("sources",), sends=True),
+    # QUERY: each target answers its value of NAME; later jobs see them (server/queries.py)
+    Verb("QUERY", _parse_query, _check_evict, lambda i: i.name, _node_step("query"),
+         fields=("name",), hash_fields=("name",)),
 )}
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from director.errors import ProtocolError
 from director.jobs.dsl import Instruction
 from director.protocol import fields as F
+from director.protocol.answers import decode_query
 from director.protocol.base import Msg, checked, encode
 from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX, Chunk, ChunkErr, ChunkReq
 from director.protocol.fetch import TYPES as FETCH_TYPES
@@ -239,6 +240,7 @@ class Job(Msg):
     hash_extra: str = ""
     manifest: Manifest | None = None
     stream: bool = False     # send its output lines as they come (OUTPUT), not only at the end
+    query: dict | None = None  # QUERY answers of earlier jobs: {NODE: {NAME: value}} (answers.py)
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"job_id": self.job_id, "instruction": self.instruction.to_dict(),
@@ -249,6 +251,8 @@ class Job(Msg):
             out["manifest"] = self.manifest.to_dict()
         if self.stream:
             out["stream"] = True
+        if self.query is not None:
+            out["query"] = self.query
         return out
 
     @classmethod
@@ -262,7 +266,7 @@ class Job(Msg):
                        F.integer(t, b, "seq", 0, MAX_INDEX),
                        F.text(t, b, "hash_extra", 128, default="", ident=True),
                        None if raw_manifest is None else Manifest.from_dict(raw_manifest),
-                       F.flag(t, b, "stream"))
+                       F.flag(t, b, "stream"), decode_query(t, b))
         except ProtocolError as exc:
             exc.job_id = job_id  # type: ignore[attr-defined]
             raise

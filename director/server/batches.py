@@ -239,18 +239,20 @@ def reloading(book: Any, orch: str, task: Task) -> bool:
     return True
 
 
-def resume(book: Any, now: float) -> None:
+def resume(book: Any, now: float) -> list[Task]:
     """At a restart, after every open task was read: each rollout rebuilt from what
-    its stored results say, its open tasks queued, held, or ended (it had stopped)."""
+    its stored results say, its open tasks held or ended (it had stopped); returns the
+    ones that may run (the caller queues them, past its other gates)."""
     gate = book.rollouts
     ended: list[tuple[Task, str]] = []
+    run: list[Task] = []
     for orch, tasks in gate.reloaded.items():
         rollout = _rebuilt(book.store, orch, gate.settings[orch])
         gate.add(rollout)
         for task in tasks:
             verdict = RUN if rollout is None else gate.admit(task)
             if verdict == RUN:
-                book.sched.add(task)
+                run.append(task)
             elif verdict != HOLD:
                 ended.append((task, verdict))
     gate.reloaded.clear()
@@ -258,6 +260,7 @@ def resume(book: Any, now: float) -> None:
     for task, reason in ended:
         task.status = "cancelled"
         book._final(task, {"status": "cancelled", "error": reason}, now)
+    return run
 
 
 def stored_settings(store: Any, orch: str) -> dict[str, str]:

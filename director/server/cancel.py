@@ -54,6 +54,7 @@ def cancel(book: Any, args: dict, now: float) -> dict:
     book.cancelled_jobs |= wanted                  # tasks still to be made end at once
     dropped, flying = book.sched.cancel_jobs(wanted)
     dropped += book.rollouts.take_held(wanted)     # --batch: held, never sent
+    dropped += book.queries.drop_jobs(wanted)      # held behind a QUERY (queries.py)
     for task in dropped:
         book._final(task, {"status": "cancelled", "error": BEFORE_SENT}, now)
     stopping = 0

@@ -29,6 +29,7 @@ from director.server.events import BuildManifests, Reply, Send
 from director.server.jobqueries import JobQueries
 from director.server.jobwrites import JobWrites
 from director.server.peers import Peers
+from director.server.queries import QueryGate, held_back
 from director.server.rows import NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, blank, result_fields
 from director.server.scheduler import Scheduler, Task
 from director.server.waiters import Waiter
@@ -100,6 +101,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         self.finals: LRUCache = LRUCache(maxsize=100_000)
         self.lost_copies: LRUCache = LRUCache(maxsize=64)  # job id -> copy, of server-lost
         self.rollouts = batches.Gate()             # --batch: later batches' tasks held
+        self.queries = QueryGate()                 # jobs held behind a QUERY (queries.py)
         self._reload(now)
 
     # -- replies to operators -------------------------------------------------------
@@ -165,6 +167,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         self.open.update(sub.open_counts)
         self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
         self.rollouts.add(rollout)
+        self.queries.planned(sub.jobs, sub.open_counts)
         self._add_tasks(tasks, now)
         if more:
             self.feeding.append(Feed(feed, sub.ntasks - len(tasks), sub.orch))
@@ -191,7 +194,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         return bool(self.feeding or self.to_pump or len(self.dirty) >= FLUSH_ROWS)
 
     def live_tasks(self) -> int:
-        return self.sched.live + self.unfed + self.rollouts.held
+        return self.sched.live + self.unfed + self.rollouts.held + self.queries.held
 
     def _add_tasks(self, tasks: list[Task], now: float) -> None:
         stopped = self.stopped_lanes
@@ -202,6 +205,8 @@ class JobBook(JobWrites, JobQueries, DryRuns):
                 continue
             if self.rollouts.by_job and batches.held_back(self, t, now):
                 continue  # its batch has not started (or never will)
+            if self.queries.orchs and held_back(self, t, now):  # behind a QUERY (queries.py)
+                continue
             self.sched.add(t)
             if stopped and (t.node, t.lane) in stopped:  # its lane failed on that node
                 self.sched.cancel_lane(t.node, t.lane)   # before this task was made
@@ -395,6 +400,8 @@ class JobBook(JobWrites, JobQueries, DryRuns):
             self.reply(w.rid, ok=True, result_json=True, failed=w.failed, data=w.payload())
         if self.rollouts.by_job:  # its batch may be done: the next starts, or none does
             batches.after_final(self, task, now)
+        if self.queries.orchs:  # a QUERY ended, or a task after one: held tasks may go
+            self._add_tasks(self.queries.final(task, fields, self.name_of), now)
 
     # -- time -----------------------------------------------------------------------
     def _progress(self, now: float, force: bool) -> None:

@@ -299,6 +299,21 @@ class JobStore:
         self.conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
         return min(free, pages)
 
+    def query_rows(self, orchs: list[str]) -> list[sqlite3.Row]:
+        """For the submissions among ``orchs`` that have a QUERY job: the results of
+        their QUERY jobs (the answers) and their tasks that did not succeed (restart)."""
+        out: list[sqlite3.Row] = []
+        for i in range(0, len(orchs), 500):
+            part = orchs[i:i + 500]
+            q = ",".join("?" * len(part))
+            out.extend(self.conn.execute(
+                "SELECT j.orch, j.id AS job_id, j.seq, j.lane, j.verb, j.instruction, r.node,"
+                " r.name, r.status, r.stdout FROM jobs j JOIN results r ON r.job_id = j.id"
+                f" WHERE j.orch IN (SELECT orch FROM jobs WHERE verb='QUERY' AND orch IN ({q}))"
+                " AND (j.verb='QUERY' OR r.status IN ('failed','timeout','lost','cancelled'))"
+                " ORDER BY j.seq", part))
+        return out
+
     def table_counts(self) -> tuple[int, int]:
         """(jobs, results) stored: for tests and the retention benchmark."""
         return (self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0],

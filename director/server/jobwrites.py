@@ -15,6 +15,7 @@ from director.protocol.messages import MAX_ACK, Ack, encode, job_body
 from director.server import batches
 from director.server.cancel import BEFORE_SENT
 from director.server.events import Send
+from director.server.queries import held_back
 from director.server.refeed import missing_tasks
 from director.server.rows import SERVER_RESTARTED, blank
 from director.server.scheduler import Task
@@ -24,7 +25,8 @@ log = logging.getLogger("director.jobs")
 
 class JobWrites:
     """Needs the book's ``store``, ``dirty``, ``ack_wait``, ``to_ack``, ``peers``, ``out``,
-    ``storage_error``, ``bodies``, ``orch_of``, ``open`` and ``sched``."""
+    ``storage_error``, ``bodies``, ``orch_of``, ``open``, ``sched``, ``queries`` and
+    ``_final``."""
 
     dirty: dict
     storage_error: str | None
@@ -82,7 +84,9 @@ class JobWrites:
         """After a restart: queued and in-flight results continue where they were
         (first, the tasks a crash left unmade are made)."""
         self._refeed(now)
-        lost = []
+        lost: list = []
+        every: list[Task] = []   # every open task (a QUERY's barrier counts them all)
+        tasks: list[Task] = []   # those not in a rollout (batches.resume decides those)
         # tasks of jobs the operator cancelled: unsent ones end cancelled, running ones
         # are told to stop again on HELLO
         stopped = set(self.store.cancelled_open())
@@ -109,10 +113,15 @@ class JobWrites:
             self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
             task = Task(r["job_id"], r["node"], r["lane"], r["seq"], instr.options.timeout,
                         status=r["status"], queued_at=now, sent_at=r["sent"] or now)
+            every.append(task)
             if not batches.reloading(self, r["orch"], task):  # --batch: rebuilt below
-                self.sched.add(task)
+                tasks.append(task)
+        if every:  # jobs behind a QUERY are held again, with the answers stored before
+            self.queries.restore(self.store.query_rows(self.queries.orch_ids(every)), every)
         self.store.update_results(lost)
-        batches.resume(self, now)
+        for task in tasks + batches.resume(self, now):  # a batch not started stays held
+            if not (self.queries.orchs and held_back(self, task, now)):
+                self.sched.add(task)
 
     def _refeed(self, now: float) -> None:
         """Make the tasks of submissions the last process was still storing when it

@@ -354,7 +354,7 @@ def instructions(draw):
         fields["flags"] = tuple(f for f in verbs.SERVICE_FLAGS if f in chosen)
     elif verb == "ECHO":
         fields["value"] = draw(_TEXT)
-    elif verb == "CACHEEVICT":
+    elif verb in ("CACHEEVICT", "QUERY"):
         fields["name"] = draw(_NAMES)
     else:
         fields["path"] = draw(_NONEMPTY)

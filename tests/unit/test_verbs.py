@@ -30,12 +30,13 @@ SAMPLES = {
     "CACHEFILE": "CACHEFILE /etc/${X}.yaml",
     "CACHEEVICT": "CACHEEVICT all",
     "GET": "GET --timeout 9 /var/log/${X}.log 'a b' /srv/fetched",
+    "QUERY": "QUERY address",
 }
 # Where ${NAME} is replaced (CONTRACT: "in later lines"); names, modes and verbs never.
 SUBSTITUTED = {"RUN": {"command", "argv"}, "COPY": {"sources", "dest", "chown"},
                "ADD": {"sources", "dest", "chown"}, "ARG": {"value"}, "ENV": {"value"},
                "WORKDIR": {"path", "chown"}, "SERVICE": {"argv"}, "ECHO": {"value"},
-               "CACHEFILE": {"path"}, "CACHEEVICT": set(), "GET": {"sources"}}
+               "CACHEFILE": {"path"}, "CACHEEVICT": set(), "GET": {"sources"}, "QUERY": set()}
 # The shell-form RUN sample leaves argv empty; EXEC_SAMPLE sets it instead of command.
 UNSET = {"RUN": {"argv"}}
 EXEC_SAMPLE = 'RUN --stdout-arg OUT --stderr-arg ERR ["printf", "%s\\n", "${X}", "a  b"]'
@@ -47,7 +48,7 @@ def test_samples_cover_every_verb():
     assert set(SAMPLES) == set(verbs.TABLE) == set(dsl.VERBS)
     assert verbs.names() == dsl.VERBS == ("RUN", "COPY", "ADD", "ARG", "ENV", "WORKDIR",
                                           "SERVICE", "ECHO", "CACHEFILE", "CACHEEVICT",
-                                          "GET")
+                                          "GET", "QUERY")
 
 
 def test_payload_fields_are_the_instruction_fields_that_vary_by_verb():
