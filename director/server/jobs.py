@@ -27,10 +27,11 @@ from director.server.cancel import BEFORE_SENT, send_cancels
 from director.server.events import BuildManifests, Reply, Send
 from director.server.jobqueries import JobQueries
 from director.server.jobwrites import JobWrites
+from director.server.orchstore import label_jobs
 from director.server.peers import Peers
 from director.server.rows import NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, blank, result_fields
 from director.server.scheduler import Scheduler, Task
-from director.server.waiters import Waiter
+from director.server.waiters import Waiter, note_sent
 
 log = logging.getLogger("director.jobs")
 GRACE = 30.0
@@ -143,6 +144,7 @@ class JobBook(JobWrites, JobQueries):
                               self.live_tasks(), self.max_live)
         if sub.jobs and _is_id(args.get("retry_of")):  # made by 'job retry': linked
             sub.jobs[0]["retry_of"] = args["retry_of"]
+        label_jobs(sub.jobs, args)  # its files' names: one line in 'director jobs'
         feed = submission.slices(sub, SUBMIT_SLICE)
         rows, tasks = next(feed, ([], []))
         try:  # the job rows and the first slice of tasks in one transaction
@@ -253,6 +255,8 @@ class JobBook(JobWrites, JobQueries):
             if now is not None:
                 for task, _ in group:
                     self._mark(task, {"status": "running", "sent": now})
+                if self.waiters:
+                    note_sent(self.waiters, self.orch_of, node, ids)
                 if route is None:  # pump() checks first: only a bug gets here
                     self.undelivered(node, ids, now)
 
@@ -266,6 +270,7 @@ class JobBook(JobWrites, JobQueries):
             peer.route, peer.fd = None, -1
         for task in self.sched.unsend(node, job_ids):
             self._mark(task, {"status": "queued", "sent": None})
+            note_sent(self.waiters, self.orch_of, node, (task.job_id,), -1)
 
     def after_events(self, now: float) -> None:
         if self.feeding:
@@ -378,7 +383,7 @@ class JobBook(JobWrites, JobQueries):
         for w in self.waiters.values():
             if force or now - w.last_event >= PROGRESS_EVERY:
                 w.last_event = now
-                self.event(w.rid, "progress", w.progress())
+                self.event(w.rid, "progress", w.report(lambda k: self.peers.online(k, now)))
 
     def tick(self, now: float) -> None:
         self.flush(FLUSH_ROWS)
