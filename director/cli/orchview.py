@@ -10,7 +10,6 @@ names made safe.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from typing import Any
@@ -83,6 +82,8 @@ class Progress:
             more = left - len(shown)
             text += "; waiting on " + ", ".join(shown) + (f" +{more}" if more > 0 else "")
         text += f"  ({elapsed:.1f}s)"
+        import shutil
+
         width = shutil.get_terminal_size((100, 20)).columns - 1
         return text if len(text) <= width else text[:max(width - 3, 10)] + "..."
 

@@ -49,8 +49,9 @@ def view(book: Any, args: dict, now: float) -> Any:
 
 
 def summary(store: Any, orch: str, head: tuple, online: Callable[[str], bool],
-            now: float) -> dict[str, Any]:
-    """An orchestration in a few numbers (``director job ORCH --json``)."""
+            now: float, brief: bool = False) -> dict[str, Any]:
+    """An orchestration in a few numbers (``director job ORCH --json``); ``brief``: the
+    line ``director jobs`` shows (no nodes, job ids or failure)."""
     njobs, label, created, first_job = head
     nodes: dict[str, dict[str, Any]] = {}
     counts: dict[str, int] = {}
@@ -67,19 +68,24 @@ def summary(store: Any, orch: str, head: tuple, online: Callable[[str], bool],
     status = overall(list(counts))
     still_open = any(s in OPEN for s in counts)
     end = now if still_open else last
+    doc = {
+        "kind": "orchestration", "id": orch, "orchestration": orch,
+        "name": label, "first_job": first_job, "status": status, "running": still_open,
+        "created": created, "duration": None if end is None else max(0.0, end - created),
+        "job_count": njobs, "node_count": len(nodes), "tasks": sum(counts.values()),
+        "counts": counts}
+    if brief:
+        return doc
     failure = store.orch_first_failure(orch)
     if failure is not None:
         for stream in ("stderr", "stdout"):
             failure[f"{stream}_tail"] = _tail(failure.pop(stream))
     retry_of = store.retry_of(orch)
-    return {
-        "kind": "orchestration", "id": orch, "orchestration": orch,
-        "name": label, "first_job": first_job, "status": status, "running": still_open,
-        "created": created, "duration": None if end is None else max(0.0, end - created),
-        "job_count": njobs, "node_count": len(nodes), "tasks": sum(counts.values()),
-        "counts": counts, "nodes": dict(sorted(nodes.items())), "first_failure": failure,
-        "jobs": store.orch_jobs(orch), **({"retry_of": retry_of} if retry_of else {}),
-    }
+    doc.update(nodes=dict(sorted(nodes.items())), first_failure=failure,
+               jobs=store.orch_jobs(orch))
+    if retry_of:
+        doc["retry_of"] = retry_of
+    return doc
 
 
 def overview(book: Any, args: dict, now: float) -> list[dict[str, Any]]:
@@ -108,9 +114,7 @@ def overview(book: Any, args: dict, now: float) -> list[dict[str, Any]]:
         head = store.orch_head(orch)
         if head is None:  # purged meanwhile
             continue
-        doc = summary(store, orch, head, lambda key: True, now)
-        for key in ("nodes", "jobs", "first_failure"):
-            doc.pop(key)
+        doc = summary(store, orch, head, lambda key: True, now, brief=True)
         doc["age"] = now - created
         out.append(doc)
     return out
