@@ -68,7 +68,8 @@ def test_summary_counts_per_node_and_names_the_first_failure(tmp_path):
 def test_progress_tells_running_from_queued_and_offline_nodes(tmp_path):
     h = CoreHarness(tmp_path, expiry=3.0)
     try:
-        web1, web2 = h.accepted_node("web1"), h.accepted_node("web2")
+        web1 = h.accepted_node("web1")
+        h.accepted_node("web2")  # says nothing more: offline past its expiry
         h.now += 2.0
         h.from_node(web1, m.Heartbeat())
         h.now += 2.0
@@ -105,3 +106,25 @@ def test_waiter_counts_what_is_left_per_node():
     got = w.outstanding(lambda key: key != "kb")
     assert got == {"running": 1, "queued": 0, "queued_offline": 2, "nodes_left": 2,
                    "nodes_offline": 1, "waiting_on": ["b", "a"]}
+
+
+def test_a_database_from_before_labels_gets_the_column(tmp_path):
+    import sqlite3
+
+    from director.server.jobstore import JobStore
+
+    conn = sqlite3.connect(tmp_path / "old.db")
+    conn.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, orch TEXT NOT NULL, lane TEXT NOT NULL,"
+                 " seq INTEGER NOT NULL, verb TEXT NOT NULL, summary TEXT NOT NULL,"
+                 " instruction TEXT NOT NULL, hash_extra TEXT NOT NULL DEFAULT '',"
+                 " created REAL NOT NULL, targets TEXT NOT NULL)")
+    conn.execute("INSERT INTO jobs VALUES ('o1','o1','o1.0',1,'RUN','RUN a','{}','',5.0,'[]')")
+    conn.commit()
+    store = JobStore(conn)
+    store.insert([{"id": "o2x", "orch": "o2", "lane": "o2.0", "seq": 1, "verb": "RUN",
+                   "summary": "RUN b", "instruction": "{}", "hash_extra": "", "created": 6.0,
+                   "targets": "[]", "label": "site.yaml"}], [])
+    assert store.orch_head("o1") == (1, "", 5.0, "RUN a")
+    assert store.orch_head("o2") == (1, "site.yaml", 6.0, "RUN b")
+    assert store.recent_orchs(5) == [("o2", 1, 6.0), ("o1", 1, 5.0)]
+    conn.close()
