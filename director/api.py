@@ -174,6 +174,15 @@ class Client:
             raise ProtocolError("the server's job results are not valid JSON") from None
         return jobs_of(docs)
 
+    def plan(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
+             base: str | os.PathLike[str] | None = None,
+             allow_offline: bool = False) -> dict[str, Any]:
+        """A dry run of ``submit``: the server plans it the same way and answers with the
+        plan per node (each job's content hash, what each COPY would send or change)
+        instead of storing or sending anything (``--dry-run --json`` prints it)."""
+        payload = self._payload(jobs, targets, False, base, allow_offline)
+        return self.request("jobs.plan", payload, max(self.timeout, 60.0))
+
     def submit_encoded(self, jobs: JobsSpec, targets: str | Sequence[str] = (), *,
                        base: str | os.PathLike[str] | None = None,
                        on_event: OnEvent | None = None,

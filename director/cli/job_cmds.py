@@ -11,6 +11,7 @@ import sys
 import click
 
 from director.cli import output
+from director.cli.dryrun_view import DRY_RUN, show_plan
 from director.cli.orchview import Progress as _Progress, count as _count
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -167,12 +168,15 @@ def _quote_hint(args: list[str], option: str) -> str | None:
 @STREAM
 @CANCEL_ON_INTERRUPT
 @ALLOW_OFFLINE
+@DRY_RUN
 @JSON
 @click.argument("job", nargs=-1, required=True)
 @click.pass_obj
 def exec_(obj, targets, wait: bool, stream: bool, as_json: bool, cancel_on_interrupt: bool,
-          allow_offline: bool, job: tuple[str, ...]) -> None:
+          allow_offline: bool, job: tuple[str, ...], dry_run: bool = False) -> None:
     """Run one job line ('RUN uptime') on the targets."""
+    if dry_run:
+        return show_plan(obj, " ".join(job), targets, as_json, allow_offline)
     _submit(obj, " ".join(job), targets, wait, as_json, cancel_on_interrupt, allow_offline,
             stream)
 
@@ -183,14 +187,18 @@ def exec_(obj, targets, wait: bool, stream: bool, as_json: bool, cancel_on_inter
 @STREAM
 @CANCEL_ON_INTERRUPT
 @ALLOW_OFFLINE
+@DRY_RUN
 @JSON
 @click.argument("files", nargs=-1, required=True)
 @click.pass_obj
 def orchestrate(obj, targets, wait: bool, stream: bool, as_json: bool,
-                cancel_on_interrupt: bool, allow_offline: bool, files: tuple[str, ...]) -> None:
+                cancel_on_interrupt: bool, allow_offline: bool, files: tuple[str, ...],
+                dry_run: bool = False) -> None:
     """Run Directorfiles or directord-style YAML orchestrations."""
     from pathlib import Path
 
+    if dry_run:
+        return show_plan(obj, [Path(f) for f in files], targets, as_json, allow_offline)
     _submit(obj, [Path(f) for f in files], targets, wait, as_json, cancel_on_interrupt,
             allow_offline, stream)
 

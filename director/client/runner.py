@@ -22,7 +22,7 @@ from director.jobs.nodestate import JobCache, NodeState
 from director.jobs.scopes import state_for
 from director.jobs.executor import Outcome, Pending, begin, conclude, spawn_failed
 from director.client.journal import proc_pgid, proc_started_at
-from director.jobs.shell import ShellProcess, kill_running
+from director.jobs.shell import ShellProcess, close_inherited, kill_running
 from director.protocol.messages import Job
 
 log = logging.getLogger("director.runner")
@@ -78,6 +78,7 @@ class ProcessDriver:
 
     def __init__(self, state: NodeState, cache: JobCache, watcher: Watcher):
         self.state, self.cache, self.watcher = state, cache, watcher
+        close_inherited()  # jobs get their three descriptors and nothing of ours
         self.procs: dict[int, _Running] = {}  # watched fd -> its running job
         self.running: list[_Running] = []
         self.next_flush = time.monotonic() + FLUSH_EVERY

@@ -24,7 +24,8 @@ from director.errors import DSLError
 from director.jobs.dsl import PLACEHOLDER_RE, Instruction, validate_chown
 from director.jobs.verbs import TABLE
 
-__all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash", "uses_node_values"]
+__all__ = ["HASH_VERSION", "substitute", "resolve", "job_hash", "uses_node_values",
+           "definition_hash", "stored_hash", "referenced_names"]
 
 HASH_VERSION = 1  # bump when the hashed content changes, so old cache entries stop matching
 
@@ -196,6 +197,17 @@ def uses_node_values(instr: Instruction, node: Mapping[str, object],
     return False
 
 
+def referenced_names(instr: Instruction) -> set[str]:
+    """The ARG names ``instr`` reads (``${NAME}``, ``{{ NAME }}``, names in templates)."""
+    out: set[str] = set()
+    for name in TABLE[instr.verb].substituted:
+        value = getattr(instr, name)
+        for text in value if isinstance(value, tuple) else (value,):
+            if text and _has_placeholder(text):
+                out |= _names(text)
+    return out
+
+
 def _resolve_text(text: str, args: Mapping[str, str], node: Mapping[str, object],
                   scope: Mapping[str, object], *, shell: bool, field: str) -> str:
     if not _is_template(text, args, node):
@@ -272,5 +284,37 @@ def job_hash(instr: Instruction, *, env: Mapping[str, str], workdir: str, extra:
         content[name] = value
     if instr.vars:
         content["vars"] = instr.vars
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.blake2b(canonical.encode("ascii"), digest_size=32).hexdigest()
+
+
+def definition_hash(instr: Instruction, extra: str = "") -> str:
+    """The job's content hash as submitted (its fingerprint, as directord has one): the
+    instruction as written (ARG references unresolved) and, for COPY/ADD, the digest of
+    what would be sent.  ``director job --json`` shows it and a dry run prints it; each
+    node's cache key (``job_hash``) also takes in that node's ARG, ENV and WORKDIR."""
+    return job_hash(instr, env={}, workdir="", extra=extra)
+
+
+_UNSET_LISTS = {"argv": [], "flags": [], "sources": []}
+
+
+def stored_hash(d: Mapping[str, object], extra: str = "") -> str:
+    """``definition_hash`` of the instruction whose ``to_dict()`` is ``d`` (as the server
+    stores and sends it), without decoding it again: job documents show it for every job,
+    so it must cost little.  KeyError for a verb there is no such instruction of."""
+    verb = str(d["verb"])
+    content: dict[str, object] = {"v": HASH_VERSION, "verb": verb, "env": {}, "workdir": "",
+                                  "extra": extra}
+    for name in TABLE[verb].hash_fields:
+        value = d.get(name, _UNSET_LISTS.get(name))
+        if isinstance(value, list):
+            if not value:
+                continue
+        elif value is None and (verb, name) in _HASHED_WHEN_SET:
+            continue
+        content[name] = value
+    if d.get("vars"):
+        content["vars"] = d["vars"]
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.blake2b(canonical.encode("ascii"), digest_size=32).hexdigest()

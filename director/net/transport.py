@@ -9,6 +9,7 @@ non-blocking sends, so a slow or vanished peer never blocks the server.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 
 import zmq
@@ -23,6 +24,8 @@ log = logging.getLogger("director.net")
 MAX_MSG = MAX_BODY + 80 * 1024 * 1024  # body + one chunk (chunk_size max 64 MiB)
 MAX_FROM_NODE = MAX_BODY + 64 * 1024
 HANDSHAKE_MS = 5000
+RECONNECT_MS = (100, 500)         # a node's first retry after a cut: base interval range
+RECONNECT_MAX_MS = (5000, 7500)   # the backoff's ceiling, different on every node
 SNDHWM = 10000
 
 
@@ -68,8 +71,11 @@ def client_socket(ctx: zmq.Context, pair: KeyPair, server_key: bytes, endpoint: 
     sock.curve_secretkey = pair.secret
     sock.curve_publickey = pair.public
     sock.curve_serverkey = server_key
-    sock.reconnect_ivl = 100
-    sock.reconnect_ivl_max = 5000
+    # Spread reconnects: libzmq adds at most one base interval of jitter per retry, so
+    # thousands of nodes cut at the same moment (a server restart) would otherwise
+    # retry -- and handshake -- in lockstep, every 5 s, all at once.
+    sock.reconnect_ivl = random.randint(*RECONNECT_MS)
+    sock.reconnect_ivl_max = random.randint(*RECONNECT_MAX_MS)
     sock.immediate = False  # queue while (re)connecting: results are not lost
     if endpoint is not None:
         sock.connect(endpoint)

@@ -50,6 +50,7 @@ def cancel(book: Any, args: dict, now: float) -> dict:
     wanted = {j for j in ids if j in book.open}   # jobs with tasks not final yet
     if not wanted:
         return {"id": named, "jobs": len(ids), "cancelled": 0, "stopping": 0}
+    book.store.mark_cancelled(sorted(wanted))      # so a restart still honours it
     book.cancelled_jobs |= wanted                  # tasks still to be made end at once
     dropped, flying = book.sched.cancel_jobs(wanted)
     for task in dropped:

@@ -24,6 +24,7 @@ from director.protocol.frames import MAX_BATCH, batch
 from director.protocol.messages import CtlEvent, CtlReply, Result, encode
 from director.server import submission
 from director.server.cancel import BEFORE_SENT, send_cancels
+from director.server.dryrun import DryRuns
 from director.server.events import BuildManifests, Reply, Send
 from director.server.jobqueries import JobQueries
 from director.server.jobwrites import JobWrites
@@ -51,15 +52,16 @@ def _is_id(value: Any) -> bool:
 class Feed:
     """A submission whose tasks are still being made, a slice per loop turn."""
 
-    __slots__ = ("slices", "left", "pending")
+    __slots__ = ("slices", "left", "pending", "orch")
 
-    def __init__(self, slices: Iterator[tuple[list, list]], left: int):
+    def __init__(self, slices: Iterator[tuple[list, list]], left: int, orch: str):
         self.slices = slices
         self.left = left
+        self.orch = orch   # marked in the store until every task is stored (refeed.py)
         self.pending: tuple[list, list] | None = None   # a slice the store refused
 
 
-class JobBook(JobWrites, JobQueries):
+class JobBook(JobWrites, JobQueries, DryRuns):
     def __init__(self, store: Any, peers: Peers, name_of: Callable[[str], str], out: list,
                  node_expiry: float, now: float, new_id: Callable[[], str],
                  peer_log: Callable[..., None] | None = None):
@@ -144,11 +146,14 @@ class JobBook(JobWrites, JobQueries):
                               self.live_tasks(), self.max_live)
         if sub.jobs and _is_id(args.get("retry_of")):  # made by 'job retry': linked
             sub.jobs[0]["retry_of"] = args["retry_of"]
+        if args.get("dry_run") is True:  # jobs.plan (dryrun.py): nothing stored or sent
+            return self.plan_doc(sub, accepted, online)
         label_jobs(sub.jobs, args)  # its files' names: one line in 'director jobs'
         feed = submission.slices(sub, SUBMIT_SLICE)
         rows, tasks = next(feed, ([], []))
+        more = sub.ntasks > len(tasks)  # the rest: a slice per loop turn (after_events)
         try:  # the job rows and the first slice of tasks in one transaction
-            self.store.insert(sub.jobs, rows)
+            self.store.insert(sub.jobs, rows, feeding=sub.orch if more else None)
         except StorageError as exc:
             self._storage_failed(exc)
             raise DirectorError(f"server storage full: {exc}; nothing was submitted") from None
@@ -158,8 +163,8 @@ class JobBook(JobWrites, JobQueries):
         self.open.update(sub.open_counts)
         self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
         self._add_tasks(tasks, now)
-        if sub.ntasks > len(tasks):  # the rest: a slice per loop turn (after_events)
-            self.feeding.append(Feed(feed, sub.ntasks - len(tasks)))
+        if more:
+            self.feeding.append(Feed(feed, sub.ntasks - len(tasks), sub.orch))
             self.unfed += sub.ntasks - len(tasks)
         ids = [j["id"] for j in sub.jobs]
         log.info("orchestration %s: %d job(s), %d task(s)", sub.orch, len(ids), sub.ntasks)
@@ -206,6 +211,10 @@ class JobBook(JobWrites, JobQueries):
         if feed.pending is None:
             feed.pending = next(feed.slices, None)
             if feed.pending is None:
+                try:
+                    self.store.fed(feed.orch)
+                except StorageError as exc:  # the mark stays: a restart finds nothing missing
+                    self._storage_failed(exc)
                 self.feeding.popleft()
                 if not self.feeding:
                     self.stopped_lanes.clear()
@@ -305,6 +314,7 @@ class JobBook(JobWrites, JobQueries):
         if task is None:
             self._late_result(key, msg, now)
             return
+        self.remember_copy(key, msg)  # a COPY done there: what the node has (dry runs)
         self._final(task, result_fields(msg, now - task.sent_at if task.sent_at
                                               else None), now, by_node=True)
         self._ack_later(key, msg.job_id)
@@ -319,10 +329,14 @@ class JobBook(JobWrites, JobQueries):
         """A result for a task not in flight: a resend of one already stored is acked
         again (idempotent); the node's first word on a task the *server* ended
         ``lost`` (it went silent) replaces that, once; one for a task never sent to
-        this key is refused."""
+        this key is refused; one for a job no longer stored (purged) is acked and
+        dropped, or the node would resend it after every reconnect."""
         replaceable = self.finals.get((msg.job_id, key))
         if replaceable is None:
             status, error = self.store.result_status(msg.job_id, key) or (None, "")
+            if status is None and not self.store.jobs_by_ids([msg.job_id]):
+                self.to_ack.setdefault(key, []).append(msg.job_id)
+                return
             if status is None or status in ("queued", "running"):
                 self.peer_log(logging.WARNING, key, "foreign_result", now,
                               "refused result for job %s from %s (not in flight there)",

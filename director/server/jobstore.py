@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS retries (
     orch TEXT PRIMARY KEY,           -- an orchestration made by 'job retry'
     retry_of TEXT NOT NULL           -- the job or orchestration it retried
 );
+CREATE TABLE IF NOT EXISTS feeding (
+    orch TEXT PRIMARY KEY            -- answered, its tasks still being stored in slices
+);
+CREATE TABLE IF NOT EXISTS cancels (
+    job_id TEXT PRIMARY KEY          -- cancelled by the operator with tasks still open
+);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT NOT NULL,
     node TEXT NOT NULL,              -- node key (identity)
@@ -86,10 +92,15 @@ class JobStore(OrchQueries):
             return False
         return self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
 
-    def insert(self, jobs: Iterable[dict[str, Any]], results: Iterable[tuple]) -> None:
+    def insert(self, jobs: Iterable[dict[str, Any]], results: Iterable[tuple],
+               feeding: str | None = None) -> None:
+        """Job rows and task rows; ``feeding``: that orchestration's other tasks are
+        stored later, a slice at a time (``fed`` says when they all are)."""
         jobs = list(jobs)
         with self.conn:
             self.conn.execute("BEGIN")
+            if feeding is not None:
+                self.conn.execute("INSERT OR IGNORE INTO feeding(orch) VALUES(?)", (feeding,))
             self.conn.executemany(
                 "INSERT INTO jobs(id,orch,lane,seq,verb,summary,instruction,hash_extra,created,"
                 "targets,label) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
@@ -101,6 +112,47 @@ class JobStore(OrchQueries):
             self.conn.executemany(
                 "INSERT OR IGNORE INTO retries(orch, retry_of) VALUES(?,?)",
                 [(j["orch"], j["retry_of"]) for j in jobs if j.get("retry_of")])
+
+    def fed(self, orch: str, rows: Iterable[tuple] = (), now: float | None = None) -> None:
+        """Every task of ``orch`` is stored; ``rows`` (job_id, node, name, status, error):
+        the ones made after a restart, in the same transaction."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO results(job_id,node,name,status,error,finished)"
+                " VALUES(?,?,?,?,?,?)",
+                [(*r, None if r[3] == "queued" else now) for r in rows])
+            self.conn.execute("DELETE FROM feeding WHERE orch=?", (orch,))
+
+    def mark_cancelled(self, job_ids: Iterable[str]) -> None:
+        """The operator cancelled these jobs: kept so that a restart still stops their
+        running tasks and makes their unmade ones cancelled (refeed.py)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR IGNORE INTO cancels(job_id) VALUES(?)",
+                                  [(j,) for j in job_ids])
+
+    def cancelled_open(self) -> list[tuple[str, str]]:
+        """(job id, node key) of tasks still running whose job the operator cancelled."""
+        return [(r[0], r[1]) for r in self.conn.execute(
+            "SELECT r.job_id, r.node FROM results r JOIN cancels c ON c.job_id = r.job_id"
+            " WHERE r.status IN ('queued','running')")]
+
+    def unfed(self) -> list[tuple[str, list[sqlite3.Row], list[sqlite3.Row], set[str]]]:
+        """Orchestrations a crash left with tasks not stored: (orch, its job rows, its
+        task rows, its jobs the operator cancelled)."""
+        out = []
+        for (orch,) in self.conn.execute("SELECT orch FROM feeding").fetchall():
+            jobs = self.conn.execute("SELECT id, lane, seq, targets FROM jobs WHERE orch=?"
+                                     " ORDER BY seq", (orch,)).fetchall()
+            tasks = self.conn.execute(
+                "SELECT r.job_id, r.node, r.name, r.status, r.error FROM results r"
+                " JOIN jobs j ON j.id = r.job_id WHERE j.orch=?", (orch,)).fetchall()
+            cancelled = {r[0] for r in self.conn.execute(
+                "SELECT c.job_id FROM cancels c JOIN jobs j ON j.id = c.job_id"
+                " WHERE j.orch=?", (orch,))}
+            out.append((orch, jobs, tasks, cancelled))
+        return out
 
     def update_results(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
@@ -211,6 +263,7 @@ class JobStore(OrchQueries):
                     more = True  # this job's other results: next step
                     break
                 self.conn.execute("DELETE FROM jobs WHERE rowid=?", (rowid,))
+                self.conn.execute("DELETE FROM cancels WHERE job_id=?", (job_id,))
                 jobs += 1
                 budget -= 1
                 after = rowid

@@ -43,13 +43,26 @@ def job_doc(row: Any, results: list[Any]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s] = counts.get(s, 0) + 1
+    instruction = json.loads(row["instruction"])
     return {
         "id": row["id"], "orchestration": row["orch"], "verb": row["verb"],
-        "summary": row["summary"], "instruction": json.loads(row["instruction"]),
+        "summary": row["summary"], "instruction": instruction,
+        "hash": content_hash(instruction, row["hash_extra"]),
         "created": row["created"], "targets": json.loads(row["targets"]),
         "status": overall(statuses), "counts": counts,
         "results": {r["name"]: result_doc(r, row["created"]) for r in results},
     }
+
+
+def content_hash(instruction: dict, extra: str) -> str | None:
+    """The job's content hash (``plan.stored_hash``: what a dry run prints); None for
+    an instruction stored by a version that had a verb this one does not."""
+    from director.jobs.plan import stored_hash
+
+    try:
+        return stored_hash(instruction, extra)
+    except (KeyError, TypeError):
+        return None
 
 
 def list_op(store: Any, args: dict, now: float) -> list[dict[str, Any]]:

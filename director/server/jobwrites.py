@@ -12,7 +12,9 @@ from director.errors import ProtocolError, StorageError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction
 from director.protocol.messages import MAX_ACK, Ack, encode, job_body
+from director.server.cancel import BEFORE_SENT
 from director.server.events import Send
+from director.server.refeed import missing_tasks
 from director.server.rows import SERVER_RESTARTED, blank
 from director.server.scheduler import Task
 
@@ -76,9 +78,18 @@ class JobWrites:
         self.storage_error = str(exc)
 
     def _reload(self, now: float) -> None:
-        """After a restart: queued and in-flight results continue where they were."""
+        """After a restart: queued and in-flight results continue where they were
+        (first, the tasks a crash left unmade are made)."""
+        self._refeed(now)
         lost = []
+        # tasks of jobs the operator cancelled: unsent ones end cancelled, running ones
+        # are told to stop again on HELLO
+        stopped = set(self.store.cancelled_open())
         for r in self.store.open_results():
+            if (r["job_id"], r["node"]) in stopped and r["status"] == "queued":
+                lost.append({**blank(Task(r["job_id"], r["node"], r["lane"], r["seq"], 0)),
+                             "status": "cancelled", "finished": now, "error": BEFORE_SENT})
+                continue
             try:
                 instr = Instruction.from_dict(json.loads(r["instruction"]))
             except (ProtocolError, ValueError):
@@ -88,6 +99,9 @@ class JobWrites:
                              "status": "lost", "finished": now,  # the old process
                              "error": SERVER_RESTARTED})
                 continue
+            if (r["job_id"], r["node"]) in stopped:
+                self.cancel_sent.setdefault(r["node"], set()).add(r["job_id"])
+                self.cancelled_jobs.add(r["job_id"])
             self.bodies[r["job_id"]] = job_body(r["job_id"], r["instruction"], r["lane"],
                                                 r["seq"])
             self.orch_of[r["job_id"]] = r["orch"]
@@ -96,3 +110,25 @@ class JobWrites:
                                 instr.options.timeout, status=r["status"],
                                 queued_at=now, sent_at=r["sent"] or now))
         self.store.update_results(lost)
+
+    def _refeed(self, now: float) -> None:
+        """Make the tasks of submissions the last process was still storing when it
+        died (refeed.py); a failing store leaves them for the next start."""
+        try:
+            unfed = self.store.unfed()
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        if not unfed:
+            return
+        keys = {r.name: r.key for r in self.store.nodes() if r.state == "accepted"}
+        for orch, jobs, tasks, cancelled in unfed:
+            rows, gone = missing_tasks(jobs, tasks, keys, cancelled)
+            try:
+                self.store.fed(orch, rows, now)
+            except StorageError as exc:
+                self._storage_failed(exc)
+                return
+            log.warning("orchestration %s: %d task(s) the previous server process had not"
+                        " stored yet were made now%s", orch, len(rows),
+                        f" (no longer enrolled, skipped: {', '.join(gone)})" if gone else "")

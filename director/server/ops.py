@@ -129,7 +129,15 @@ def events_list(core: Any, rid: bytes, args: dict, now: float) -> list[dict]:
 
 
 def jobs_submit(core: Any, rid: bytes, args: dict, now: float) -> Any:
+    if "dry_run" in args:  # only jobs.plan makes a dry run
+        args = {k: v for k, v in args.items() if k != "dry_run"}
     return core.jobs.submit(rid, args, now)
+
+
+def jobs_plan(core: Any, rid: bytes, args: dict, now: float) -> Any:
+    """A dry run: planned as ``jobs.submit`` plans it, described, not stored or sent
+    (dryrun.py)."""
+    return core.jobs.submit(rid, {**args, "dry_run": True, "wait": False}, now)
 
 
 def jobs_get(core: Any, rid: bytes, args: dict, now: float) -> Any:
@@ -180,6 +188,7 @@ OPS: dict[str, Op] = {
     "jobs.cancel": jobs_cancel, "jobs.retry": jobs_retry, "jobs.purge": jobs_purge,
     "jobs.analyze": jobs_analyze,
     "events.list": events_list, "server.stats": server_stats,
+    "jobs.plan": jobs_plan,
 }
 
 

@@ -78,6 +78,11 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     check("orchestrate --wait", "orchestrate", "--wait", "--target", "web1", "--json", str(f))
     orch = check("orchestrate", "orchestrate", "--target", "web1", "--json", str(f))
     assert orch["id"] == orch["orchestration"] and len(orch["jobs"]) == 2
+    (tmp_path / "x\033]0;t\007.txt").write_text("copied")
+    plan = check("exec (--dry-run)", "exec", "--dry-run", "--target", "web1", "--json",
+                 f"COPY {tmp_path}/x* /tmp/never-sent/")
+    assert plan["dry_run"] is True and plan["nodes"][0]["plan"][0]["copy"]["files"]
+    check("orchestrate (--dry-run)", "orchestrate", "--dry-run", "--json", str(f))
     check("jobs", "jobs", "--json")
     check("events", "events", "--since", "1h", "--json")
     job_id = submitted["jobs"][0] if isinstance(submitted, dict) else submitted[0]

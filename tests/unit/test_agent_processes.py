@@ -73,6 +73,41 @@ def test_a_gated_job_whose_agent_died_exits_having_run_nothing(driver, tmp_path)
     assert out.status == "failed" and out.rc == 125 and not mark.exists()
 
 
+def test_a_job_gets_only_its_three_descriptors_its_directory_and_its_own_arguments(tmp_path):
+    """Jobs start with posix_spawn, which closes nothing by itself: every descriptor
+    the agent holds (here a CURVE-less ZeroMQ socket, the SQLite job cache, a pipe)
+    must be close-on-exec, and the gate's directory argument must not show."""
+    import zmq
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.bind("tcp://127.0.0.1:*")
+    r, w = os.pipe()  # Python's own pipes are close-on-exec too (PEP 446)
+    os.set_inheritable(w, True)  # as if the agent's own parent had leaked it
+    watcher = SelectorWatcher()
+    cache = JobCache(tmp_path / "jobcache.db")
+    driver = ProcessDriver(NodeState(tmp_path), cache, watcher)
+    try:
+        work = tmp_path / "work dir"
+        work.mkdir()
+        driver.state.update(workdir=str(work))
+        probe = ("import os\\nfor fd in range(4096):\\n try: os.fstat(fd)\\n"
+                 " except OSError: continue\\n print(fd)")
+        driver.start(job(1, f'RUN python3 -c "$(printf \'{probe}\')"; pwd; echo "$#"'))
+        out = wait_ended(driver)["00000001"]
+        assert out.status == "success", out
+        assert out.stdout.splitlines() == ["0", "1", "2", str(work), "0"]
+        driver.start(job(2, 'RUN ["sh", "-c", "echo $# $0", "zero"]'))
+        assert wait_ended(driver)["00000002"].stdout == "0 zero\n"
+    finally:
+        driver.close()
+        cache.close()
+        watcher.close()
+        os.close(r)
+        os.close(w)
+        sock.close(0)
+        ctx.term()
+
+
 def test_a_success_is_cached_and_answered_from_the_cache_without_a_process(driver):
     assert driver.start(job(1, "RUN echo once")) is None
     assert wait_ended(driver)["00000001"].status == "success"

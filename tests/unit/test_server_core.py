@@ -320,6 +320,17 @@ def test_a_real_result_replaces_lost_and_a_foreign_one_is_never_acked(h):
     assert doc["results"]["web1"]["stdout"] == "it ran"
 
 
+def test_a_result_for_a_purged_job_is_acked_and_dropped(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN one")
+    h.from_node(key, result(jobs[0], stdout="first"))
+    h.tick()
+    assert h.ok("jobs.purge", keep=0)["jobs"] == 1
+    h.from_node(key, result(jobs[0], stdout="resent after a reconnect"))
+    assert acks(h.tick()) == [jobs[0].job_id]  # or the node resends it forever
+    assert h.store.table_counts() == (0, 0)
+
+
 def test_results_on_a_new_route_make_it_current_before_any_hello(h):
     key = h.accepted_node("web1")
     _, jobs = submit(h, "RUN a", "RUN b", "RUN c")

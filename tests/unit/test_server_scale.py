@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from coretools import CoreHarness, jobs_in, run_steps
+from director.server.events import Reply, Send
 
 from director.protocol import messages as m
 from director.server import peers as peers_mod
@@ -184,3 +185,94 @@ def test_a_long_step_in_the_same_turn_as_the_tick_expires_nobody(h):
     h.tick(0.0)
     assert state(h, "web1") == "online"
     assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "running"
+
+
+def test_nodes_retry_on_their_own_schedules_so_a_restart_is_no_stampede():
+    """Every node's reconnect interval and backoff ceiling are drawn from a range:
+    thousands cut at once (a server restart) do not handshake again in lockstep."""
+    import zmq
+    from director.net import transport
+    from director.trust import keystore
+
+    server = keystore.generate()
+    ctx = zmq.Context()
+    socks = [transport.client_socket(ctx, keystore.generate(), server.public, None, 1.0)
+             for _ in range(40)]
+    try:
+        ivls = [s.reconnect_ivl for s in socks]
+        ceilings = [s.reconnect_ivl_max for s in socks]
+        lo, hi = transport.RECONNECT_MS
+        assert all(lo <= v <= hi for v in ivls) and len(set(ivls)) > 10
+        lo, hi = transport.RECONNECT_MAX_MS
+        assert all(lo <= v <= hi for v in ceilings) and len(set(ceilings)) > 10
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+
+
+def _restarted(h: CoreHarness):
+    """A new core on the same database: the server process after a kill -9."""
+    from director.server.core import CoreConfig, ServerCore
+    return ServerCore(h.store, CoreConfig(h.pair.public, h.pair.fingerprint), h.now + 5)
+
+
+def _get(core, job_id: str, now: float) -> dict:
+    core.request(b"op", m.encode(m.Ctl("jobs.get", {"id": job_id})), now)
+    (reply,) = [m.decode(a.frames) for a in core.take() if isinstance(a, Reply)]
+    assert reply.ok, reply
+    return reply.result
+
+
+def test_tasks_a_crash_left_unmade_are_made_at_the_next_start(h, monkeypatch):
+    from director.server import jobs as jobs_mod
+
+    monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
+    keys = [h.accepted_node(f"n{i}") for i in range(3)]
+    res, first = submit(h, "RUN one", "RUN two", "RUN three", "RUN four")
+    assert len(first) == 2 and h.store.table_counts() == (4, 2)  # the rest not stored yet
+    one = next(j for j in first if j.instruction.command == "one" and j in first)
+    failed_on = next(k for k in keys if h.core.jobs.sched.in_flight(k, one.job_id))
+    h.from_node(failed_on, m.Result(one.job_id, "failed", rc=1))
+    h.core.jobs.flush()  # that result is stored; then the process dies mid-feeding
+    core2 = _restarted(h)
+    assert h.store.table_counts() == (4, 12)
+    docs = [_get(core2, j, h.now + 5) for j in res["jobs"]]
+    by_node = {k: [d["results"][h.core.who(k)]["status"] for d in docs] for k in keys}
+    assert by_node[failed_on] == ["failed", "cancelled", "cancelled", "cancelled"]
+    for k, statuses in by_node.items():
+        if k != failed_on:  # its first job may have been sent before the crash
+            assert statuses[0] in ("queued", "running") and statuses[1:] == ["queued"] * 3
+    assert not h.store.unfed()  # made once: the next start has nothing to do
+    # and they run: a node saying HELLO to the new process gets its lane in order
+    other = next(k for k in keys if k != failed_on)
+    core2.from_node(b"again", other, None, m.encode(m.Hello(h.core.who(other), "t", "b")),
+                    h.now + 5)
+    core2.after_events(h.now + 5)
+    got = [j.instruction.command for j in jobs_in(core2.take())]
+    assert got == ["one", "two", "three", "four"]
+
+
+def test_a_cancelled_submission_stays_cancelled_across_the_crash(h, monkeypatch):
+    from director.server import jobs as jobs_mod
+
+    monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
+    keys = [h.accepted_node(f"n{i}") for i in range(2)]
+    res, _ = submit(h, "RUN one", "RUN two", "RUN three")
+    assert h.store.table_counts() == (3, 2)
+    h.ok("jobs.cancel", id=res["orch"])  # the 2 sent are told to stop; the rest is unmade
+    core2 = _restarted(h)
+    docs = [_get(core2, j, h.now + 5) for j in res["jobs"]]
+    statuses = sorted(r["status"] for d in docs for r in d["results"].values())
+    assert statuses == ["cancelled"] * 4 + ["running"] * 2
+    # the two sent are told to stop again when their nodes say HELLO to the new process
+    running = [(k, n) for d in docs for n, r in d["results"].items() if r["status"] == "running"
+               for k in keys if h.core.who(k) == n]
+    for key, name in running:
+        core2.from_node(b"r-" + name.encode(), key, None, m.encode(m.Hello(name, "t", "b")),
+                        h.now + 5)
+    core2.after_events(h.now + 5)
+    told = [i for a in core2.take() if isinstance(a, Send) for msg in [m.decode(a.frames)]
+            if isinstance(msg, m.Cancel) for i in msg.job_ids]
+    assert sorted(told) == sorted(d["id"] for d in docs
+                                  for r in d["results"].values() if r["status"] == "running")
