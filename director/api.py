@@ -104,6 +104,24 @@ class Client:
         may be ``last`` or a unique prefix of at least 4 characters."""
         return Job(self.request("jobs.get", {"id": job_id}))
 
+    def show(self, job_id: str, *, every_job: bool = False) -> Any:
+        """What ``director job ID --json`` prints: a Job; for an orchestration of several
+        jobs (``last``: when the newest submission is one) its summary, a dict with
+        ``kind: "orchestration"`` (per node counts, ``first_failure``, job ids); with
+        ``every_job``, the list of its Jobs instead."""
+        doc = self.request("jobs.get", {"id": job_id, "orchestration": True,
+                                        "all": bool(every_job)})
+        if isinstance(doc, list):
+            return jobs_of(doc)
+        if isinstance(doc, dict) and doc.get("kind") == "orchestration":
+            return doc
+        return Job(doc)
+
+    def overview(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The ``limit`` newest entries of ``director jobs``: job summaries, and each
+        orchestration of several jobs as one entry (``kind: "orchestration"``)."""
+        return self.request("jobs.list", {"limit": limit, "grouped": True})
+
     def wait(self, job_id: str, timeout: float | None = None, interval: float = 0.5) -> Job:
         """The job once it has ended on every node it targets (polling ``job``).
 
@@ -258,6 +276,7 @@ class Client:
                            "name": s.name,
                            "jobs": [j.to_dict() for j in s.jobs]} for s in steps],
                 "targets": list(targets), "wait": wait, "allow_offline": bool(allow_offline),
+                "label": _label(jobs),
                 "base": os.path.abspath(base) if base is not None else os.getcwd(),
                 **rollout}
 
@@ -315,6 +334,13 @@ def _steps(jobs: JobsSpec) -> list:
     raise TypeError("jobs must be a job line (str), a list of lines, an orchestration file"
                     " (pathlib.Path) or a list of files")
 
+
+
+def _label(jobs: JobsSpec) -> str:
+    """An orchestration's name in listings: its files' names."""
+    files = [jobs] if isinstance(jobs, os.PathLike) else \
+        [j for j in jobs if isinstance(j, os.PathLike)] if isinstance(jobs, (list, tuple)) else []
+    return ", ".join(os.path.basename(os.fspath(f)) for f in files)
 
 
 def _rebased(steps: list, path: os.PathLike) -> list:

@@ -156,8 +156,10 @@ def demo(example: str, keep: bool) -> None:
             click.echo(f"({time.monotonic() - t0:.2f}s)")
             if p.returncode != 0:
                 raise click.ClickException("a job failed on some node (see above)")
-        last = json.loads(mesh.cli("server", "job", "last", "--json").stdout)
-        _section("director job last  (one job's per-node detail)")
+        _section("director job last  (the orchestration's summary)")
+        click.echo(mesh.cli("server", "job", "last").stdout.rstrip())
+        last = json.loads(p.stdout)[-1]
+        _section("director job ID  (one job's per-node detail)")
         click.echo(mesh.cli("server", "job", last["id"]).stdout.rstrip())
     finally:
         mesh.stop()

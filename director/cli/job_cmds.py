@@ -7,13 +7,13 @@ with file:line and no node ever sees any of it.
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
 from director.cli import output
 from director.cli.batch_opts import rollout_options
 from director.cli.dryrun_view import DRY_RUN, show_plan
+from director.cli.orchview import Progress as _Progress, count as _count
 
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 TARGET = click.option("--target", "-t", "targets", multiple=True,
@@ -62,7 +62,7 @@ def _submit(obj, jobs, targets, wait: bool, as_json: bool,
         _interrupted(client, progress, cancel_on_interrupt)
     finally:
         progress.close()
-    _show(docs, as_json)
+    _show(client, docs, as_json)
 
 
 def _streamed(client, jobs, targets, as_json: bool, cancel_on_interrupt: bool,
@@ -89,10 +89,9 @@ def _streamed(client, jobs, targets, as_json: bool, cancel_on_interrupt: bool,
         for doc in docs:
             sys.stdout.write(json.dumps(doc) + "\n")
     else:
-        from director.cli.job_view import print_results
+        from director.cli.orchview import show_finished
 
-        for doc in docs:
-            print_results(doc, header=len(docs) > 1)
+        show_finished(client, docs)
     raise SystemExit(0 if all(d.ok for d in docs) else 2)
 
 
@@ -105,7 +104,7 @@ def _interrupted(client, progress: "_Progress", cancel_on_interrupt: bool) -> No
         click.echo(f"director: interrupted; {_cancel_line(done)}", err=True)
         raise SystemExit(130) from None
     # as Salt prints the jid: the work goes on, and here is how to find it again
-    last = progress.jobs[-1]
+    last = progress.orch if len(progress.jobs) > 1 and progress.orch else progress.jobs[-1]
     click.echo(f"director: interrupted; the jobs go on. Follow them with: director job"
                f" {last} (all {len(progress.jobs)}: director jobs); stop them with:"
                f" director job cancel {progress.orch or last}", err=True)
@@ -113,71 +112,24 @@ def _interrupted(client, progress: "_Progress", cancel_on_interrupt: bool) -> No
 
 
 def _show_submitted(sub, as_json: bool) -> None:
-    """What was submitted without waiting: its job ids (one a line), or the document."""
+    """What was submitted without waiting: its orchestration id (for one job, the job's),
+    or the document (with ``id``: that orchestration id)."""
     if as_json:
-        output.emit_json(sub)
+        output.emit_json({"id": sub.orchestration, "orchestration": sub.orchestration, **sub})
     else:
-        click.echo("\n".join(output.safe_text(j, inline=True) for j in sub.jobs))
+        click.echo(output.safe_text(sub.orchestration, inline=True))
 
 
-def _show(docs: list, as_json: bool) -> None:
-    """Finished jobs, as tables or one JSON document; exit 2 if any did not succeed."""
+def _show(client, docs: list, as_json: bool) -> None:
+    """Finished jobs: one JSON document, a job's table, or an orchestration's summary;
+    exit 2 if any did not succeed."""
     if as_json:
         output.emit_json(docs)
     else:
-        from director.cli.job_view import print_results
+        from director.cli.orchview import show_finished
 
-        for doc in docs:
-            print_results(doc, header=len(docs) > 1)
+        show_finished(client, docs)
     raise SystemExit(0 if all(d.ok for d in docs) else 2)
-
-
-class _Progress:
-    """One self-rewriting line on a terminal: done / failed / running."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.total = 0
-        self.start = time.monotonic()
-        self.shown = False
-        self.jobs: list[str] = []   # ids, once submitted
-        self.orch = ""              # the orchestration id, once submitted
-
-    def update(self, event: str, data: dict) -> None:
-        if event == "submitted":
-            self.total = _count(data.get("tasks"))
-            jobs = data.get("jobs")
-            self.jobs = [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
-            orch = data.get("orch")
-            self.orch = orch if isinstance(orch, str) and orch.isalnum() else ""
-        if not self.enabled or event != "progress":
-            return
-        done = _count(data.get("success"))
-        bad = sum(_count(data.get(k)) for k in ("failed", "timeout", "lost", "cancelled"))
-        running = self.total - done - bad
-        elapsed = time.monotonic() - self.start
-        line = f"\r{done}/{self.total} done, {bad} failed, {running} running"
-        sent = _count(data.get("bytes_sent"))
-        if sent:
-            mib = sent / 1048576
-            line += f", {mib:.1f} MiB sent ({mib / max(elapsed, 1e-3):.0f} MiB/s)"
-        line += f"  ({elapsed:.1f}s)"
-        sys.stderr.write(line + "\x1b[K")
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-            self.shown = False
-
-
-def _count(value: object) -> int:
-    """A count from a progress event; anything but a plain number is 0 (the line shows
-    only numbers we format, never text from the wire)."""
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and value == value and abs(value) < 1e18 else 0
 
 
 class _JobLineCommand(click.Command):
@@ -267,16 +219,13 @@ def jobs(ctx, limit: int, as_json: bool) -> None:
     obj = ctx.obj
     from director.cli.run_cmds import api_client
 
-    rows = api_client(obj).jobs(limit)
-    if as_json:
-        output.emit_json(rows)
+    client = api_client(obj)
+    if as_json:  # every job, as before (an orchestration's jobs one by one)
+        output.emit_json(client.jobs(limit))
         return
-    click.echo(output.table(
-        ["ID", "JOB", "TARGETS", "STATUS", "COUNTS", "AGE"],
-        [[r["id"], r["summary"][:50], _targets(r["targets"]), r["status"],
-          " ".join(f"{k}={v}" for k, v in sorted(r["counts"].items())),
-          output.ago(time.time() - r["age"])] for r in rows],
-        empty="no jobs yet: try director exec --wait 'RUN uptime'"))
+    from director.cli.orchview import print_overview
+
+    print_overview(client.overview(limit))
 
 
 @jobs.command("purge")
@@ -308,10 +257,6 @@ def jobs_purge(obj, older_than: str | None, keep: int | None, as_json: bool) -> 
                    " result(s)")
 
 
-def _targets(names: list[str]) -> str:
-    return ",".join(names) if len(names) <= 3 else f"{len(names)} nodes"
-
-
 class _JobGroup(click.Group):
     """``job ID`` shows a job (``job show ID``); ``job cancel ID`` acts on it."""
 
@@ -329,18 +274,17 @@ def job() -> None:
 
 @job.command("show")
 @click.argument("job_id")
+@click.option("--all", "every_job", is_flag=True,
+              help="For an orchestration: every job's results, not its summary.")
 @JSON
 @click.pass_obj
-def job_show(obj, job_id: str, as_json: bool) -> None:
-    """A job's definition and its result on each node (ID or 'last')."""
-    from director.cli.job_view import print_results
+def job_show(obj, job_id: str, every_job: bool, as_json: bool) -> None:
+    """A job's definition and its result on each node (ID or 'last'); for an
+    orchestration, a summary per node with its first failure."""
+    from director.cli.orchview import show_job
     from director.cli.run_cmds import api_client
 
-    doc = api_client(obj).job(job_id)
-    if as_json:
-        output.emit_json(doc)
-    else:
-        print_results(doc, header=True)
+    show_job(api_client(obj), job_id, every_job, as_json)
 
 
 @job.command("cancel")
@@ -383,7 +327,7 @@ def job_retry(obj, job_id: str, failed: bool, wait: bool, allow_offline: bool,
                             allow_offline=allow_offline)
     finally:
         progress.close()
-    _show(docs, as_json)
+    _show(client, docs, as_json)
 
 
 def _cancel_line(done: object) -> str:

@@ -22,11 +22,14 @@ def print_results(doc: dict, header: bool) -> None:
                    f"  [{safe(doc['status'], inline=True)}]")
     rows = []
     for name, r in doc["results"].items():
-        rows.append([name, r["status"], "" if r["rc"] is None else r["rc"],
+        wait = r.get("queue_wait")  # sent minus created: time queued before its node had it
+        rows.append([name, "queued (node offline)" if r.get("offline") else r["status"],
+                     "" if r["rc"] is None else r["rc"],
+                     output.seconds(wait if isinstance(wait, (int, float)) else None),
                      output.seconds(r["exec_time"]), output.seconds(r["roundtrip_time"]),
                      "yes" if r["cached"] else "", _transfer(r.get("transfer"))])
-    click.echo(output.table(["NODE", "STATUS", "RC", "EXEC", "ROUNDTRIP", "CACHED", "TRANSFER"],
-                            rows, empty="(no targets)"))
+    click.echo(output.table(["NODE", "STATUS", "RC", "QUEUE WAIT", "EXEC", "ROUNDTRIP", "CACHED",
+                             "TRANSFER"], rows, empty="(no targets)"))
     for name, r in doc["results"].items():
         for label, text in (("stdout", r["stdout"]), ("stderr", r["stderr"]),
                             ("error", r.get("error"))):

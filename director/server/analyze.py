@@ -30,6 +30,12 @@ def analyze_op(book: Any, args: dict, now: float) -> dict:
     return analyze(named, kind, rows, now)
 
 
+def queue_wait(sent: Any, created: Any) -> float | None:
+    """How long a task waited before it was sent to its node (None: not sent yet)."""
+    sent, created = _num(sent), _num(created)
+    return None if sent is None or created is None else max(0.0, sent - created)
+
+
 def stats(values: list[float]) -> dict[str, float | int | None]:
     """count, total, mean, median, p95 (nearest rank), min, max of ``values``."""
     if not values:
@@ -81,7 +87,7 @@ def analyze(named: str, kind: str, rows: Iterable[Any], now: float) -> dict[str,
             trips.append(trip)
             node["trips"].append(trip)
         if sent is not None:
-            wait = max(0.0, sent - created)
+            wait = queue_wait(sent, created)
             waits.append(wait)
             job["waits"].append(wait)
             node["waits"].append(wait)

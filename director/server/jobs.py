@@ -28,11 +28,12 @@ from director.server.dryrun import DryRuns
 from director.server.events import BuildManifests, Reply, Send
 from director.server.jobqueries import JobQueries
 from director.server.jobwrites import JobWrites
+from director.server.orchstore import label_jobs
 from director.server.peers import Peers
 from director.server.queries import QueryGate, held_back
 from director.server.rows import NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, blank, result_fields
 from director.server.scheduler import Scheduler, Task
-from director.server.waiters import Waiter
+from director.server.waiters import Waiter, note_sent
 
 log = logging.getLogger("director.jobs")
 GRACE = 30.0
@@ -153,6 +154,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
             sub.jobs[0]["retry_of"] = args["retry_of"]
         if args.get("dry_run") is True:  # jobs.plan (dryrun.py): nothing stored or sent
             return self.plan_doc(sub, accepted, online)
+        label_jobs(sub.jobs, args)  # its files' names: one line in 'director jobs'
         feed = submission.slices(sub, SUBMIT_SLICE)
         rows, tasks = next(feed, ([], []))
         more = sub.ntasks > len(tasks)  # the rest: a slice per loop turn (after_events)
@@ -274,6 +276,8 @@ class JobBook(JobWrites, JobQueries, DryRuns):
             if now is not None:
                 for task, _ in group:
                     self._mark(task, {"status": "running", "sent": now})
+                if self.waiters:
+                    note_sent(self.waiters, self.orch_of, node, ids)
                 if route is None:  # pump() checks first: only a bug gets here
                     self.undelivered(node, ids, now)
 
@@ -287,6 +291,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
             peer.route, peer.fd = None, -1
         for task in self.sched.unsend(node, job_ids):
             self._mark(task, {"status": "queued", "sent": None})
+            note_sent(self.waiters, self.orch_of, node, (task.job_id,), -1)
 
     def after_events(self, now: float) -> None:
         if self.feeding:
@@ -408,7 +413,7 @@ class JobBook(JobWrites, JobQueries, DryRuns):
         for w in self.waiters.values():
             if force or now - w.last_event >= PROGRESS_EVERY:
                 w.last_event = now
-                self.event(w.rid, "progress", w.progress())
+                self.event(w.rid, "progress", w.report(lambda k: self.peers.online(k, now)))
 
     def tick(self, now: float) -> None:
         self.flush(FLUSH_ROWS)

@@ -11,6 +11,8 @@ import json
 import sqlite3
 from typing import Any, Container, Iterable
 
+from director.server.orchstore import OrchQueries
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -22,7 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     instruction TEXT NOT NULL,
     hash_extra TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
-    targets TEXT NOT NULL
+    targets TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT ''   -- the orchestration's name (its files), for display
 );
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
 CREATE INDEX IF NOT EXISTS jobs_orch ON jobs(orch);
@@ -71,10 +74,11 @@ SMALL_PAGES = 2560        # a database this small (10 MiB of 4 KiB pages) is rew
 FREE_TO_GIVE_BACK = 1024  # free pages (and a quarter of the file) worth giving back
 
 
-class JobStore:
+class JobStore(OrchQueries):
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
         conn.executescript(SCHEMA)
+        self._add_label_column()
         self.incremental = self._incremental_vacuum()
 
     def _incremental_vacuum(self) -> bool:
@@ -103,10 +107,11 @@ class JobStore:
             if feeding is not None:
                 self.conn.execute("INSERT OR IGNORE INTO feeding(orch) VALUES(?)", (feeding,))
             self.conn.executemany(
-                "INSERT INTO jobs(id,orch,lane,seq,verb,summary,instruction,hash_extra,created,targets)"
-                " VALUES(?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO jobs(id,orch,lane,seq,verb,summary,instruction,hash_extra,created,"
+                "targets,label) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                 [(j["id"], j["orch"], j["lane"], j["seq"], j["verb"], j["summary"],
-                  j["instruction"], j["hash_extra"], j["created"], j["targets"]) for j in jobs])
+                  j["instruction"], j["hash_extra"], j["created"], j["targets"],
+                  j.get("label", "")) for j in jobs])
             self.conn.executemany(
                 "INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)", list(results))
             self.conn.executemany(

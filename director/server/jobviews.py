@@ -6,17 +6,21 @@ import json
 
 from typing import Any
 
+from director.server.analyze import queue_wait
+
 
 OPEN = ("queued", "running")
 
 
-def result_doc(r: Any) -> dict[str, Any]:
+def result_doc(r: Any, created: float | None = None) -> dict[str, Any]:
+    """One task's result; ``created`` (its job's) gives ``queue_wait``, as analyze has it."""
     return {
         "status": r["status"], "rc": r["rc"], "stdout": r["stdout"], "stderr": r["stderr"],
         "cached": bool(r["cached"]), "exec_time": r["exec_time"],
         "roundtrip_time": r["roundtrip_time"],
         "transfer": json.loads(r["transfer"]) if r["transfer"] else None,
         "error": r["error"], "finished": r["finished"],
+        "queue_wait": queue_wait(r["sent"], created),
     }
 
 
@@ -46,7 +50,7 @@ def job_doc(row: Any, results: list[Any]) -> dict[str, Any]:
         "hash": content_hash(instruction, row["hash_extra"]),
         "created": row["created"], "targets": json.loads(row["targets"]),
         "status": overall(statuses), "counts": counts,
-        "results": {r["name"]: result_doc(r) for r in results},
+        "results": {r["name"]: result_doc(r, row["created"]) for r in results},
     }
 
 

@@ -146,11 +146,19 @@ def jobs_plan(core: Any, rid: bytes, args: dict, now: float) -> Any:
     return core.jobs.submit(rid, {**args, "dry_run": True, "wait": False}, now)
 
 
-def jobs_get(core: Any, rid: bytes, args: dict, now: float) -> dict:
+def jobs_get(core: Any, rid: bytes, args: dict, now: float) -> Any:
+    if args.get("orchestration") is True:  # director job: an orchestration as one
+        from director.server.orchviews import view
+
+        return view(core.jobs, args, now)
     return core.jobs.get(args)
 
 
 def jobs_list(core: Any, rid: bytes, args: dict, now: float) -> list:
+    if args.get("grouped") is True:  # director jobs: an orchestration as one line
+        from director.server.orchviews import overview
+
+        return overview(core.jobs, args, now)
     return core.jobs.listing(args, now)
 
 

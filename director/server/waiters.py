@@ -8,9 +8,11 @@ way ``--json`` prints it, so the CLI can pass it through untouched.
 
 from __future__ import annotations
 
+import heapq
 import json
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from director.server.jobviews import job_doc, overall, result_doc
 
@@ -30,14 +32,29 @@ class Waiter:
     counts: dict[str, int] = field(default_factory=dict)   # task status -> how many
     last_event: float = 0.0
     bytes_sent: int = 0
+    left: dict[str, int] = field(default_factory=dict)     # node key -> tasks not final
+    running: dict[str, int] = field(default_factory=dict)  # node key -> tasks sent there
 
     def __post_init__(self) -> None:
         self.by_id = {j["id"]: j for j in self.jobs}
+        if not self.left:  # per node, from each job's targets (a step's jobs share one list)
+            keys = {name: key for key, name in self.names.items()}
+            for targets, n in Counter(j["targets"] for j in self.jobs).items():
+                for name in json.loads(targets):
+                    key = keys.get(name, name)
+                    self.left[key] = self.left.get(key, 0) + n
+
+    def sent(self, node: str, n: int) -> None:
+        """``n`` tasks went to ``node`` (negative: came back unsent)."""
+        self.running[node] = max(0, self.running.get(node, 0) + n)
 
     def add(self, node: str, row: dict[str, Any]) -> bool:
         """One task's final row; True when it was the last one awaited."""
         got = self.results.setdefault(row["job_id"], [])
-        got.append((self.names.get(node, ""), row["status"], json.dumps(result_doc(row))))
+        created = self.by_id[row["job_id"]]["created"] if row["job_id"] in self.by_id else None
+        got.append((self.names.get(node, ""), row["status"],
+                    json.dumps(result_doc(row, created))))
+        self._settled(node, row.get("sent") is not None)
         if len(got) >= self.expect.get(row["job_id"], 0):
             self._encode(row["job_id"])
         self.remaining -= 1
@@ -66,5 +83,43 @@ class Waiter:
                 self._encode(job["id"])
         return ("[" + ", ".join(self.encoded[j["id"]] for j in self.jobs) + "]").encode()
 
+    def _settled(self, node: str, was_sent: bool) -> None:
+        left = self.left.get(node, 0) - 1
+        if left > 0:
+            self.left[node] = left
+        else:
+            self.left.pop(node, None)
+        if was_sent and self.running.get(node):
+            self.running[node] -= 1
+
     def progress(self) -> dict[str, Any]:
         return {"remaining": self.remaining, "bytes_sent": self.bytes_sent, **self.counts}
+
+    def report(self, online: Callable[[str], bool]) -> dict[str, Any]:
+        """The ``progress`` event: counts so far and where the rest are."""
+        return {**self.progress(), **self.outstanding(online)}
+
+    def outstanding(self, online: Callable[[str], bool], names: int = 3) -> dict[str, Any]:
+        """Where the tasks not final yet are: running, queued, queued for a node that is
+        offline (``--allow-offline``), and the nodes still to answer (``names`` of them,
+        offline ones first)."""
+        running = min(self.remaining, sum(self.running.values()))
+        offline_nodes = [k for k in self.left if not online(k)]
+        offline = sum(self.left[k] - self.running.get(k, 0) for k in offline_nodes)
+        down = set(offline_nodes)
+        first = heapq.nsmallest(names, self.left,
+                                key=lambda k: (k not in down, self.names.get(k, k)))
+        return {"running": running, "queued": max(0, self.remaining - running - offline),
+                "queued_offline": max(0, offline), "nodes_left": len(self.left),
+                "nodes_offline": len(offline_nodes),
+                "waiting_on": [self.names.get(k, "") for k in first]}
+
+
+def note_sent(waiters: dict[str, Waiter], orch_of: dict[str, str], node: str,
+              job_ids: Iterable[str], n: int = 1) -> None:
+    """Tasks of these jobs went to ``node`` (``n`` = -1: came back unsent): the waiting
+    operators' running counts follow."""
+    for job_id in job_ids:
+        w = waiters.get(orch_of.get(job_id, ""))
+        if w is not None:
+            w.sent(node, n)

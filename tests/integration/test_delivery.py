@@ -47,9 +47,9 @@ def submit(mesh, lines: list[str], *targets: str) -> list[str]:
     f = mesh.root / f"Directorfile-{uid()}"
     f.write_text("\n".join(lines) + "\n")
     opts = [a for t in targets for a in ("--target", t)]
-    cp = mesh.cli("orchestrate", *opts, str(f), timeout=60)
+    cp = mesh.cli("orchestrate", "--json", *opts, str(f), timeout=60)
     assert cp.returncode == 0, (cp.returncode, cp.stdout, cp.stderr)
-    ids = cp.stdout.split()
+    ids = json.loads(cp.stdout)["jobs"]  # (without --json: the one orchestration id)
     assert len(ids) == len(lines), cp.stdout
     return ids
 

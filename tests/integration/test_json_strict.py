@@ -81,7 +81,8 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     f = tmp_path / "Directorfile"
     f.write_text("RUN echo one\nRUN [\"echo\", \"two\"]\n")
     check("orchestrate --wait", "orchestrate", "--wait", "--target", "web1", "--json", str(f))
-    check("orchestrate", "orchestrate", "--target", "web1", "--json", str(f))
+    orch = check("orchestrate", "orchestrate", "--target", "web1", "--json", str(f))
+    assert orch["id"] == orch["orchestration"] and len(orch["jobs"]) == 2
     (tmp_path / "x\033]0;t\007.txt").write_text("copied")
     plan = check("exec (--dry-run)", "exec", "--dry-run", "--target", "web1", "--json",
                  f"COPY {tmp_path}/x* /tmp/never-sent/")
@@ -92,6 +93,9 @@ def test_every_json_command_prints_one_strict_document(mesh, tmp_path):
     job_id = submitted["jobs"][0] if isinstance(submitted, dict) else submitted[0]
     check("job", "job", job_id, "--json")
     check("job last", "job", "last", "--json")
+    summary = check("job (orchestration)", "job", orch["id"], "--json")
+    assert summary["kind"] == "orchestration" and summary["jobs"] == orch["jobs"]
+    assert len(check("job --all (orchestration)", "job", orch["id"], "--all", "--json")) == 2
     check("job show", "job", "show", job_id, "--json")
     check("job cancel", "job", "cancel", job_id, "--json")
     check("job retry", "job", "retry", waited[0]["id"], "--json")
