@@ -245,7 +245,7 @@ def test_purging_a_rollout_forgets_its_settings(three):
 def test_a_big_submission_made_a_slice_at_a_time_waits_for_its_unmade_tasks(three):
     """Past SUBMIT_SLICE tasks a submission's tasks are made over several loop turns:
     a batch is over only once its tasks not made yet have been made and have ended."""
-    from director.server.jobs import SUBMIT_SLICE
+    from director.server.jobsubmit import SUBMIT_SLICE
 
     h = three
     n = SUBMIT_SLICE // 3 + 50
@@ -284,7 +284,7 @@ def test_a_cancel_not_yet_written_still_ends_the_held_batches_after_a_restart(th
 def test_a_big_rollout_killed_while_its_tasks_were_stored_resumes_in_batches(three):
     """kill -9 while a big batched submission was still being stored: the restart makes
     its missing tasks (refeed.py), and they are held in their batches like the rest."""
-    from director.server.jobs import SUBMIT_SLICE
+    from director.server.jobsubmit import SUBMIT_SLICE
 
     h = three
     n = SUBMIT_SLICE // 3 + 50

@@ -122,7 +122,7 @@ def test_live_tasks_are_capped_with_a_clear_refusal_and_nothing_stored(h):
 
 def test_a_big_submission_is_made_a_slice_per_turn_and_a_failed_lane_stays_cancelled(
         h, monkeypatch):
-    from director.server import jobs as jobs_mod
+    from director.server import jobsubmit as jobs_mod
 
     monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
     keys = [h.accepted_node(f"n{i}") for i in range(3)]
@@ -225,7 +225,7 @@ def _get(core, job_id: str, now: float) -> dict:
 
 
 def test_tasks_a_crash_left_unmade_are_made_at_the_next_start(h, monkeypatch):
-    from director.server import jobs as jobs_mod
+    from director.server import jobsubmit as jobs_mod
 
     monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
     keys = [h.accepted_node(f"n{i}") for i in range(3)]
@@ -254,7 +254,7 @@ def test_tasks_a_crash_left_unmade_are_made_at_the_next_start(h, monkeypatch):
 
 
 def test_a_cancelled_submission_stays_cancelled_across_the_crash(h, monkeypatch):
-    from director.server import jobs as jobs_mod
+    from director.server import jobsubmit as jobs_mod
 
     monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
     keys = [h.accepted_node(f"n{i}") for i in range(2)]
