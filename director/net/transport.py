@@ -16,6 +16,7 @@ import zmq
 
 from director.protocol.frames import MAX_BODY
 from director.protocol.messages import Msg, decode, encode
+from director.protocol.timing import RECONNECT_MAX_MS, RECONNECT_MS
 from director.trust.keystore import KeyPair
 from director.trust.zap import ZAP_DOMAIN
 
@@ -24,8 +25,6 @@ log = logging.getLogger("director.net")
 MAX_MSG = MAX_BODY + 80 * 1024 * 1024  # body + one chunk (chunk_size max 64 MiB)
 MAX_FROM_NODE = MAX_BODY + 64 * 1024
 HANDSHAKE_MS = 5000
-RECONNECT_MS = (100, 500)         # a node's first retry after a cut: base interval range
-RECONNECT_MAX_MS = (5000, 7500)   # the backoff's ceiling, different on every node
 SNDHWM = 10000
 
 

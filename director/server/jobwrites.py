@@ -12,6 +12,7 @@ from director.errors import ProtocolError, StorageError
 from director.jobs import verbs
 from director.jobs.dsl import Instruction
 from director.protocol.messages import MAX_ACK, Ack, encode, job_body
+from director.protocol.timing import RECONNECT_GRACE
 from director.server import batches
 from director.server.cancel import BEFORE_SENT
 from director.server.events import Send
@@ -112,7 +113,8 @@ class JobWrites:
             self.orch_of[r["job_id"]] = r["orch"]
             self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
             task = Task(r["job_id"], r["node"], r["lane"], r["seq"], instr.options.timeout,
-                        status=r["status"], queued_at=now, sent_at=r["sent"] or now)
+                        status=r["status"], queued_at=now + RECONNECT_GRACE,
+                        sent_at=r["sent"] or now)  # (queued_at: its node may be in backoff)
             every.append(task)
             if not batches.reloading(self, r["orch"], task):  # --batch: rebuilt below
                 tasks.append(task)

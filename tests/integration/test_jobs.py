@@ -18,6 +18,8 @@ import pytest
 from conftest import Mesh
 from procs import gone
 
+from director.protocol.timing import RECONNECT_GRACE
+
 NODES = ("web1", "web2", "db1")
 DOC_FIELDS = {"id", "verb", "status", "results"}
 RESULT_FIELDS = {"status", "rc", "stdout", "stderr", "cached", "exec_time", "roundtrip_time",
@@ -634,11 +636,12 @@ def test_server_restart_keeps_history_and_results(mesh):
                             what="the job to finish after the restart", interval=0.25)
         assert doc["status"] == "success", doc
         assert doc["results"]["a"]["stdout"] == "across-restart\n"
-        # ... and one on a node that never came back ends lost after its expiry.
-        doc = mesh.wait_for(lambda: final(gone_id), timeout=3 + 6,
+        # ... and one on a node that never came back ends lost after its expiry (plus the
+        # longest a live node may sit in its reconnect backoff: it is given that to return)
+        doc = mesh.wait_for(lambda: final(gone_id), timeout=3 + RECONNECT_GRACE + 3,
                             what="the job of the vanished node to end", interval=0.25)
         assert doc["results"]["gone"]["status"] == "lost"
-        assert time.monotonic() - restarted < 3 + 6
+        assert time.monotonic() - restarted < 3 + RECONNECT_GRACE + 3
     finally:
         _kill_group_from(pidfile)
     mesh.wait_online("a")

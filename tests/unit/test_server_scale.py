@@ -276,3 +276,22 @@ def test_a_cancelled_submission_stays_cancelled_across_the_crash(h, monkeypatch)
             if isinstance(msg, m.Cancel) for i in msg.job_ids]
     assert sorted(told) == sorted(d["id"] for d in docs
                                   for r in d["results"].values() if r["status"] == "running")
+
+
+def test_after_a_restart_a_node_in_reconnect_backoff_is_given_its_longest_wait(h):
+    """A node cut by the restart may sit in its backoff up to the ceiling: its reloaded
+    work is not lost before node expiry plus that wait, and is lost after it."""
+    from director.protocol.timing import RECONNECT_GRACE
+
+    h.accepted_node("web1")
+    _, jobs = submit(h, "RUN sleep 100")
+    h.tick()
+    core2 = _restarted(h)
+    start = h.now + 5
+
+    def status(at: float) -> str:
+        core2.tick(at)
+        return _get(core2, jobs[0].job_id, at)["results"]["web1"]["status"]
+
+    assert status(start + 30.0 + 1) == "running"          # past expiry alone
+    assert status(start + 30.0 + RECONNECT_GRACE + 1) == "lost"
