@@ -82,7 +82,8 @@ class Agent:
         self.procs = ProcessDriver(self.state, self.cache, watcher, facts.to_dict())
         connect = partial(transport.client_socket, self.ctx, self.pair, server_key,
                           self.endpoint, hb)
-        self.copies = CopyDriver(self.home, self.state, self.cache, watcher, connect)
+        self.copies = CopyDriver(self.home, self.state, self.cache, watcher, connect,
+                                 facts.to_dict())
 
     def request_stop(self, *_: object) -> None:
         self._stop = True

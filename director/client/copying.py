@@ -48,8 +48,9 @@ class CopyDriver:
     """Runs COPY jobs on worker threads; ``handle`` gives ``(job_id, Outcome)`` of ended ones."""
 
     def __init__(self, home: Path, state: NodeState, cache: JobCache, watcher: Any,
-                 connect: Callable[[], Any]):
+                 connect: Callable[[], Any], facts: dict[str, Any] | None = None):
         self.state, self.cache, self.watcher = state, cache, watcher
+        self.facts = facts or {}  # this node's facts: an ADD --blueprint file sees them
         self.copier = Copier(home, connect)
         self.sender = Sender(connect, self.copier)  # GET: files to the server
         self.pool = ThreadPoolExecutor(max_workers=COPY_WORKERS, thread_name_prefix="copy")
@@ -59,6 +60,13 @@ class CopyDriver:
 
     def start(self, job: M.Job) -> None:
         self.pool.submit(self._copy, job)
+
+    def _scope(self, job: M.Job) -> dict[str, Any]:
+        """Values from nodes a blueprint renders with (data, never templates)."""
+        scope: dict[str, Any] = {"facts": self.facts}
+        if job.query is not None:
+            scope["query"] = job.query
+        return scope
 
     def stop(self, job_id: str) -> None:
         """The operator cancelled ``job_id``: its transfer gives up at the next chunk
@@ -75,7 +83,7 @@ class CopyDriver:
         try:
             out = execute(job.instruction, state_for(self.state, job.lane), self.cache,
                           hash_extra=job.hash_extra, copier=run,
-                          scope={"query": job.query} if job.query is not None else None)
+                          scope=self._scope(job))
         except Exception as exc:  # noqa: BLE001 - a job must never take the agent down
             log.error("job %s crashed: %s: %s", job.job_id, type(exc).__name__, exc,
                       exc_info=exc)

@@ -160,3 +160,15 @@ def test_labels_and_facts_survive_a_server_killed(mesh):
     tag = uuid.uuid4().hex[:8]
     assert set(exec_wait(mesh, f"RUN echo {tag}", "label:owner=ops")["results"]) == {"web1"}
     assert mesh.json("node", "web1")["labels"] == {"owner": "ops", "role": "web"}
+
+
+def test_a_blueprint_file_renders_with_the_nodes_facts(grid, tmp_path):
+    """ADD --blueprint renders the placed file with the node's values, facts among them
+    (data: a fact is substituted, never rendered again)."""
+    tag = uuid.uuid4().hex[:8]
+    src = tmp_path / f"motd-{tag}"
+    src.write_text("host={{ facts.hostname }} cpus={{ facts.cpus }}\n")
+    dest = tmp_path / f"placed-{tag}"
+    doc = exec_wait(grid, f"ADD --blueprint {src} {dest}", "web1")
+    assert doc["results"]["web1"]["status"] == "success", doc
+    assert dest.read_text() == f"host={socket.gethostname()} cpus={os.cpu_count()}\n"
