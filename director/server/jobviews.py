@@ -70,11 +70,14 @@ def list_op(store: Any, args: dict, now: float) -> list[dict[str, Any]]:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10000:
         limit = 20
     rows = store.recent(limit)
-    results = store.results([r["id"] for r in rows])
+    counted = store.status_counts([r["id"] for r in rows])  # no result row is loaded
     out = []
     for row in rows:
-        doc = job_doc(row, results[row["id"]])
+        doc = job_doc(row, [])
         del doc["results"]
+        counts = counted.get(row["id"], {})
+        doc["status"] = overall(list(counts))  # it looks at which statuses occur only
+        doc["counts"] = counts
         doc["age"] = now - row["created"]
         out.append(doc)
     return out

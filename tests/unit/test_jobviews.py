@@ -106,3 +106,18 @@ def test_job_prefix_is_literal_not_a_pattern(store):
     assert store.job("abcd")["id"] == "abcdef01"
     for wild in ("%%%%", "____", "ab_d", "a%", "abc%", "\\\\\\\\"):
         assert store.job(wild) is None, wild
+
+
+def test_list_op_counts_come_from_the_store_as_job_doc_has_them(store):
+    store.insert([_job("j", 1.0)], [("j", f"K{i}", f"n{i}", "queued") for i in range(5)])
+    store.update_results([{**dict.fromkeys(("rc", "stdout", "stderr", "cached", "exec_time",
+                                             "roundtrip_time", "transfer", "sent",
+                                             "finished")),
+                           "stdout": "", "stderr": "", "cached": 0, "error": "",
+                           "job_id": "j", "node": f"K{i}", "status": st}
+                          for i, st in enumerate(["success", "success", "failed", "running"])])
+    (listed,) = list_op(store, {"limit": 10}, 10.0)
+    full = job_doc(store.job("j"), store.results(["j"])["j"])
+    assert listed["counts"] == full["counts"] == {"success": 2, "failed": 1, "running": 1,
+                                                  "queued": 1}
+    assert listed["status"] == full["status"] == "running"
