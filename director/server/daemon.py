@@ -46,6 +46,7 @@ DRAIN = 0.02  # s: ... or this long (a RESULTS message may hold 256 results)
 TICK = 0.25
 GUARD = 0.05      # how often the memory of unproven connections is looked at
 RECOUNT = 2.0     # how often open files are counted
+CHECKPOINT_EVERY = 0.5  # s: the WAL is copied back to the database by a thread this often
 
 
 class Server:
@@ -56,7 +57,7 @@ class Server:
         self.pair, created = keystore.load_or_create(self.home)
         if created:
             log.info("created server keypair (%s)", self.pair.fingerprint)
-        self.store = SqlStore(self.home / "server.db")
+        self.store = SqlStore(self.home / "server.db", checkpoint_every=CHECKPOINT_EVERY)
         self.core = ServerCore(self.store, CoreConfig(
             self.pair.public, self.pair.fingerprint, settings.node_expiry,
             settings.max_pending, retention=retention_policy(settings)), time.time())
