@@ -283,11 +283,12 @@ class Client:
     def _submit_waiting(self, payload: dict[str, Any], on_event: OnEvent | None,
                         op: str = "jobs.submit") -> EncodedResults:
         from director.net.control import result_of
-        from director.protocol.control import CtlEvent
+        from director.protocol.control import CtlEvent, CtlPart, join_parts
 
         submitted: list[str] = []  # job ids, once the server took the work
+        parts: list[bytes] = []    # the answer, in pieces as jobs finish
         with self._connect() as c:
-            c.send(op, payload)
+            c.send(op, {**payload, "parts": True})
             while True:
                 try:  # the server sends progress every 0.25 s once the work is submitted
                     msg = c.recv(SILENT_AFTER_SUBMIT if submitted else FIRST_ANSWER)
@@ -298,6 +299,9 @@ class Client:
                         f"the server went away while the jobs ran (they go on once it is"
                         f" back); follow them with: director job {submitted[-1]}"
                         f" (all: director jobs)") from None
+                if isinstance(msg, CtlPart):
+                    parts.append(msg.data)
+                    continue
                 if isinstance(msg, CtlEvent):
                     data = msg.data if isinstance(msg.data, dict) else {}
                     if msg.event == "submitted":
@@ -309,7 +313,7 @@ class Client:
                         on_event(msg.event, data)
                     continue
                 if msg.ok and msg.result_json:
-                    return EncodedResults(msg.data, msg.failed or 0)
+                    return EncodedResults(join_parts(parts, msg.data), msg.failed or 0)
                 result = result_of(msg)  # a refusal raises here
                 import json
 

@@ -1151,7 +1151,7 @@ def _server_stats(home: str, reset: bool = False) -> dict:
 def bench_scale(sec: Section, quick: bool) -> None:
     from director.jobs.dsl import parse_line
     from director.net.control import ControlClient, result_of
-    from director.protocol.control import CtlReply
+    from director.protocol.control import CtlPart, CtlReply, join_parts
 
     n = SCALE_NODES
     njobs = 20 if quick else SCALE_JOBS
@@ -1233,7 +1233,8 @@ def bench_scale(sec: Section, quick: bool) -> None:
         # orchestration: njobs × RUN true on every node, one lane, --wait
         instr = parse_line("RUN true").to_dict()
         payload = {"steps": [{"targets": [], "async": False, "name": None,
-                              "jobs": [instr] * njobs}], "targets": [], "wait": True}
+                              "jobs": [instr] * njobs}], "targets": [], "wait": True,
+                   "parts": True}  # the answer in pieces as jobs finish, as the CLI takes it
         try:
             Path(f"/proc/{spid}/clear_refs").write_text("5")
         except OSError:
@@ -1243,10 +1244,16 @@ def bench_scale(sec: Section, quick: bool) -> None:
         c0 = cpu_seconds(spid)
         t0 = time.perf_counter()
         docs = None
+        parts: list[bytes] = []
         with RSSSampler(spid) as rss, ControlClient(mesh.home(), timeout=600) as c:
             for msg in c.stream("jobs.submit", payload, timeout=600):
-                if isinstance(msg, CtlReply):
-                    docs = result_of(msg)
+                if isinstance(msg, CtlPart):
+                    parts.append(msg.data)
+                elif isinstance(msg, CtlReply):
+                    if msg.ok and msg.result_json:
+                        docs = json.loads(join_parts(parts, msg.data))
+                    else:
+                        docs = result_of(msg)
         orch_wall = time.perf_counter() - t0
         orch_cpu = cpu_seconds(spid) - c0
         orch_peak = max(rss.peak, proc_status(spid, "VmHWM") or 0)

@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 
 from director.errors import ConfigError, ConnectionFailed, DirectorError, ProtocolError
-from director.protocol.control import Ctl, CtlEvent, CtlReply, decode, encode
+from director.protocol.control import Ctl, CtlEvent, CtlPart, CtlReply, decode, encode
 from director.trust.keystore import ensure_private_dir
 
 MAX_IPC_PATH = 100
@@ -94,7 +94,7 @@ class ControlClient:
     def send(self, op: str, args: dict[str, Any] | None = None) -> None:
         self.sock.send_multipart(encode(Ctl(op, args or {})))
 
-    def recv(self, timeout: float | None = None) -> CtlReply | CtlEvent:
+    def recv(self, timeout: float | None = None) -> CtlReply | CtlEvent | CtlPart:
         """The next reply or event; anything else from the socket is a ProtocolError."""
         t = self.timeout if timeout is None else timeout
         if not self.sock.poll(int(t * 1000) if t is not None and t >= 0 else None):
@@ -102,7 +102,7 @@ class ControlClient:
                 f"the director in {self.home} did not answer within {t:g} s"
             )
         msg = decode(self.sock.recv_multipart())
-        if not isinstance(msg, (CtlReply, CtlEvent)):
+        if not isinstance(msg, (CtlReply, CtlEvent, CtlPart)):
             raise ProtocolError(f"unexpected {msg.TYPE} from the control socket")
         return msg
 

@@ -91,7 +91,38 @@ class CtlEvent(Msg):
         return cls(F.text(cls.TYPE, b, "event", 64, ident=True), b.get("data"))
 
 
-CONTROL_TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (Ctl, CtlReply, CtlEvent)}
+@dataclass(frozen=True)
+class CtlPart(Msg):
+    """A piece of a waiting submission's answer, sent as its jobs finish (when the
+    request asked for ``parts``): job documents, JSON, joined by ", ".  The final
+    CtlReply then carries only the documents not sent yet; ``join_parts`` rebuilds
+    the list ``--json`` prints.  The server never holds the whole answer at once."""
+
+    TYPE: ClassVar[str] = "CTL_PART"
+    data: bytes = b""
+
+    def body(self) -> dict[str, Any]:
+        return {}
+
+    def payload(self) -> tuple[bytes, ...]:
+        return (self.data,)
+
+    @classmethod
+    def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> CtlPart:
+        if len(payload) != 1:
+            raise ProtocolError(f"{cls.TYPE}: needs one payload frame")
+        return cls(payload[0])
+
+
+def join_parts(parts: list[bytes], last: bytes) -> bytes:
+    """The JSON list of job documents from the CtlParts received and the final reply's
+    data (when no part came, that data is the whole list already)."""
+    if not parts:
+        return last
+    return b"[" + b", ".join([*parts, last] if last else parts) + b"]"
+
+
+CONTROL_TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (Ctl, CtlReply, CtlEvent, CtlPart)}
 
 
 def decode(frames: Any) -> Msg:

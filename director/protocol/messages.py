@@ -20,7 +20,7 @@ from director.protocol.base import Msg, checked, encode
 from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX, Chunk, ChunkErr, ChunkReq
 from director.protocol.fetch import TYPES as FETCH_TYPES
 from director.protocol.jobcontrol import MAX_ACK, Cancel, Output, job_ids
-from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlReply
+from director.protocol.control import MAX_TEXT, Ctl, CtlEvent, CtlPart, CtlReply
 from director.protocol.facts import Facts
 from director.protocol.frames import MAX_BATCH, LoneSurrogate, batch, dumps, split
 from director.transfer.manifest import Manifest
@@ -335,7 +335,7 @@ class Error(Msg):
 
 TYPES: dict[str, type[Msg]] = {c.TYPE: c for c in (
     Enroll, EnrollStatus, Hello, Heartbeat, Result, Results, ChunkReq, Enrolled, Job, Jobs,
-    Chunk, ChunkErr, Ack, Cancel, Output, Revoked, Error, Ctl, CtlReply, CtlEvent,
+    Chunk, ChunkErr, Ack, Cancel, Output, Revoked, Error, Ctl, CtlReply, CtlEvent, CtlPart,
     *FETCH_TYPES)}
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from cachetools import LRUCache
 
 from director.protocol.frames import MAX_BATCH, batch
+from director.protocol.control import CtlPart
 from director.protocol.messages import CtlEvent, CtlReply, Result, encode
 from director.server import batches, submission
 from director.server.cancel import send_cancels
@@ -32,7 +33,7 @@ from director.server.peers import Peers
 from director.server.queries import QueryGate
 from director.server.rows import NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, blank, result_fields
 from director.server.scheduler import Scheduler, Task
-from director.server.waiters import Waiter, note_sent
+from director.server.waiters import PART_BYTES, Waiter, note_sent
 
 log = logging.getLogger("director.jobs")
 __all__ = ["DEFERRED", "JobBook"]  # DEFERRED: from jobsubmit.py, for core and ops
@@ -260,10 +261,15 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
         else:
             self.open[task.job_id] = left
         w = self.waiters.get(orch)
-        if w is not None and w.add(task.node, self.dirty[(task.job_id, task.node)]):
-            del self.waiters[orch]
-            self.streams.discard(orch)
-            self.reply(w.rid, ok=True, result_json=True, failed=w.failed, data=w.payload())
+        if w is not None:
+            if w.add(task.node, self.dirty[(task.job_id, task.node)]):
+                del self.waiters[orch]
+                self.streams.discard(orch)
+                self.reply(w.rid, ok=True, result_json=True, failed=w.failed,
+                           data=w.payload())
+            elif w.ready >= PART_BYTES:  # a client taking the answer in pieces
+                for part in w.take_parts():
+                    self.out.append(Reply(w.rid, encode(CtlPart(part))))
         if self.rollouts.by_job:  # its batch may be done: the next starts, or none does
             batches.after_final(self, task, now)
         if self.queries.orchs:  # a QUERY ended, or a task after one: held tasks may go

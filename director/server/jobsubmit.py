@@ -111,7 +111,7 @@ class JobSubmits:
         if args.get("wait"):
             names = {accepted[n]: n for n in accepted}
             self.waiters[sub.orch] = Waiter(rid, sub.jobs, names, sub.ntasks,
-                                            sub.open_counts)
+                                            sub.open_counts, parts=args.get("parts") is True)
             if args.get("stream") is True:
                 self.streams.add(sub.orch)
             self.event(rid, "submitted", summary)

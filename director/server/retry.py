@@ -49,4 +49,5 @@ def retry(book: Any, rid: bytes, args: dict, now: float) -> Any:
     return book.submit(rid, {"steps": steps, "targets": [], "wait": bool(args.get("wait")),
                              "base": "/", "retry_of": named,
                              "allow_offline": args.get("allow_offline") is True,
+                             "parts": args.get("parts") is True,
                              **stored_settings(book.store, rows[ids[0]]["orch"])}, now)

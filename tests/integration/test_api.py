@@ -208,3 +208,41 @@ def test_server_gone_during_a_waiting_submit_names_the_job_to_follow(mesh):
     with pytest.raises(ConnectionFailed) as info:
         c.submit("RUN sleep 1", wait=True, on_event=on_event)
     assert seen and f"follow them with: director job {seen[-1]}" in str(info.value)
+
+
+def test_a_large_answer_comes_in_parts_and_joins_to_what_json_prints(grid, tmp_path):
+    """Past a mebibyte the server sends a waiting client its answer in pieces as jobs
+    finish (CTL_PART), never holding or joining all of it in one loop turn; the pieces
+    and the final reply are exactly the list ``--json`` prints."""
+    from director.jobs.dsl import parse_line
+    from director.net.control import ControlClient
+    from director.protocol.control import CtlPart, CtlReply, join_parts
+
+    tag = uuid.uuid4().hex[:8]
+    lines = [f"RUN --skip-cache head -c 400000 /dev/zero | tr '\\\\0' {c}; echo {tag}"
+             for c in "abcdef"]
+    payload = {"steps": [{"targets": list(NODES), "async": False, "name": None,
+                          "jobs": [parse_line(ln).to_dict() for ln in lines]}],
+               "targets": [], "wait": True, "parts": True}
+    parts: list[bytes] = []
+    final = None
+    with ControlClient(grid.home, timeout=60) as c:
+        for msg in c.stream("jobs.submit", payload, timeout=60):
+            if isinstance(msg, CtlPart):
+                parts.append(msg.data)
+            elif isinstance(msg, CtlReply):
+                final = msg
+    assert final is not None and final.ok and final.result_json, final
+    assert 1 <= len(parts) < 6  # in pieces, each at least one job's document
+    docs = json.loads(join_parts(parts, final.data))
+    assert [d["summary"][:40] for d in docs] == [parse_line(ln).describe(40) for ln in lines]
+    for d, c in zip(docs, "abcdef"):
+        assert {n: r["stdout"] for n, r in d["results"].items()} == \
+            dict.fromkeys(NODES, c * 400000 + tag + "\n")
+    # the CLI takes the same pieces and prints one strict document
+    f = tmp_path / "big.director"
+    f.write_text("\n".join(lines) + "\n")
+    cp = grid.cli("orchestrate", "--wait", "--json", "-t", ",".join(NODES), str(f),
+                  timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert [len(d["results"]) for d in json.loads(cp.stdout)] == [2] * 6

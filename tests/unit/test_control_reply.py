@@ -57,3 +57,19 @@ def test_an_event_is_not_a_result():
 def test_failed_count_must_be_an_int():
     with pytest.raises(ProtocolError, match="'failed'"):
         decode(frames.join("CTL_REPLY", {"ok": True, "failed": "2"}))
+
+
+def test_a_part_carries_its_bytes_and_needs_exactly_one_frame():
+    from director.protocol.control import CtlPart, decode as decode_control, join_parts
+
+    part = decode_control(encode(CtlPart(b'{"id": "a"}')))
+    assert isinstance(part, CtlPart) and part.data == b'{"id": "a"}'
+    frames_ = encode(CtlPart(b"x"))
+    with pytest.raises(ProtocolError):
+        decode_control(frames_[:-1])          # no payload frame
+    with pytest.raises(ProtocolError):
+        decode_control([*frames_, b"more"])   # two
+    assert join_parts([], b"[1, 2]") == b"[1, 2]"          # no part: the whole list came
+    assert join_parts([b"1, 2", b"3"], b"4") == b"[1, 2, 3, 4]"
+    assert join_parts([b"1, 2"], b"") == b"[1, 2]"
+    assert json.loads(join_parts([b'{"a": 1}'], b'{"b": 2}')) == [{"a": 1}, {"b": 2}]

@@ -80,6 +80,7 @@ VALID: list[M.Msg] = [
     M.CtlReply(True, result_json=True, failed=2, data=b'[{"id": "x"}]'),
     M.CtlEvent("progress", {"success": 1}),
     M.CtlEvent("submitted"),
+    M.CtlPart(b'{"id": "x"}, {"id": "y"}'),
     FM.GetOffer(JOB_ID, 4096, (FileEntry("a/b.txt", 3, 0o755, _ABC, (_ABC,)),)),
     FM.GetOffer(JOB_ID, FM.MAX_GET_CHUNK),
     FM.GetPull(JOB_ID, ((0, 0), (3, M.MAX_INDEX))),
@@ -188,6 +189,7 @@ FIELDS: dict[type[M.Msg], tuple[M.Msg, dict[str, tuple[str, dict]]]] = {
         "ok": ("flag", {}), "error": text(M.MAX_TEXT), "code": integer(0, 255, null=True),
         "failed": integer(0, F.MAX_COUNT, null=True), "result_json": ("flag", {})}),
     M.CtlEvent: (M.CtlEvent("progress", {"a": 1}), {"event": ident(64, req=True)}),
+    M.CtlPart: (M.CtlPart(b"{}"), {}),  # its bytes are a payload frame, not a field
     # GET_OFFER: only the job id is refused at decode; the rest fails the job (problem)
     FM.GetOffer: (FM.GetOffer(JOB_ID, 4096), {"job_id": ("job_id", {"req": True})}),
     FM.GetPull: (FM.GetPull(JOB_ID, ((0, 1),)), {"job_id": ("job_id", {"req": True})}),

@@ -61,3 +61,36 @@ def test_a_job_that_went_nowhere_still_gets_its_document():
     w = Waiter(b"rid", [_job("j1", [])], {}, remaining=0, expect={"j1": 0})
     docs = json.loads(w.payload())
     assert docs[0]["id"] == "j1" and docs[0]["results"] == {}
+
+
+def test_an_answer_in_parts_joins_to_the_answer_in_one_piece():
+    """A client asking for parts gets finished documents in submission order as they are
+    ready; with the final reply's rest they are exactly the one-piece answer."""
+    from director.protocol.control import join_parts
+
+    names = {f"k{n}": n for n in "abc"}
+    jobs = [_job(f"j{i:02d}", list("abc")) for i in range(12)]
+    whole = Waiter(b"r", jobs, names, remaining=36, expect={j["id"]: 3 for j in jobs})
+    pieces = Waiter(b"r", jobs, names, remaining=36, expect={j["id"]: 3 for j in jobs},
+                    parts=True)
+    order = [(j["id"], k) for k in ("kc", "ka", "kb") for j in jobs]  # node by node
+    order = order[5:] + order[:5]                                     # some out of order
+    parts, sizes = [], []
+    for job_id, key in order:
+        whole.add(key, _row(job_id, key, out=f"{job_id} on {key}\n"))
+        pieces.add(key, _row(job_id, key, out=f"{job_id} on {key}\n"))
+        got = pieces.take_parts(size=600)
+        parts += got
+        sizes += [len(p) for p in got]
+    assert parts and all(s >= 600 for s in sizes)
+    assert join_parts(parts, pieces.payload()) == whole.payload()
+    assert [d["id"] for d in json.loads(join_parts(parts, pieces.payload()))] == \
+        [j["id"] for j in jobs]
+    assert len(pieces.encoded) < len(jobs)  # what went out is not kept
+
+
+def test_without_parts_asked_nothing_goes_out_before_the_reply():
+    w = _waiter()
+    for key in ("ka", "kb"):
+        w.add(key, _row("j1", key))
+    assert w.take_parts(size=1) == [] and w.payload().startswith(b"[")
