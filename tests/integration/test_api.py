@@ -219,7 +219,7 @@ def test_a_large_answer_comes_in_parts_and_joins_to_what_json_prints(grid, tmp_p
     from director.protocol.control import CtlPart, CtlReply, join_parts
 
     tag = uuid.uuid4().hex[:8]
-    lines = [f"RUN --skip-cache head -c 400000 /dev/zero | tr '\\\\0' {c}; echo {tag}"
+    lines = [f"RUN --skip-cache printf '%*s' 400000 '' | tr ' ' {c}; echo {tag}"
              for c in "abcdef"]
     payload = {"steps": [{"targets": list(NODES), "async": False, "name": None,
                           "jobs": [parse_line(ln).to_dict() for ln in lines]}],
@@ -235,7 +235,7 @@ def test_a_large_answer_comes_in_parts_and_joins_to_what_json_prints(grid, tmp_p
     assert final is not None and final.ok and final.result_json, final
     assert 1 <= len(parts) < 6  # in pieces, each at least one job's document
     docs = json.loads(join_parts(parts, final.data))
-    assert [d["summary"][:40] for d in docs] == [parse_line(ln).describe(40) for ln in lines]
+    assert [d["summary"] for d in docs] == [parse_line(ln).describe(200) for ln in lines]
     for d, c in zip(docs, "abcdef"):
         assert {n: r["stdout"] for n, r in d["results"].items()} == \
             dict.fromkeys(NODES, c * 400000 + tag + "\n")
