@@ -295,3 +295,25 @@ def test_after_a_restart_a_node_in_reconnect_backoff_is_given_its_longest_wait(h
 
     assert status(start + 30.0 + 1) == "running"          # past expiry alone
     assert status(start + 30.0 + RECONNECT_GRACE + 1) == "lost"
+
+
+def test_the_server_pings_each_connection_every_third_interval():
+    """Nodes PING every interval; the server's own PINGs only find dead links, so they
+    come a third as often (idle cost at thousands of nodes) -- and a node is told to
+    wait longer than that before it gives up on a silent server."""
+    import zmq
+    from director.net import transport
+    from director.trust import keystore
+
+    ctx = zmq.Context()
+    server = transport.server_socket(ctx, keystore.generate(), "tcp://127.0.0.1:*", 2.0)
+    client = transport.client_socket(ctx, keystore.generate(), keystore.generate().public,
+                                     None, 2.0)
+    try:
+        assert client.heartbeat_ivl == 2000
+        assert server.heartbeat_ivl == 2000 * transport.SERVER_PING_EVERY
+        assert server.heartbeat_ttl > server.heartbeat_ivl
+    finally:
+        server.close(0)
+        client.close(0)
+        ctx.term()
