@@ -26,16 +26,20 @@ class ChunkReq(Msg):
 
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> ChunkReq:
-        t = cls.TYPE
-        job_id = F.pattern(t, b, "job_id", F.JOB_ID_RE)
-        pairs = []
-        for item in F.array(t, b, "chunks", MAX_CHUNK_REQ):
-            if (item.__class__ is not list or len(item) != 2
-                    or not all(i.__class__ is int and 0 <= i <= MAX_INDEX for i in item)):
-                raise F.fail(t, "chunks", f"must hold [file, chunk] pairs of integers"
-                             f" from 0 to {MAX_INDEX}")
-            pairs.append((item[0], item[1]))
-        return cls(job_id, tuple(pairs))
+        return cls(F.pattern(cls.TYPE, b, "job_id", F.JOB_ID_RE), chunk_pairs(cls.TYPE, b))
+
+
+def chunk_pairs(t: str, b: dict) -> tuple[tuple[int, int], ...]:
+    """A request's ``chunks``: at most MAX_CHUNK_REQ [file, chunk] index pairs (COPY's
+    CHUNK_REQ from a node, GET's GET_PULL from the server)."""
+    pairs = []
+    for item in F.array(t, b, "chunks", MAX_CHUNK_REQ):
+        if (item.__class__ is not list or len(item) != 2
+                or not all(i.__class__ is int and 0 <= i <= MAX_INDEX for i in item)):
+            raise F.fail(t, "chunks", f"must hold [file, chunk] pairs of integers"
+                         f" from 0 to {MAX_INDEX}")
+        pairs.append((item[0], item[1]))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from director.errors import ProtocolError
 from director.protocol import fields as F
 from director.protocol.base import Msg
-from director.protocol.chunks import MAX_CHUNK_REQ, MAX_INDEX
+from director.protocol.chunks import MAX_INDEX, chunk_pairs
 from director.protocol.control import MAX_TEXT
 from director.transfer.manifest import MAX_PATH, FileEntry, is_digest
 
@@ -78,15 +78,7 @@ class GetPull(Msg):
 
     @classmethod
     def decode_body(cls, b: dict, payload: tuple[bytes, ...]) -> GetPull:
-        t = cls.TYPE
-        job_id = F.pattern(t, b, "job_id", F.JOB_ID_RE)
-        pairs = []
-        for item in F.array(t, b, "chunks", MAX_CHUNK_REQ):
-            if (item.__class__ is not list or len(item) != 2
-                    or not all(i.__class__ is int and 0 <= i <= MAX_INDEX for i in item)):
-                raise F.fail(t, "chunks", f"must hold [file, chunk] pairs from 0 to {MAX_INDEX}")
-            pairs.append((item[0], item[1]))
-        return cls(job_id, tuple(pairs))
+        return cls(F.pattern(cls.TYPE, b, "job_id", F.JOB_ID_RE), chunk_pairs(cls.TYPE, b))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -516,6 +516,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+def shared_mesh(nodes: Sequence[str]) -> Iterator[Mesh]:
+    """A server with ``nodes`` enrolled and running, shared by one module's tests: use it
+    from a module-scoped fixture as ``yield from shared_mesh(NODES)``."""
+    m = Mesh()
+    try:
+        m.server()
+        for name in nodes:
+            m.add_node(name)
+        yield m
+    finally:
+        problems = m.close()
+        m.cleanup()
+        assert not problems, "; ".join(problems)
 
 
 @pytest.fixture

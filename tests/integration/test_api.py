@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Mesh, clean_env
+from conftest import clean_env, shared_mesh
 
 from director import api
 from director.errors import ConnectionFailed, DirectorError, DSLError
@@ -24,16 +24,7 @@ NODES = ("web1", "web2")
 
 @pytest.fixture(scope="module")
 def grid():
-    m = Mesh()
-    try:
-        m.server()
-        for name in NODES:
-            m.add_node(name)
-        yield m
-    finally:
-        problems = m.close()
-        m.cleanup()
-        assert not problems, "; ".join(problems)
+    yield from shared_mesh(NODES)
 
 
 @pytest.fixture

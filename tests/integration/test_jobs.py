@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Mesh
+from conftest import shared_mesh
 from procs import gone
 
 from director.protocol.timing import RECONNECT_GRACE
@@ -30,16 +30,7 @@ FINAL = {"success", "failed", "timeout", "lost", "cancelled"}
 @pytest.fixture(scope="module")
 def grid():
     """One server and three clients, shared by the tests of this module that only submit."""
-    m = Mesh()
-    try:
-        m.server()
-        for name in NODES:
-            m.add_node(name)
-        yield m
-    finally:
-        problems = m.close()
-        m.cleanup()
-        assert not problems, "; ".join(problems)
+    yield from shared_mesh(NODES)
 
 
 def uid() -> str:

@@ -15,23 +15,14 @@ import socket
 import uuid
 
 import pytest
-from conftest import Mesh
+from conftest import shared_mesh
 
 NODES = ("web1", "web2", "db1")
 
 
 @pytest.fixture(scope="module")
 def grid():
-    m = Mesh()
-    try:
-        m.server()
-        for name in NODES:
-            m.add_node(name)
-        yield m
-    finally:
-        problems = m.close()
-        m.cleanup()
-        assert not problems, "; ".join(problems)
+    yield from shared_mesh(NODES)
 
 
 def one_line_error(cp, *needles: str) -> str:

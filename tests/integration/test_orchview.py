@@ -15,23 +15,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DIRECTOR, Mesh, clean_env
+from conftest import DIRECTOR, clean_env, shared_mesh
 
 NODES = ("web1", "web2", "db1")
 
 
 @pytest.fixture(scope="module")
 def grid():
-    m = Mesh()
-    try:
-        m.server()
-        for name in NODES:
-            m.add_node(name)
-        yield m
-    finally:
-        problems = m.close()
-        m.cleanup()
-        assert not problems, "; ".join(problems)
+    yield from shared_mesh(NODES)
 
 
 def _file(m, lines: list[str], name: str | None = None) -> Path:
