@@ -91,6 +91,14 @@ def builds(actions: list) -> list[BuildManifests]:
     return [a for a in actions if isinstance(a, BuildManifests)]
 
 
+def submit(h: CoreHarness, *lines: str, **kw) -> tuple[dict, list[m.Job]]:
+    """Submit ``lines`` through the core, which must accept them: (its answer, the
+    jobs it sent)."""
+    reply = h.op("jobs.submit", **run_steps(*lines, **kw))
+    assert isinstance(reply, m.CtlReply) and reply.ok, reply
+    return reply.result, jobs_in(h.pending)
+
+
 def run_steps(*lines: str, targets: list[str] | None = None, wait: bool = False) -> dict:
     from director.jobs.dsl import parse_line
 

@@ -16,13 +16,6 @@ DEBIAN = PF.Facts("web1.example", "debian", "12", "6.1.0", "x86_64", 4, 2**33,
 UBUNTU = PF.Facts("web2.example", "ubuntu", "24.04", "6.8.0", "aarch64", 2, 2**32, (), "0.1.0")
 
 
-@pytest.fixture
-def h(tmp_path):
-    harness = CoreHarness(tmp_path)
-    yield harness
-    harness.close()
-
-
 def hello(h: CoreHarness, name: str, facts: PF.Facts | None) -> None:
     key = h.core.store.node_by_name(name).key
     out = sent(h.from_node(key, m.Hello(name, "0.1.0", "boot2", facts), f"r-{name}".encode()))

@@ -4,24 +4,11 @@ revocation, expiry, chunk serving and containment -- no sockets, no processes.""
 from __future__ import annotations
 
 import pytest
-from coretools import CoreHarness, jobs_in, run_steps, sent
+from coretools import jobs_in, run_steps, sent, submit
 
 from director.protocol import frames as fr
 from director.protocol import messages as m
 from director.trust import keystore
-
-
-@pytest.fixture
-def h(tmp_path):
-    harness = CoreHarness(tmp_path)
-    yield harness
-    harness.close()
-
-
-def submit(h: CoreHarness, *lines: str, **kw) -> tuple[dict, list[m.Job]]:
-    reply = h.op("jobs.submit", **run_steps(*lines, **kw))
-    assert isinstance(reply, m.CtlReply) and reply.ok, reply
-    return reply.result, jobs_in(h.pending)
 
 
 def result(job: m.Job, status: str = "success", **kw) -> m.Result:

@@ -7,25 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from coretools import CoreHarness, jobs_in, run_steps
+from coretools import CoreHarness, jobs_in, submit
 
 from director.jobs.dsl import parse_line
 from director.protocol import messages as m
 from director.protocol.answers import MAX_ANSWER
 from director.server.core import CoreConfig, ServerCore
-
-
-@pytest.fixture
-def h(tmp_path):
-    harness = CoreHarness(tmp_path)
-    yield harness
-    harness.close()
-
-
-def submit(h: CoreHarness, *lines: str, **kw) -> tuple[dict, list[m.Job]]:
-    reply = h.op("jobs.submit", **run_steps(*lines, **kw))
-    assert isinstance(reply, m.CtlReply) and reply.ok, reply
-    return reply.result, jobs_in(h.pending)
 
 
 def answer(h: CoreHarness, key: str, job: m.Job, status: str = "success",

@@ -5,24 +5,11 @@ and live tasks (jobs x nodes) are capped."""
 from __future__ import annotations
 
 import pytest
-from coretools import CoreHarness, jobs_in, run_steps
+from coretools import CoreHarness, jobs_in, run_steps, submit
 from director.server.events import Reply, Send
 
 from director.protocol import messages as m
 from director.server import peers as peers_mod
-
-
-@pytest.fixture
-def h(tmp_path):
-    harness = CoreHarness(tmp_path)
-    yield harness
-    harness.close()
-
-
-def submit(h: CoreHarness, *lines: str, **kw) -> tuple[dict, list[m.Job]]:
-    reply = h.op("jobs.submit", **run_steps(*lines, **kw))
-    assert isinstance(reply, m.CtlReply) and reply.ok, reply
-    return reply.result, jobs_in(h.pending)
 
 
 def state(h: CoreHarness, name: str) -> str:
