@@ -4,11 +4,20 @@ GET's result is the server's record (a node's word of success does not make it s
 
 from __future__ import annotations
 
+import pytest
+
 from coretools import CoreHarness, jobs_in, run_steps, sent
 
 from director.protocol import messages as m
 from director.protocol.fetch import GetData, GetDone, GetOffer
 from director.server.fetchgate import FetchChunk, FetchEnd, FetchStart
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
 def submit(h: CoreHarness, line: str, **kw) -> m.Job:

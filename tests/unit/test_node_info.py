@@ -11,6 +11,13 @@ from director.protocol import facts as PF
 from director.protocol import messages as m
 from director.server.core import CoreConfig, ServerCore
 
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
+
 DEBIAN = PF.Facts("web1.example", "debian", "12", "6.1.0", "x86_64", 4, 2**33,
                   ("10.0.0.1",), "0.1.0")
 UBUNTU = PF.Facts("web2.example", "ubuntu", "24.04", "6.8.0", "aarch64", 2, 2**32, (), "0.1.0")

@@ -14,6 +14,13 @@ from director.server import retention as ret
 from director.server.retention import Policy, Retention
 
 
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
+
+
 def keep(h: CoreHarness, policy: Policy) -> None:
     h.core.retention = Retention(h.store, h.core.out, policy, h.now)
 

@@ -14,6 +14,13 @@ from director.server.cancel import BEFORE_SENT
 from director.server.core import CoreConfig, ServerCore
 
 
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
+
+
 def nodes(h: CoreHarness, *names: str) -> dict[str, str]:
     return {n: h.accepted_node(n) for n in names}
 

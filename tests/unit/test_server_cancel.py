@@ -3,9 +3,18 @@ to stop (again before any resend after a reconnect) and end as their node says."
 
 from __future__ import annotations
 
+import pytest
+
 from coretools import CoreHarness, jobs_in, run_steps, sent
 
 from director.protocol import messages as m
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
 def submit(h: CoreHarness, *lines: str, allow_offline: bool = False,

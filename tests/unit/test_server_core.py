@@ -4,11 +4,18 @@ revocation, expiry, chunk serving and containment -- no sockets, no processes.""
 from __future__ import annotations
 
 import pytest
-from coretools import jobs_in, run_steps, sent, submit
+from coretools import CoreHarness, jobs_in, run_steps, sent, submit
 
 from director.protocol import frames as fr
 from director.protocol import messages as m
 from director.trust import keystore
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
 def result(job: m.Job, status: str = "success", **kw) -> m.Result:

@@ -4,10 +4,19 @@ stored, queued or sent; a COPY a node reports done is what the next plan compare
 
 from __future__ import annotations
 
-from coretools import builds, jobs_in, run_steps, sent
+import pytest
+
+from coretools import CoreHarness, builds, jobs_in, run_steps, sent
 
 from director.protocol import messages as m
 from director.transfer.chunking import DigestCache, build_manifest
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
 
 
 def _finish_build(h, tmp_path, actions):

@@ -15,6 +15,13 @@ from director.protocol.answers import MAX_ANSWER
 from director.server.core import CoreConfig, ServerCore
 
 
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
+
+
 def answer(h: CoreHarness, key: str, job: m.Job, status: str = "success",
            stdout: str = "", route: bytes | None = None) -> list[m.Job]:
     """The node's result for ``job``; the jobs the server sends in return."""

@@ -12,6 +12,13 @@ from director.protocol import messages as m
 from director.server import peers as peers_mod
 
 
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path)
+    yield harness
+    harness.close()
+
+
 def state(h: CoreHarness, name: str) -> str:
     return {n["name"]: n["state"] for n in h.ok("nodes")}[name]
 
