@@ -1148,6 +1148,12 @@ def _server_stats(home: str, reset: bool = False) -> dict:
         return c.call("server.stats", {"reset": reset})
 
 
+def _stages_text(loop: dict) -> str:
+    """Where the longest loop iteration spent its time, e.g. 'nodes 40 ms, gc 310 ms'."""
+    stages = loop.get("longest_recent_stages_ms") or {}
+    return ", ".join(f"{k} {v:.0f} ms" for k, v in stages.items()) or "no stage over 1 ms"
+
+
 def bench_scale(sec: Section, quick: bool) -> None:
     from director.jobs.dsl import parse_line
     from director.net.control import ControlClient, result_of
@@ -1206,7 +1212,8 @@ def bench_scale(sec: Section, quick: bool) -> None:
         idle_rss = proc_status(spid, "VmRSS") or 0
         idle_loop = _server_stats(mesh.home(), reset=True)["loop"]
         print(f"scale: idle server CPU {idle_cpu:.1%}, RSS {idle_rss / 1e6:.0f} MB, longest "
-              f"loop {idle_loop['longest_recent_ms']:.1f} ms", flush=True)
+              f"loop {idle_loop['longest_recent_ms']:.1f} ms ({_stages_text(idle_loop)})",
+              flush=True)
 
         # fan-out: one RUN true to every node, through the CLI
         try:
@@ -1227,7 +1234,8 @@ def bench_scale(sec: Section, quick: bool) -> None:
                     if r.get("roundtrip_time") is not None]
             time.sleep(1.0)
         fan_loop = _server_stats(mesh.home(), reset=True)["loop"]
-        print(f"scale: fan-out walls {', '.join(f'{w:.2f}' for w in fan_walls)} s",
+        print(f"scale: fan-out walls {', '.join(f'{w:.2f}' for w in fan_walls)} s, longest "
+              f"loop {fan_loop['longest_recent_ms']:.1f} ms ({_stages_text(fan_loop)})",
               flush=True)
 
         # orchestration: njobs × RUN true on every node, one lane, --wait
@@ -1276,7 +1284,8 @@ def bench_scale(sec: Section, quick: bool) -> None:
         sim_cpu = sum(s.get("cpu", 0) for s in sims1) - sum(s.get("cpu", 0) for s in sims0)
         unacked = sum(s.get("unacked", 0) for s in sims1)
         print(f"scale: orchestration {orch_wall:.1f} s, {got:,}/{total:,} success, server "
-              f"CPU {orch_cpu:.1f} s, peak RSS {orch_peak / 1e6:.0f} MB", flush=True)
+              f"CPU {orch_cpu:.1f} s, peak RSS {orch_peak / 1e6:.0f} MB, longest loop "
+              f"{orch_loop['longest_recent_ms']:.1f} ms ({_stages_text(orch_loop)})", flush=True)
     finally:
         mesh.close()
 
@@ -1312,7 +1321,8 @@ def bench_scale(sec: Section, quick: bool) -> None:
             f"{orch_loop['longest_recent_ms']:.0f} ms", target="< 100 ms",
             ok=max(idle_loop['longest_recent_ms'], fan_loop['longest_recent_ms'],
                    orch_loop['longest_recent_ms']) < 100 if n >= 5000 else None,
-            note=f"iterations over 50 ms: {orch_loop['slow_iterations']}"),
+            note=f"iterations over 50 ms: {orch_loop['slow_iterations']}; the longest spent "
+                 + _stages_text(orch_loop)),
         Row("tasks lost or not success / nodes ever offline / unacked results",
             f"{lost:,} / {offline} / {unacked:,}", target="0 / 0 / 0",
             ok=lost == 0 and offline == 0 and unacked == 0,

@@ -51,7 +51,7 @@ def _socket(ctx: zmq.Context, pub: bytes, sec: bytes, server_key: bytes,
     s = ctx.socket(zmq.DEALER)
     s.linger = 0
     ivl = max(100, int(heartbeat * 1000))
-    s.heartbeat_ivl, s.heartbeat_timeout, s.heartbeat_ttl = ivl, ivl * 3, ivl * 3
+    s.heartbeat_ivl, s.heartbeat_timeout, s.heartbeat_ttl = ivl, ivl * 3, 0
     s.handshake_ivl = 5000
     s.sndhwm = s.rcvhwm = HWM
     s.curve_secretkey, s.curve_publickey, s.curve_serverkey = sec, pub, server_key

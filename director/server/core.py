@@ -113,10 +113,12 @@ class ServerCore:
         self.after_events(now)
         return self.take()
 
-    def loop_took(self, seconds: float, now: float | None = None) -> None:
-        """The driver's measure of one loop iteration (its work, not its wait).  One
-        over STALL left the sockets unread that long: nodes get a full expiry again."""
-        self.loop.took(seconds)
+    def loop_took(self, seconds: float, now: float | None = None,
+                  stages: tuple = ()) -> None:
+        """The driver's measure of one loop iteration (its work, not its wait), with
+        ``stages`` as (name, seconds) pairs.  One over STALL left the sockets unread
+        that long: nodes get a full expiry again."""
+        self.loop.took(seconds, stages)
         if seconds > STALL and now is not None:
             log.warning("the server did not read its sockets for %.1f s", seconds)
             self.peers.stalled(now)
@@ -126,6 +128,12 @@ class ServerCore:
         sent meanwhile is unread, so no node expires in this tick for it."""
         if seconds > STALL:
             self.peers.stalled(now)
+
+    def idle(self) -> bool:
+        """Nothing in flight, queued or waited for: a pause now costs nobody."""
+        jobs = self.jobs
+        return not (jobs.sched.live or jobs.dirty or jobs.waiters or jobs.feeding) \
+            and not self.busy()
 
     def busy(self) -> bool:
         """More work is due on the next loop turn: the driver polls without waiting."""
@@ -349,11 +357,13 @@ class LoopStats:
         self.slow = 0          # iterations over SLOW
         self.longest = 0.0     # since the server started
         self.recent = 0.0      # since the last ``take_recent``
+        self.recent_stages: tuple = ()  # where the recent longest one spent its time
 
-    def took(self, seconds: float) -> None:
+    def took(self, seconds: float, stages: tuple = ()) -> None:
         self.count += 1
         if seconds > self.recent:
             self.recent = seconds
+            self.recent_stages = stages
             if seconds > self.longest:
                 self.longest = seconds
         if seconds > self.SLOW:
@@ -362,9 +372,12 @@ class LoopStats:
     def doc(self, reset: bool) -> dict:
         out = {"iterations": self.count, "slow_iterations": self.slow,
                "longest_ms": round(self.longest * 1000, 3),
-               "longest_recent_ms": round(self.recent * 1000, 3)}
+               "longest_recent_ms": round(self.recent * 1000, 3),
+               "longest_recent_stages_ms": {name: round(sec * 1000, 1)
+                                            for name, sec in self.recent_stages if sec >= 0.001}}
         if reset:
             self.recent = 0.0
+            self.recent_stages = ()
         return out
 
 

@@ -39,6 +39,7 @@ log = logging.getLogger("director.jobs")
 __all__ = ["DEFERRED", "JobBook"]  # DEFERRED: from jobsubmit.py, for core and ops
 GRACE = 30.0
 PROGRESS_EVERY = 0.2
+PROGRESS_BIG = 1000  # nodes still to answer: progress once a second
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
 FLUSH_ROWS = 1000          # result rows written in one go: one loop iteration's share
 PUMP_NODES = 100           # nodes sent jobs in one go (the rest go on the next turn)
@@ -162,7 +163,7 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self.pump(now)
         if len(self.dirty) >= FLUSH_ROWS:  # a backlog: written a slice per loop turn
             self.flush(FLUSH_ROWS)
-        self._progress(now, force=False)
+        self._progress(now)
 
     def node_ready(self, key: str) -> None:
         if self.sched.has_work(key):
@@ -276,9 +277,12 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self._add_tasks(self.queries.final(task, fields, self.name_of), now)
 
     # -- time -----------------------------------------------------------------------
-    def _progress(self, now: float, force: bool) -> None:
+    def _progress(self, now: float) -> None:
         for w in self.waiters.values():
-            if force or now - w.last_event >= PROGRESS_EVERY:
+            # where the rest are is a walk over the nodes still to answer: for a big
+            # run, once a second is news enough
+            every = PROGRESS_EVERY if len(w.left) < PROGRESS_BIG else 1.0
+            if now - w.last_event >= every:
                 w.last_event = now
                 self.event(w.rid, "progress", w.report(lambda k: self.peers.online(k, now)))
 
@@ -292,4 +296,4 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
                 self.node_lost(node, now)
         for task in self.sched.overdue(now, GRACE):
             self._final(task, {"status": "lost", "error": NO_ANSWER}, now)
-        self._progress(now, force=True)
+        self._progress(now)

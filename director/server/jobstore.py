@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from typing import Any, Container, Iterable
 
 from director.server.orchstore import OrchQueries
@@ -70,6 +71,7 @@ _UPDATE = (f"UPDATE results SET {','.join(f'{c}=?' for c in RESULT_COLUMNS)}"
            " WHERE job_id=? AND node=?")
 
 
+WRITE_SLICE = 200         # result rows per UPDATE batch when writing against a budget
 SMALL_PAGES = 2560        # a database this small (10 MiB of 4 KiB pages) is rewritten at once
 FREE_TO_GIVE_BACK = 1024  # free pages (and a quarter of the file) worth giving back
 
@@ -163,17 +165,30 @@ class JobStore(OrchQueries):
             out.append((orch, jobs, tasks, cancelled))
         return out
 
-    def update_results(self, rows: Iterable[dict[str, Any]]) -> None:
+    def update_results(self, rows: Iterable[dict[str, Any]],
+                       budget: float | None = None) -> int:
+        """Write result rows in one transaction; returns how many were written.  With
+        ``budget`` (seconds) it stops after the slice that used it up: a slice of
+        UPDATEs now and then takes tens of milliseconds (pages read back, the WAL
+        grown), and the loop that waits for it serves no node meanwhile."""
         rows = list(rows)
         if not rows:
-            return
-        # positional parameters: binding a dozen names per row costs more than the UPDATE
-        params = [(r["status"], r["rc"], r["stdout"], r["stderr"], r["cached"], r["exec_time"],
-                   r["roundtrip_time"], r["transfer"], r["error"], r["sent"], r["finished"],
-                   r["job_id"], r["node"]) for r in rows]
+            return 0
+        until = None if budget is None else time.monotonic() + budget
+        done = 0
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.executemany(_UPDATE, params)
+            while done < len(rows):
+                part = rows[done:done + WRITE_SLICE] if until is not None else rows
+                # positional parameters: binding a dozen names per row costs more
+                self.conn.executemany(_UPDATE, [
+                    (r["status"], r["rc"], r["stdout"], r["stderr"], r["cached"],
+                     r["exec_time"], r["roundtrip_time"], r["transfer"], r["error"],
+                     r["sent"], r["finished"], r["job_id"], r["node"]) for r in part])
+                done += len(part)
+                if until is not None and time.monotonic() >= until:
+                    break
+        return done
 
     def recent(self, limit: int) -> list[sqlite3.Row]:
         return self.conn.execute(

@@ -22,6 +22,7 @@ from director.server.rows import SERVER_RESTARTED, blank
 from director.server.scheduler import Task
 
 log = logging.getLogger("director.jobs")
+WRITE_BUDGET = 0.02  # s of result writes per slice: the loop serves nodes between slices
 
 
 class JobWrites:
@@ -45,14 +46,15 @@ class JobWrites:
             keys = list(itertools.islice(self.dirty, limit))
             rows = [self.dirty[k] for k in keys]
         try:
-            self.store.update_results(rows)
+            written = self.store.update_results(rows, None if limit is None else WRITE_BUDGET)
         except StorageError as exc:
             self._storage_failed(exc)
             return False
-        if keys is None:
+        if keys is None and written == len(rows):
             keys = list(self.dirty)
             self.dirty = {}
         else:
+            keys = (keys or list(self.dirty))[:written]
             for k in keys:
                 del self.dirty[k]
         if self.ack_wait:
