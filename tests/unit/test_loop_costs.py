@@ -124,3 +124,22 @@ def test_full_collections_wait_for_an_idle_tick_or_their_deadline():
     finally:
         clock.stop()
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_the_loop_never_waits_for_a_checkpoint_to_write_results(h):
+    """While the WAL is being copied back (the checkpointer holds the store's lock) a
+    slice of result rows writes nothing and returns at once: the rows stay in memory,
+    unacked, and go in on a later turn."""
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN true", "RUN true")
+    h.tick()
+    for j in jobs:
+        h.from_node(key, m.Result(j.job_id, "success", rc=0), b"route-web1")
+    book = h.core.jobs
+    with h.store.lock:  # as the checkpointer holds it
+        assert book.flush(1000) is False
+        assert len(book.dirty) == 2 and not book.to_ack
+    assert book.flush(1000) is True
+    acked = [i for msg in sent(h.core.take()) if isinstance(msg, m.Ack) for i in msg.job_ids]
+    assert sorted(acked) == sorted(j.job_id for j in jobs)
+    assert set(_statuses(h).values()) == {"success"}
