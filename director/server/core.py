@@ -318,7 +318,7 @@ class ServerCore:
         for key in gone:
             if self.keys.state(key) == "accepted":
                 log.info("node %s went offline", self.who(key))
-            self.jobs.node_lost(key, now)
+            self.jobs.node_lost(key, now, self.peers.went_offline.get(key))
         self.flush_seen()
         self.facts.flush(self.store)
         try:

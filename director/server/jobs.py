@@ -169,8 +169,10 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
         if self.sched.has_work(key):
             self.to_pump.add(key)
 
-    def node_lost(self, key: str, now: float) -> None:
-        for task in self.sched.drop_node(key, "lost"):
+    def node_lost(self, key: str, now: float, offline_since: float | None = None) -> None:
+        """The node is gone: its work ends ``lost`` (but what was queued for it after it
+        went offline, with --allow-offline, waits on as such work does)."""
+        for task in self.sched.drop_node(key, "lost", offline_since):
             self._final(task, {"status": "lost", "error": NODE_WENT_AWAY}, now)
 
     def resend_inflight(self, key: str) -> None:

@@ -46,6 +46,7 @@ class Peers:
         # only, so its cost follows the peers that expire, not the peers there are
         self._quiet: OrderedDict[str, None] = OrderedDict()
         self.resumed = float("-inf")  # the end of the server's last stall (see ``stalled``)
+        self.went_offline: dict[str, float] = {}  # the last ``expired``'s gone: since when
         self.dirty: dict[str, tuple[float, str | None, str | None]] = {}  # last-seen rows
         # fd -> keys whose route came on it (may hold stale keys: checked when it closes),
         # so a closing connection costs its own keys, not a scan of every peer
@@ -134,6 +135,7 @@ class Peers:
                 break
             old.append(key)
         gone, silent = [], []
+        self.went_offline = {}
         for key in old:
             peer = self.by_key.get(key)
             if peer is not None and peer.fd >= 0 and peer.route is not None \
@@ -147,6 +149,7 @@ class Peers:
             self.by_key.pop(key, None)
             if peer is not None:
                 gone.append(key)
+                self.went_offline[key] = peer.last_seen + self.expiry
                 if peer.hello:
                     self.mark_dirty(peer)
         return gone, silent

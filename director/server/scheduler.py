@@ -111,13 +111,27 @@ class Scheduler:
         self.live -= len(dq or ())
         return list(dq or ())
 
-    def drop_node(self, node: str, status: str = "lost") -> list[Task]:
-        """Everything queued or in flight on ``node`` ends with ``status``."""
-        q = self._nodes.pop(node, None)
-        self._check_at.pop(node, None)
+    def drop_node(self, node: str, status: str = "lost",
+                  queued_before: float | None = None) -> list[Task]:
+        """Everything queued or in flight on ``node`` ends with ``status`` -- except,
+        with ``queued_before``, tasks queued at or after it: they were queued for a node
+        already known to be offline (``--allow-offline``) and wait on."""
+        q = self._nodes.get(node)
         if q is None:
             return []
+        kept: dict[str, deque[Task]] = {}
+        if queued_before is not None:
+            for lane, dq in q.lanes.items():
+                later = deque(t for t in dq if t.queued_at >= queued_before)
+                if later:
+                    kept[lane] = later
+                    q.lanes[lane] = deque(t for t in dq if t.queued_at < queued_before)
+        self._check_at.pop(node, None)
         tasks = list(q.inflight.values()) + [t for dq in q.lanes.values() for t in dq]
+        if kept:
+            q.inflight, q.lanes = {}, kept
+        else:
+            del self._nodes[node]
         for t in tasks:
             t.status = status
         self.live -= len(tasks)

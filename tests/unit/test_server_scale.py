@@ -314,3 +314,21 @@ def test_the_server_pings_each_connection_every_third_interval():
         server.close(0)
         client.close(0)
         ctx.term()
+
+
+def test_work_queued_for_a_node_already_offline_outlives_the_tick_that_forgets_it(h):
+    """The operator sees a node offline as soon as its expiry passes; the tick that
+    forgets it comes a moment later.  A task queued in between with --allow-offline
+    waits for the node as such tasks do -- a task it had before it went is lost."""
+    key = h.accepted_node("web1")
+    _, before = submit(h, "RUN sleep 1000")
+    h.now += 31.0                                    # expired by the clock, no tick yet
+    assert state(h, "web1") == "offline"
+    reply = h.op("jobs.submit", **run_steps("RUN echo later", targets=["web1"]),
+                 allow_offline=True)
+    assert isinstance(reply, m.CtlReply) and reply.ok, reply
+    h.tick()                                         # the connection is gone: forgotten
+    assert h.ok("jobs.get", id=before[0].job_id)["results"]["web1"]["status"] == "lost"
+    assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "queued"
+    back = h.from_node(key, m.Hello("web1", "test", "boot2"), b"route-web1b")
+    assert [j.instruction.command for j in jobs_in(back)] == ["echo later"]
