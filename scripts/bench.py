@@ -1278,7 +1278,10 @@ def bench_scale(sec: Section, quick: bool) -> None:
         sims1 = _sim_status(status)
         lost = sum(v for k, v in statuses.items() if k != "success") + total - sum(
             statuses.values())
-        offline = mesh.log_tail("server", 10**9).count("went offline")
+        server_log = mesh.log_tail("server", 10**9)
+        offline = server_log.count("went offline")
+        for line in [ln for ln in server_log.splitlines() if "went offline" in ln][:5]:
+            print(f"scale: server log: {line}", flush=True)  # which nodes, when, and why
         with ControlClient(mesh.home(), timeout=30) as c:
             still = c.call("health")["nodes_online"]
         sim_cpu = sum(s.get("cpu", 0) for s in sims1) - sum(s.get("cpu", 0) for s in sims0)
