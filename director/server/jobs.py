@@ -70,6 +70,7 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
         self.bodies: dict[str, bytes] = {}         # job id -> encoded JOB body
         self.orch_of: dict[str, str] = {}          # job id -> orchestration id
         self.open: dict[str, int] = {}             # job id -> tasks not yet final
+        self.closed: list[str] = []  # jobs all final: unmarked live once their rows are written
         self.dirty: dict[tuple[str, str], dict[str, Any]] = {}
         self.waiters: dict[str, Waiter] = {}       # orchestration id -> waiter
         self.to_pump: set[str] = set()
@@ -257,6 +258,7 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
         left = self.open.get(task.job_id, 1) - 1
         if left <= 0:  # every node answered: the encoded job is no longer needed
             self.open.pop(task.job_id, None)
+            self.closed.append(task.job_id)
             self.cancelled_jobs.discard(task.job_id)
             self.bodies.pop(task.job_id, None)
             self.orch_of.pop(task.job_id, None)

@@ -57,7 +57,11 @@ CREATE TABLE IF NOT EXISTS results (
     finished REAL,
     PRIMARY KEY (job_id, node)
 );
-CREATE INDEX IF NOT EXISTS results_open ON results(status) WHERE status IN ('queued','running');
+-- jobs that may still have tasks queued or running: what a restart reloads.  (An index
+-- on open statuses did this before; keeping it cost every result two index writes.)
+CREATE TABLE IF NOT EXISTS live (
+    job_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollouts (
     orch TEXT PRIMARY KEY,           -- an orchestration run in batches (server/batches.py)
     targets TEXT NOT NULL,           -- its node keys in target order (JSON)
@@ -81,7 +85,20 @@ class JobStore(OrchQueries):
         self.conn = conn
         conn.executescript(SCHEMA)
         self._add_label_column()
+        self._open_index_to_live()
         self.incremental = self._incremental_vacuum()
+
+    def _open_index_to_live(self) -> None:
+        """A database made before ``live``: its open jobs are marked from the old index
+        on open statuses, which then goes (one transaction: a crash keeps the index)."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='index'"
+                             " AND name='results_open'").fetchone() is None:
+            return
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute("INSERT OR IGNORE INTO live(job_id) SELECT DISTINCT job_id"
+                              " FROM results WHERE status IN ('queued','running')")
+            self.conn.execute("DROP INDEX results_open")
 
     def _incremental_vacuum(self) -> bool:
         """Incremental auto-vacuum, so what a large purge frees can be given back to the
@@ -114,6 +131,8 @@ class JobStore(OrchQueries):
                 [(j["id"], j["orch"], j["lane"], j["seq"], j["verb"], j["summary"],
                   j["instruction"], j["hash_extra"], j["created"], j["targets"],
                   j.get("label", "")) for j in jobs])
+            self.conn.executemany("INSERT OR IGNORE INTO live(job_id) VALUES(?)",
+                                  [(j["id"],) for j in jobs])
             self.conn.executemany(
                 "INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)", list(results))
             self.conn.executemany(
@@ -146,7 +165,7 @@ class JobStore(OrchQueries):
     def cancelled_open(self) -> list[tuple[str, str]]:
         """(job id, node key) of tasks still running whose job the operator cancelled."""
         return [(r[0], r[1]) for r in self.conn.execute(
-            "SELECT r.job_id, r.node FROM results r JOIN cancels c ON c.job_id = r.job_id"
+            "SELECT r.job_id, r.node FROM cancels c CROSS JOIN results r ON r.job_id = c.job_id"
             " WHERE r.status IN ('queued','running')")]
 
     def unfed(self) -> list[tuple[str, list[sqlite3.Row], list[sqlite3.Row], set[str]]]:
@@ -189,6 +208,17 @@ class JobStore(OrchQueries):
                 if until is not None and time.monotonic() >= until:
                     break
         return done
+
+    def close_jobs(self, job_ids: Iterable[str]) -> None:
+        """Every task of these jobs is final and written: a restart need not look at
+        them (``open_results``)."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("DELETE FROM live WHERE job_id=?", [(j,) for j in job_ids])
+
+    def live_jobs(self) -> list[str]:
+        """Jobs marked as maybe having open tasks (a restart prunes those that do not)."""
+        return [r[0] for r in self.conn.execute("SELECT job_id FROM live")]
 
     def recent(self, limit: int) -> list[sqlite3.Row]:
         return self.conn.execute(
@@ -256,9 +286,10 @@ class JobStore(OrchQueries):
     def open_results(self) -> list[sqlite3.Row]:
         """Results not yet final, with their job: reloaded after a server restart."""
         return self.conn.execute(
-            "SELECT r.*, j.orch, j.lane, j.seq, j.instruction, j.hash_extra FROM results r"
-            " JOIN jobs j ON j.id = r.job_id WHERE r.status IN ('queued','running')"
-            " ORDER BY j.created, j.seq").fetchall()
+            # CROSS JOIN: SQLite keeps this order (the few live jobs, then their rows)
+            "SELECT r.*, j.orch, j.lane, j.seq, j.instruction, j.hash_extra FROM live l"
+            " CROSS JOIN jobs j ON j.id = l.job_id CROSS JOIN results r ON r.job_id = l.job_id"
+            " WHERE r.status IN ('queued','running') ORDER BY j.created, j.seq").fetchall()
 
     # -- retention (retention.py decides; these are its bounded steps) -----------------
     def newest_job_rowid(self) -> int:
@@ -299,6 +330,7 @@ class JobStore(OrchQueries):
                     break
                 self.conn.execute("DELETE FROM jobs WHERE rowid=?", (rowid,))
                 self.conn.execute("DELETE FROM cancels WHERE job_id=?", (job_id,))
+                self.conn.execute("DELETE FROM live WHERE job_id=?", (job_id,))
                 self.conn.execute("DELETE FROM rollouts WHERE orch=? AND NOT EXISTS"
                                   " (SELECT 1 FROM jobs WHERE orch=?)", (orch, orch))
                 jobs += 1

@@ -98,6 +98,7 @@ class JobSubmits:
         self.bodies.update(sub.bodies)
         self.copies.update(sub.copies)
         self.open.update(sub.open_counts)
+        self.closed.extend(j for j, n in sub.open_counts.items() if n == 0)  # no targets
         self.orch_of.update(dict.fromkeys(sub.open_counts, sub.orch))
         self.rollouts.add(rollout)
         self.queries.planned(sub.jobs, sub.open_counts)

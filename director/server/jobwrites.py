@@ -23,6 +23,7 @@ from director.server.scheduler import Task
 
 log = logging.getLogger("director.jobs")
 WRITE_BUDGET = 0.02  # s of result writes per slice: the loop serves nodes between slices
+CLOSE_SLICE = 500    # jobs unmarked live in one go
 
 
 class JobWrites:
@@ -39,6 +40,7 @@ class JobWrites:
         when nothing is left to write."""
         if not self.dirty:
             self._send_acks()  # repeats of results committed before
+            self._close_jobs()
             return True
         if limit is None or len(self.dirty) <= limit:
             keys, rows = None, list(self.dirty.values())
@@ -66,7 +68,28 @@ class JobWrites:
             log.warning("server storage works again; results written")
             self.storage_error = None
         self._send_acks()
-        return not self.dirty
+        if self.dirty:
+            return False
+        self._close_jobs()
+        return True
+
+    def _close_jobs(self) -> None:
+        """Jobs whose every task is final: with nothing left unwritten, their rows are
+        committed, so a restart need not look at them.  (At scale the backlog seldom
+        empties mid-run; they go when it does.  A mark left behind costs a restart
+        one look at that job's rows, nothing else.)"""
+        if not self.closed:
+            return
+        part = self.closed[:CLOSE_SLICE]
+        try:
+            self.store.close_jobs(part)
+        except StorageError as exc:  # kept: tried again on the next tick
+            self._storage_failed(exc)
+            return
+        del self.closed[:len(part)]
+        if self.storage_error is not None:  # nothing unwritten (the caller checked)
+            log.warning("server storage works again")
+            self.storage_error = None
 
     def _send_acks(self) -> None:
         """Acknowledge results now committed, so their nodes may forget them."""
@@ -123,6 +146,9 @@ class JobWrites:
         if every:  # jobs behind a QUERY are held again, with the answers stored before
             self.queries.restore(self.store.query_rows(self.queries.orch_ids(every)), every)
         self.store.update_results(lost)
+        stale = [j for j in self.store.live_jobs() if j not in self.open]
+        if stale:  # all final before the restart (their marks had not gone yet)
+            self.store.close_jobs(stale)
         for task in tasks + batches.resume(self, now):  # a batch not started stays held
             if not (self.queries.orchs and held_back(self, task, now)):
                 self.sched.add(task)

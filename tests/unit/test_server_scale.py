@@ -332,3 +332,76 @@ def test_work_queued_for_a_node_already_offline_outlives_the_tick_that_forgets_i
     assert h.ok("jobs.get", id="last")["results"]["web1"]["status"] == "queued"
     back = h.from_node(key, m.Hello("web1", "test", "boot2"), b"route-web1b")
     assert [j.instruction.command for j in jobs_in(back)] == ["echo later"]
+
+
+def test_a_restart_reloads_only_jobs_still_open_and_finished_ones_are_unmarked(h):
+    """Open tasks are found through the jobs marked live, not an index on status that
+    every result would pay two index writes for: a job leaves the mark once its rows
+    are final and written, and a restart still reloads every open task."""
+    key = h.accepted_node("web1")
+    _, done = submit(h, "RUN one")
+    _, still = submit(h, "RUN two")
+    assert set(h.store.live_jobs()) == {done[0].job_id, still[0].job_id}
+    h.from_node(key, m.Result(done[0].job_id, "success", rc=0))
+    assert done[0].job_id in h.store.live_jobs()  # its row is not written yet
+    h.tick()
+    assert h.store.live_jobs() == [still[0].job_id]
+    core2 = _restarted(h)
+    assert _get(core2, still[0].job_id, h.now + 5)["results"]["web1"]["status"] == "running"
+    assert _get(core2, done[0].job_id, h.now + 5)["results"]["web1"]["status"] == "success"
+    assert list(core2.jobs.open) == [still[0].job_id]
+
+
+def _failing_close(job_ids):
+    from director.errors import StorageError
+    raise StorageError("database or disk is full")
+
+
+@pytest.mark.parametrize("then", ["tick", "restart"])
+def test_a_mark_the_store_could_not_drop_goes_on_the_next_try(h, monkeypatch, then):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN one")
+    real = h.store.close_jobs
+    monkeypatch.setattr(h.store, "close_jobs", _failing_close)
+    h.from_node(key, m.Result(jobs[0].job_id, "success", rc=0))
+    h.tick()  # its row is written; dropping its mark fails (or the process dies here)
+    assert h.store.live_jobs() == [jobs[0].job_id] and h.core.jobs.storage_error
+    monkeypatch.setattr(h.store, "close_jobs", real)
+    if then == "tick":
+        h.tick()
+        assert h.core.jobs.storage_error is None
+    else:
+        assert not _restarted(h).jobs.open
+    assert h.store.live_jobs() == []
+    assert h.ok("jobs.get", id=jobs[0].job_id)["results"]["web1"]["status"] == "success"
+
+
+def test_a_database_with_the_old_open_index_is_moved_to_live_marks(tmp_path):
+    """A database from before ``live``: its open jobs are marked from the old index,
+    which is dropped, and a restart reloads their tasks."""
+    import sqlite3
+    from director.server.store import SqlStore
+
+    path = tmp_path / "server.db"
+    store = SqlStore(path)
+    conn = store.state.conn
+    conn.execute("DROP TABLE live")
+    conn.execute("CREATE INDEX results_open ON results(status)"
+                 " WHERE status IN ('queued','running')")
+    for job, status in (("aaaaaaaa", "success"), ("bbbbbbbb", "running"),
+                        ("cccccccc", "queued")):
+        conn.execute("INSERT INTO jobs(id,orch,lane,seq,verb,summary,instruction,created,"
+                     "targets) VALUES(?,?,?,1,'RUN','x','{}',1.0,'[]')",
+                     (job, job, job + ".0"))
+        conn.execute("INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)",
+                     (job, "k", "n", status))
+    store.close()
+    store = SqlStore(path)
+    try:
+        assert sorted(store.live_jobs()) == ["bbbbbbbb", "cccccccc"]
+        assert sorted(r["job_id"] for r in store.open_results()) == ["bbbbbbbb", "cccccccc"]
+        assert store.state.conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE"
+                                        " name='results_open'").fetchone()[0] == 0
+    finally:
+        store.close()
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM live").fetchone()[0] == 2
