@@ -291,7 +291,8 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
                 self.event(w.rid, "progress", w.report(lambda k: self.peers.online(k, now)))
 
     def tick(self, now: float) -> None:
-        self.flush(FLUSH_ROWS)
+        if len(self.dirty) < FLUSH_ROWS or self.storage_error is not None:
+            self.flush(FLUSH_ROWS)  # (a backlog is after_events' each turn: not twice in one)
         for node in self.sched.nodes():  # nodes with work only; online ones cost a lookup
             if self.peers.online(node, now) or self.peers.connected(node):
                 continue  # a node whose connection is up loses nothing: its work waits

@@ -14,10 +14,12 @@ import heapq
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Callable, Iterable
 
 from director.server.jobviews import job_doc, overall, result_doc
 
+_NAME, _STATUS, _ENTRY = itemgetter(0), itemgetter(1), itemgetter(2)  # of a kept answer
 PART_BYTES = 1 << 20  # a waiting client gets the answer in pieces of about this much
 
 
@@ -28,7 +30,7 @@ class Waiter:
     names: dict[str, str]                 # node key -> name at submission
     remaining: int                        # tasks not final yet
     expect: dict[str, int]                # job id -> how many nodes it went to
-    # job id -> (node name, status, its result's JSON) for each answer so far: encoded
+    # job id -> (node name, status, its '"name": {result}' JSON) for each answer: encoded
     # as it arrives (the row dict is not kept, and no loop turn encodes a whole job)
     results: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     encoded: dict[str, str] = field(default_factory=dict)  # job id -> finished document
@@ -61,8 +63,10 @@ class Waiter:
         """One task's final row; True when it was the last one awaited."""
         got = self.results.setdefault(row["job_id"], [])
         created = self.by_id[row["job_id"]]["created"] if row["job_id"] in self.by_id else None
-        got.append((self.names.get(node, ""), row["status"],
-                    json.dumps(result_doc(row, created))))
+        name = self.names.get(node, "")
+        # the document's entry whole, here: the job's last answer only sorts and joins
+        got.append((name, row["status"],
+                    f"{json.dumps(name)}: {json.dumps(result_doc(row, created))}"))
         self._settled(node, row.get("sent") is not None)
         if len(got) >= self.expect.get(row["job_id"], 0):
             self._encode(row["job_id"])
@@ -71,19 +75,15 @@ class Waiter:
         return self.remaining <= 0
 
     def _encode(self, job_id: str) -> None:
-        kept = sorted(self.results.pop(job_id, []), key=lambda r: r[0])
-        statuses = [status for _, status, _ in kept]
-        counts: dict[str, int] = {}
-        for st in statuses:
-            counts[st] = counts.get(st, 0) + 1
+        kept = self.results.pop(job_id, [])
+        kept.sort(key=_NAME)  # (at 5,000 nodes this is one loop turn: kept to C calls)
+        counts = dict(Counter(map(_STATUS, kept)))
         doc = job_doc(self.by_id[job_id], [])   # then what its results say, as job_doc does
-        doc["status"], doc["counts"] = overall(statuses), counts
+        doc["status"], doc["counts"] = overall(list(counts)), counts
         self.failed += doc["status"] != "success"
-        by_name = {name: text for name, _, text in kept}  # as the document's dict has it
+        by_name = dict(zip(map(_NAME, kept), map(_ENTRY, kept)))  # as the document's dict
         head = json.dumps(doc)  # ... "results": {}} -- then the results already encoded
-        self.encoded[job_id] = (head[:-2] + ", ".join(f"{json.dumps(name)}: {text}"
-                                                      for name, text in by_name.items())
-                                + "}}")
+        self.encoded[job_id] = head[:-2] + ", ".join(by_name.values()) + "}}"
         if self.parts:
             self._advance()
 
