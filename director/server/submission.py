@@ -20,6 +20,7 @@ from director.server.scheduler import Task
 
 MAX_JOBS = 100_000   # jobs in one submission
 MAX_LIVE_TASKS = 1_000_000  # tasks (jobs x nodes) queued or running at once, server-wide
+ROW_RUN = 16         # jobs whose rows are laid out node by node (slices)
 
 
 @dataclass
@@ -38,21 +39,39 @@ class Submission:
 
 
 def slices(sub: Submission, size: int) -> Iterator[tuple[list[tuple], list[Task]]]:
-    """The submission's queued result rows and tasks, ``size`` at a time, in job order
-    (so every node's lanes fill in order while later slices are still being made)."""
+    """The submission's queued result rows and tasks, ``size`` at a time.  Jobs go in
+    runs of up to ROW_RUN with the same targets, node by node within a run: a node's
+    rows for them are stored side by side, so the two writes each of its results
+    costs (sent, then answered) touch a page or two, not one page per job (at 100
+    jobs x 5,000 nodes, 30 us of SQLite time per task against 15).  Every node's lanes
+    still fill in job order."""
     rows: list[tuple] = []
     tasks: list[Task] = []
     keys, now = sub.keys, sub.now
-    for job_id, lane, seq, timeout, names in sub.fanout:
-        for name in names:
+    for run in _runs(sub.fanout):
+        for name in run[0][4]:
             key = keys[name]
-            rows.append((job_id, key, name, "queued"))
-            tasks.append(Task(job_id, key, lane, seq, timeout, queued_at=now))
+            for job_id, lane, seq, timeout, _ in run:
+                rows.append((job_id, key, name, "queued"))
+                tasks.append(Task(job_id, key, lane, seq, timeout, queued_at=now))
             if len(tasks) >= size:
                 yield rows, tasks
                 rows, tasks = [], []
     if tasks:
         yield rows, tasks
+
+
+def _runs(fanout: list[tuple]) -> Iterator[list[tuple]]:
+    """Consecutive jobs with the same targets, ROW_RUN at most in one run."""
+    run: list[tuple] = []
+    for job in fanout:
+        if run and (len(run) >= ROW_RUN or (job[4] is not run[0][4]
+                                            and job[4] != run[0][4])):
+            yield run
+            run = []
+        run.append(job)
+    if run:
+        yield run
 
 
 def copy_jobs(steps: Any) -> list[tuple[tuple[int, int], Instruction]]:

@@ -117,8 +117,10 @@ def test_live_tasks_are_capped_with_a_clear_refusal_and_nothing_stored(h):
 def test_a_big_submission_is_made_a_slice_per_turn_and_a_failed_lane_stays_cancelled(
         h, monkeypatch):
     from director.server import jobsubmit as jobs_mod
+    from director.server import submission
 
     monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
+    monkeypatch.setattr(submission, "ROW_RUN", 1)  # tasks made job by job, not node by node
     keys = [h.accepted_node(f"n{i}") for i in range(3)]
     res, first = submit(h, "RUN one", "RUN two", "RUN three", "RUN four")
     assert res["tasks"] == 12
@@ -220,8 +222,10 @@ def _get(core, job_id: str, now: float) -> dict:
 
 def test_tasks_a_crash_left_unmade_are_made_at_the_next_start(h, monkeypatch):
     from director.server import jobsubmit as jobs_mod
+    from director.server import submission
 
     monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
+    monkeypatch.setattr(submission, "ROW_RUN", 1)  # tasks made job by job
     keys = [h.accepted_node(f"n{i}") for i in range(3)]
     res, first = submit(h, "RUN one", "RUN two", "RUN three", "RUN four")
     assert len(first) == 2 and h.store.table_counts() == (4, 2)  # the rest not stored yet
@@ -249,8 +253,10 @@ def test_tasks_a_crash_left_unmade_are_made_at_the_next_start(h, monkeypatch):
 
 def test_a_cancelled_submission_stays_cancelled_across_the_crash(h, monkeypatch):
     from director.server import jobsubmit as jobs_mod
+    from director.server import submission
 
     monkeypatch.setattr(jobs_mod, "SUBMIT_SLICE", 1)
+    monkeypatch.setattr(submission, "ROW_RUN", 1)  # tasks made job by job
     keys = [h.accepted_node(f"n{i}") for i in range(2)]
     res, _ = submit(h, "RUN one", "RUN two", "RUN three")
     assert h.store.table_counts() == (3, 2)
