@@ -22,6 +22,7 @@ FAILED = ("failed", "timeout", "lost")
 
 def analyze_op(book: Any, args: dict, now: float) -> dict:
     named, ids = named_jobs(book, args)
+    book.flush()  # what is in memory first: sent and answered times
     rows = book.store.timings(ids, MAX_TASKS + 1)
     if len(rows) > MAX_TASKS:
         raise DirectorError(f"'{named}' has more than {MAX_TASKS} tasks: too many to analyze"

@@ -28,7 +28,7 @@ from director.server.dryrun import DryRuns
 from director.server.events import Reply, Send
 from director.server.jobqueries import JobQueries
 from director.server.jobsubmit import DEFERRED, Feed, JobSubmits
-from director.server.jobwrites import JobWrites
+from director.server.jobwrites import SENT_DELAY, JobWrites
 from director.server.peers import Peers
 from director.server.queries import QueryGate
 from director.server.rows import NO_ANSWER, NODE_WENT_AWAY, SERVER_LOST, blank, result_fields
@@ -72,6 +72,7 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
         self.open: dict[str, int] = {}             # job id -> tasks not yet final
         self.closed: list[str] = []  # jobs all final: unmarked live once their rows are written
         self.dirty: dict[tuple[str, str], dict[str, Any]] = {}
+        self.sent: deque[tuple[float, Task]] = deque()  # sent; 'running' rows not made yet
         self.waiters: dict[str, Waiter] = {}       # orchestration id -> waiter
         self.to_pump: set[str] = set()
         self.copies: dict[str, tuple[Any, tuple, set]] = {}  # job id -> (manifest, paths,
@@ -137,9 +138,8 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             ids = tuple(t.job_id for t, _ in group) if now is not None else ()
             if route is not None:
                 self.out.append(Send(route, batch("JOBS", [b for _, b in group]), node, ids))
-            if now is not None:
-                for task, _ in group:
-                    self._mark(task, {"status": "running", "sent": now})
+            if now is not None:  # 'running' is written later, if still so (mark_sent)
+                self.sent.extend((now, task) for task, _ in group)
                 if self.waiters:
                     note_sent(self.waiters, self.orch_of, node, ids)
                 if route is None:  # pump() checks first: only a bug gets here
@@ -162,6 +162,8 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self._feed(now)
         if self.to_pump:
             self.pump(now)
+        if self.sent and self.sent[0][0] <= now - SENT_DELAY:
+            self.mark_sent(now - SENT_DELAY)
         if len(self.dirty) >= FLUSH_ROWS:  # a backlog: written a slice per loop turn
             self.flush(FLUSH_ROWS)
         self._progress(now)
@@ -235,12 +237,15 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self.to_ack.setdefault(key, []).append(job_id)
 
     def _mark(self, task: Task, fields: dict[str, Any]) -> None:
-        row = self.dirty.setdefault((task.job_id, task.node), blank(task))
+        row = self.dirty.get((task.job_id, task.node))
+        if row is None:
+            row = self.dirty[(task.job_id, task.node)] = blank(task)
         row.update(fields)
 
     def _final(self, task: Task, fields: dict[str, Any], now: float,
                by_node: bool = False) -> None:
         fields.setdefault("finished", now)
+        task.status = fields["status"]  # (a 'running' row still to be made is not: mark_sent)
         self._mark(task, fields)
         if self.cancel_sent:
             told = self.cancel_sent.get(task.node)
@@ -291,6 +296,8 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
                 self.event(w.rid, "progress", w.report(lambda k: self.peers.online(k, now)))
 
     def tick(self, now: float) -> None:
+        if self.sent:
+            self.mark_sent(now - SENT_DELAY)
         if len(self.dirty) < FLUSH_ROWS or self.storage_error is not None:
             self.flush(FLUSH_ROWS)  # (a backlog is after_events' each turn: not twice in one)
         for node in self.sched.nodes():  # nodes with work only; online ones cost a lookup

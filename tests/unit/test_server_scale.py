@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from coretools import CoreHarness, jobs_in, run_steps, submit
 from director.server.events import Reply, Send
+from director.server.jobwrites import SENT_DELAY
 
 from director.protocol import messages as m
 from director.server import peers as peers_mod
@@ -285,7 +286,7 @@ def test_after_a_restart_a_node_in_reconnect_backoff_is_given_its_longest_wait(h
 
     h.accepted_node("web1")
     _, jobs = submit(h, "RUN sleep 100")
-    h.tick()
+    h.tick(SENT_DELAY)  # its 'running' row is written
     core2 = _restarted(h)
     start = h.now + 5
 
@@ -350,7 +351,7 @@ def test_a_restart_reloads_only_jobs_still_open_and_finished_ones_are_unmarked(h
     assert set(h.store.live_jobs()) == {done[0].job_id, still[0].job_id}
     h.from_node(key, m.Result(done[0].job_id, "success", rc=0))
     assert done[0].job_id in h.store.live_jobs()  # its row is not written yet
-    h.tick()
+    h.tick(SENT_DELAY)  # (and the other's 'running' row)
     assert h.store.live_jobs() == [still[0].job_id]
     core2 = _restarted(h)
     assert _get(core2, still[0].job_id, h.now + 5)["results"]["web1"]["status"] == "running"
@@ -411,3 +412,61 @@ def test_a_database_with_the_old_open_index_is_moved_to_live_marks(tmp_path):
     finally:
         store.close()
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM live").fetchone()[0] == 2
+
+
+def test_a_task_answered_soon_after_it_was_sent_costs_one_row_write(h, monkeypatch):
+    """Its 'running' row is made only if it still runs SENT_DELAY after the send: the
+    answer's row carries the send time, and the row is written once, not twice."""
+    key = h.accepted_node("web1")
+    written: list[str] = []
+    real = h.store.update_results
+
+    def counting(rows, budget=None):
+        rows = list(rows)
+        done = real(rows, budget)
+        written.extend(r["status"] for r in rows[:done])
+        return done
+
+    monkeypatch.setattr(h.store, "update_results", counting)
+    _, (quick,) = submit(h, "RUN quick")
+    h.tick(SENT_DELAY / 4)
+    assert h.store.result_status(quick.job_id, key) == ("queued", "")  # not yet
+    h.from_node(key, m.Result(quick.job_id, "success", rc=0, exec_time=0.01))
+    h.tick(SENT_DELAY)
+    assert written == ["success"]
+    row = h.ok("jobs.get", id=quick.job_id)["results"]["web1"]
+    assert row["status"] == "success" and row["roundtrip_time"] is not None
+    _, (slow,) = submit(h, "RUN slow")
+    h.tick(SENT_DELAY / 4)
+    assert h.store.result_status(slow.job_id, key) == ("queued", "")
+    h.tick(SENT_DELAY)  # still running: its row says so now
+    assert h.store.result_status(slow.job_id, key) == ("running", "")
+    assert written == ["success", "running"]
+
+
+def test_a_running_task_an_operator_saw_is_running_after_a_crash(h):
+    h.accepted_node("web1")
+    _, (job,) = submit(h, "RUN sleep 100")
+    assert h.ok("jobs.get", id=job.job_id)["results"]["web1"]["status"] == "running"
+    core2 = _restarted(h)  # no tick: the query wrote it
+    assert _get(core2, job.job_id, h.now + 5)["results"]["web1"]["status"] == "running"
+
+
+def test_a_job_sent_just_before_a_crash_is_sent_again_and_its_answer_counts(h):
+    """Its row still said queued: the new process sends it again; the node's journal
+    answers it (never running it twice: the agent's side) and the answer is taken."""
+    key = h.accepted_node("web1")
+    _, (job,) = submit(h, "RUN date >> runs")
+    core2 = _restarted(h)
+    now = h.now + 5
+    core2.from_node(b"route-web1b", key, None, m.encode(m.Hello("web1", "test", "boot1")), now)
+    core2.after_events(now)
+    assert [j.job_id for j in jobs_in(core2.take())] == [job.job_id]
+    core2.from_node(b"route-web1b", key, None,
+                    m.encode(m.Result(job.job_id, "success", rc=0)), now + 1)
+    core2.after_events(now + 1)
+    core2.tick(now + 2)
+    acked = [msg for msg in (m.decode(a.frames) for a in core2.take() if isinstance(a, Send))
+             if isinstance(msg, m.Ack)]
+    assert [a.job_ids for a in acked] == [(job.job_id,)]
+    assert _get(core2, job.job_id, now + 3)["results"]["web1"]["status"] == "success"
