@@ -43,6 +43,7 @@ PROGRESS_BIG = 1000  # nodes still to answer: progress once a second
 BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then another starts
 FLUSH_ROWS = 1000          # result rows written in one go: one loop iteration's share
 PUMP_NODES = 100           # nodes sent jobs in one go (the rest go on the next turn)
+WALK_EVERY = 1.0           # s between the tick's walks over the nodes with work
 
 
 class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
@@ -73,6 +74,7 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
         self.closed: list[str] = []  # jobs all final: unmarked live once their rows are written
         self.dirty: dict[tuple[str, str], dict[str, Any]] = {}
         self.sent: deque[tuple[float, Task]] = deque()  # sent; 'running' rows not made yet
+        self.walk_at = 0.0  # when the tick next looks for work of nodes gone quiet
         self.waiters: dict[str, Waiter] = {}       # orchestration id -> waiter
         self.to_pump: set[str] = set()
         self.copies: dict[str, tuple[Any, tuple, set]] = {}  # job id -> (manifest, paths,
@@ -286,6 +288,15 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self._add_tasks(self.queries.final(task, fields, self.name_of), now)
 
     # -- time -----------------------------------------------------------------------
+    def _offline_work(self, now: float) -> None:
+        """Work queued too long for nodes gone quiet ends ``lost`` (node_lost)."""
+        for node in self.sched.nodes():  # nodes with work only; online ones cost a lookup
+            if self.peers.online(node, now) or self.peers.connected(node):
+                continue  # a node whose connection is up loses nothing: its work waits
+            since = self.sched.queued_since(node)
+            if since is not None and now - since > self.node_expiry:
+                self.node_lost(node, now)
+
     def _progress(self, now: float) -> None:
         for w in self.waiters.values():
             # where the rest are is a walk over the nodes still to answer: for a big
@@ -300,12 +311,9 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self.mark_sent(now - SENT_DELAY)
         if len(self.dirty) < FLUSH_ROWS or self.storage_error is not None:
             self.flush(FLUSH_ROWS)  # (a backlog is after_events' each turn: not twice in one)
-        for node in self.sched.nodes():  # nodes with work only; online ones cost a lookup
-            if self.peers.online(node, now) or self.peers.connected(node):
-                continue  # a node whose connection is up loses nothing: its work waits
-            since = self.sched.queued_since(node)
-            if since is not None and now - since > self.node_expiry:
-                self.node_lost(node, now)
+        if now >= self.walk_at:  # once a second is soon enough against a 30 s expiry
+            self.walk_at = now + WALK_EVERY
+            self._offline_work(now)
         for task in self.sched.overdue(now, GRACE):
             self._final(task, {"status": "lost", "error": NO_ANSWER}, now)
         self._progress(now)

@@ -48,6 +48,7 @@ class Waiter:
 
     def __post_init__(self) -> None:
         self.by_id = {j["id"]: j for j in self.jobs}
+        self.quoted: dict[str, str] = {}  # node key -> its name as JSON
         if not self.left:  # per node, from each job's targets (a step's jobs share one list)
             keys = {name: key for key, name in self.names.items()}
             for targets, n in Counter(j["targets"] for j in self.jobs).items():
@@ -64,9 +65,11 @@ class Waiter:
         got = self.results.setdefault(row["job_id"], [])
         created = self.by_id[row["job_id"]]["created"] if row["job_id"] in self.by_id else None
         name = self.names.get(node, "")
+        quoted = self.quoted.get(node)
+        if quoted is None:  # a node answers once per job: its name is encoded once
+            quoted = self.quoted[node] = json.dumps(name)
         # the document's entry whole, here: the job's last answer only sorts and joins
-        got.append((name, row["status"],
-                    f"{json.dumps(name)}: {json.dumps(result_doc(row, created))}"))
+        got.append((name, row["status"], f"{quoted}: {json.dumps(result_doc(row, created))}"))
         self._settled(node, row.get("sent") is not None)
         if len(got) >= self.expect.get(row["job_id"], 0):
             self._encode(row["job_id"])
