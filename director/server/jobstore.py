@@ -73,6 +73,9 @@ RESULT_COLUMNS = ("status", "rc", "stdout", "stderr", "cached", "exec_time", "ro
                   "transfer", "error", "sent", "finished")
 _UPDATE = (f"UPDATE results SET {','.join(f'{c}=?' for c in RESULT_COLUMNS)}"
            " WHERE job_id=? AND node=?")
+# by rowid: no seek in the (job_id, node) index, whose pages a big run does not keep
+# cached (job and node are checked too: a row that is not there is found by them)
+_UPDATE_ROW = _UPDATE.replace("WHERE job_id=?", "WHERE rowid=? AND job_id=?")
 
 
 WRITE_SLICE = 200         # result rows per UPDATE batch when writing against a budget
@@ -117,10 +120,13 @@ class JobStore(OrchQueries):
         return self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
 
     def insert(self, jobs: Iterable[dict[str, Any]], results: Iterable[tuple],
-               feeding: str | None = None) -> None:
+               feeding: str | None = None) -> int:
         """Job rows and task rows; ``feeding``: that orchestration's other tasks are
-        stored later, a slice at a time (``fed`` says when they all are)."""
+        stored later, a slice at a time (``fed`` says when they all are).  Returns the
+        rowid of the first task row (the others follow in order), or 0 if not known."""
         jobs = list(jobs)
+        results = list(results)
+        first = 0
         with self.conn:
             self.conn.execute("BEGIN")
             if feeding is not None:
@@ -133,8 +139,12 @@ class JobStore(OrchQueries):
                   j.get("label", "")) for j in jobs])
             self.conn.executemany("INSERT OR IGNORE INTO live(job_id) VALUES(?)",
                                   [(j["id"],) for j in jobs])
-            self.conn.executemany(
-                "INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)", list(results))
+            if results:  # rowids: one past the largest, in order (checked after)
+                top = self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM results").fetchone()[0]
+                self.conn.executemany(
+                    "INSERT INTO results(job_id,node,name,status) VALUES(?,?,?,?)", results)
+                last = self.conn.execute("SELECT MAX(rowid) FROM results").fetchone()[0]
+                first = top + 1 if last == top + len(results) else 0
             self.conn.executemany(
                 "INSERT OR IGNORE INTO retries(orch, retry_of) VALUES(?,?)",
                 [(j["orch"], j["retry_of"]) for j in jobs if j.get("retry_of")])
@@ -142,6 +152,7 @@ class JobStore(OrchQueries):
                 "INSERT OR IGNORE INTO rollouts(orch, targets, settings) VALUES(?,?,?)",
                 [(j["orch"], j["rollout"]["targets"], j["rollout"]["settings"])
                  for j in jobs if j.get("rollout")])
+        return first
 
     def fed(self, orch: str, rows: Iterable[tuple] = (), now: float | None = None) -> None:
         """Every task of ``orch`` is stored; ``rows`` (job_id, node, name, status, error):
@@ -199,11 +210,15 @@ class JobStore(OrchQueries):
             self.conn.execute("BEGIN")
             while done < len(rows):
                 part = rows[done:done + WRITE_SLICE] if until is not None else rows
-                # positional parameters: binding a dozen names per row costs more
-                self.conn.executemany(_UPDATE, [
-                    (r["status"], r["rc"], r["stdout"], r["stderr"], r["cached"],
-                     r["exec_time"], r["roundtrip_time"], r["transfer"], r["error"],
-                     r["sent"], r["finished"], r["job_id"], r["node"]) for r in part])
+                known = [r for r in part if r.get("row")]
+                if known and self.conn.executemany(_UPDATE_ROW, [
+                        (*_columns(r), r["row"], r["job_id"], r["node"]) for r in known]
+                        ).rowcount != len(known):
+                    known = []  # a row not where it was: every one of them by job and node
+                if len(known) < len(part):
+                    self.conn.executemany(_UPDATE, [
+                        (*_columns(r), r["job_id"], r["node"])
+                        for r in part if not (known and r.get("row"))])
                 done += len(part)
                 if until is not None and time.monotonic() >= until:
                     break
@@ -287,7 +302,8 @@ class JobStore(OrchQueries):
         """Results not yet final, with their job: reloaded after a server restart."""
         return self.conn.execute(
             # CROSS JOIN: SQLite keeps this order (the few live jobs, then their rows)
-            "SELECT r.*, j.orch, j.lane, j.seq, j.instruction, j.hash_extra FROM live l"
+            "SELECT r.*, r.rowid AS rid, j.orch, j.lane, j.seq, j.instruction, j.hash_extra"
+            " FROM live l"
             " CROSS JOIN jobs j ON j.id = l.job_id CROSS JOIN results r ON r.job_id = l.job_id"
             " WHERE r.status IN ('queued','running') ORDER BY j.created, j.seq").fetchall()
 
@@ -386,6 +402,12 @@ class JobStore(OrchQueries):
                 f" r.finished, j.created, j.summary, j.seq FROM results r JOIN jobs j"
                 f" ON j.id = r.job_id WHERE r.job_id IN ({q}) LIMIT ?", (*part, limit)))
         return out[:limit]
+
+
+def _columns(r: dict[str, Any]) -> tuple:
+    """A result row's RESULT_COLUMNS, positionally (binding a dozen names costs more)."""
+    return (r["status"], r["rc"], r["stdout"], r["stderr"], r["cached"], r["exec_time"],
+            r["roundtrip_time"], r["transfer"], r["error"], r["sent"], r["finished"])
 
 
 def dumps(value: Any) -> str:

@@ -90,7 +90,8 @@ class JobSubmits:
         rows, tasks = next(feed, ([], []))
         more = sub.ntasks > len(tasks)  # the rest: a slice per loop turn (after_events)
         try:  # the job rows and the first slice of tasks in one transaction
-            self.store.insert(sub.jobs, rows, feeding=sub.orch if more else None)
+            _numbered(tasks, self.store.insert(sub.jobs, rows,
+                                               feeding=sub.orch if more else None))
         except StorageError as exc:
             self._storage_failed(exc)
             raise DirectorError(f"server storage full: {exc}; nothing was submitted") from None
@@ -156,10 +157,17 @@ class JobSubmits:
                 return
         rows, tasks = feed.pending
         try:
-            self.store.insert([], rows)
+            _numbered(tasks, self.store.insert([], rows))
         except StorageError as exc:
             self._storage_failed(exc)
             return
         feed.pending = None
         self.unfed -= len(tasks)
         self._add_tasks(tasks, now)
+
+
+def _numbered(tasks: list[Task], first: int | None) -> None:
+    """Each task its row's rowid (``first`` and on, as the store inserted them)."""
+    if first:
+        for row, task in enumerate(tasks, first):
+            task.row = row

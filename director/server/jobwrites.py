@@ -158,9 +158,10 @@ class JobWrites:
                                                 r["seq"])
             self.orch_of[r["job_id"]] = r["orch"]
             self.open[r["job_id"]] = self.open.get(r["job_id"], 0) + 1
+            # (queued_at: its node may be in backoff)
             task = Task(r["job_id"], r["node"], r["lane"], r["seq"], instr.options.timeout,
                         status=r["status"], queued_at=now + RECONNECT_GRACE,
-                        sent_at=r["sent"] or now)  # (queued_at: its node may be in backoff)
+                        sent_at=r["sent"] or now, row=r["rid"])
             every.append(task)
             if not batches.reloading(self, r["orch"], task):  # --batch: rebuilt below
                 tasks.append(task)

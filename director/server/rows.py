@@ -21,7 +21,7 @@ def blank(task: Task) -> dict[str, Any]:
     return {"job_id": task.job_id, "node": task.node, "status": task.status, "rc": None,
             "stdout": "", "stderr": "", "cached": 0, "exec_time": None,
             "roundtrip_time": None, "transfer": None, "error": "", "sent": task.sent_at,
-            "finished": None}
+            "finished": None, "row": task.row}
 
 
 def result_fields(msg: Result, roundtrip: float | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class Task:
     status: str = "queued"
     queued_at: float = 0.0
     sent_at: float | None = None
+    row: int = 0          # its result row's rowid (0: not known; found by job and node)
 
 
 @dataclass

@@ -38,7 +38,7 @@ def _statuses(h: CoreHarness) -> dict[str, str]:
 def test_a_budgeted_write_stops_after_the_slice_that_spent_it(h):
     key = h.accepted_node("web1")
     submit(h, *["RUN true"] * 450)
-    h.tick()  # the 'running' rows are written
+    h.tick()
     jobs = sorted(_statuses(h))
     assert len(jobs) == 450
     rows = [{"job_id": j, "node": key, "status": "success", "rc": 0, "stdout": "",
@@ -51,6 +51,21 @@ def test_a_budgeted_write_stops_after_the_slice_that_spent_it(h):
     assert all(status[j] == "success" for j in jobs[:written])
     assert h.store.update_results(rows[written:]) == len(jobs) - written  # no budget: all
     assert set(_statuses(h).values()) == {"success"}
+
+
+def test_a_task_knows_its_rows_rowid_and_a_row_that_moved_is_found_by_job_and_node(h):
+    key = h.accepted_node("web1")
+    _, jobs = submit(h, "RUN a", "RUN b", "RUN c")
+    conn = h.store.state.conn
+    stored = dict(conn.execute("SELECT job_id, rowid FROM results").fetchall())
+    assert {t.job_id: t.row for t in h.core.jobs.sched.inflight(key)} == stored
+    assert len(set(stored.values())) == 3 and all(stored.values())
+    moved = jobs[1].job_id  # its rowid changes under the server (as a VACUUM may)
+    conn.execute("UPDATE results SET rowid = rowid + 1000 WHERE job_id = ?", (moved,))
+    _results_of(h, key, b"route-web1", jobs)
+    h.tick(1.0)
+    assert _statuses(h) == {j.job_id: "success" for j in jobs}
+    assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 3
 
 
 def test_rows_left_by_a_spent_budget_are_written_later_and_acked_only_then(h, monkeypatch):

@@ -354,6 +354,9 @@ def test_a_restart_reloads_only_jobs_still_open_and_finished_ones_are_unmarked(h
     h.tick(SENT_DELAY)  # (and the other's 'running' row)
     assert h.store.live_jobs() == [still[0].job_id]
     core2 = _restarted(h)
+    (reloaded,) = core2.jobs.sched.inflight(key)  # its row's rowid known again
+    assert reloaded.row == h.store.state.conn.execute(
+        "SELECT rowid FROM results WHERE job_id = ?", (still[0].job_id,)).fetchone()[0] > 0
     assert _get(core2, still[0].job_id, h.now + 5)["results"]["web1"]["status"] == "running"
     assert _get(core2, done[0].job_id, h.now + 5)["results"]["web1"]["status"] == "success"
     assert list(core2.jobs.open) == [still[0].job_id]
