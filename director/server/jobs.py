@@ -44,6 +44,7 @@ BATCH_BYTES = 1024 * 1024  # a JOBS message grows to about this much, then anoth
 FLUSH_ROWS = 1000          # result rows written in one go: one loop iteration's share
 PUMP_NODES = 100           # nodes sent jobs in one go (the rest go on the next turn)
 WALK_EVERY = 1.0           # s between the tick's walks over the nodes with work
+ENCODE_ANSWERS = 10_000    # answers encoded into waiting operators' documents per turn
 
 
 class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
@@ -76,6 +77,7 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
         self.sent: deque[tuple[float, Task]] = deque()  # sent; 'running' rows not made yet
         self.walk_at = 0.0  # when the tick next looks for work of nodes gone quiet
         self.waiters: dict[str, Waiter] = {}       # orchestration id -> waiter
+        self.encoding: set[str] = set()  # their orchestrations with documents to encode
         self.to_pump: set[str] = set()
         self.copies: dict[str, tuple[Any, tuple, set]] = {}  # job id -> (manifest, paths,
         #                                                        chunks vouched for)
@@ -102,8 +104,9 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
     def busy(self) -> bool:
         """Work waits for the next loop turn (the driver should not sleep till then)."""
         if self.storage_error is not None:  # retried on the tick, not in a spin
-            return bool(self.to_pump)
-        return bool(self.feeding or self.to_pump or len(self.dirty) >= FLUSH_ROWS)
+            return bool(self.to_pump or self.encoding)
+        return bool(self.feeding or self.to_pump or self.encoding
+                    or len(self.dirty) >= FLUSH_ROWS)
 
     def live_tasks(self) -> int:
         return self.sched.live + self.unfed + self.rollouts.held + self.queries.held
@@ -166,6 +169,8 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self.pump(now)
         if self.sent and self.sent[0][0] <= now - SENT_DELAY:
             self.mark_sent(now - SENT_DELAY)
+        if self.encoding:
+            self._answer_waiters()
         if len(self.dirty) >= FLUSH_ROWS:  # a backlog: written a slice per loop turn
             self.flush(FLUSH_ROWS)
         self._progress(now)
@@ -274,7 +279,26 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             self.open[task.job_id] = left
         w = self.waiters.get(orch)
         if w is not None:
-            if w.add(task.node, self.dirty[(task.job_id, task.node)]):
+            if w.add(task.node, self.dirty[(task.job_id, task.node)]) or w.todo:
+                self.encoding.add(orch)  # its documents, parts, answer: _answer_waiters
+        if self.rollouts.by_job:  # its batch may be done: the next starts, or none does
+            batches.after_final(self, task, now)
+        if self.queries.orchs:  # a QUERY ended, or a task after one: held tasks may go
+            self._add_tasks(self.queries.final(task, fields, self.name_of), now)
+
+    def _answer_waiters(self) -> None:
+        """Waiting operators' job documents, ENCODE_ANSWERS answers' worth per loop turn,
+        then the pieces ready and, once all are encoded, the answer."""
+        budget = ENCODE_ANSWERS
+        for orch in list(self.encoding):
+            w = self.waiters.get(orch)
+            if budget > 0 and w is not None:
+                budget -= w.encode_some(budget)
+            if w is None or not w.todo:
+                self.encoding.discard(orch)
+            if w is None:
+                continue
+            if w.remaining <= 0 and not w.todo:
                 del self.waiters[orch]
                 self.streams.discard(orch)
                 self.reply(w.rid, ok=True, result_json=True, failed=w.failed,
@@ -282,10 +306,6 @@ class JobBook(JobSubmits, JobWrites, JobQueries, DryRuns):
             elif w.ready >= PART_BYTES:  # a client taking the answer in pieces
                 for part in w.take_parts():
                     self.out.append(Reply(w.rid, encode(CtlPart(part))))
-        if self.rollouts.by_job:  # its batch may be done: the next starts, or none does
-            batches.after_final(self, task, now)
-        if self.queries.orchs:  # a QUERY ended, or a task after one: held tasks may go
-            self._add_tasks(self.queries.final(task, fields, self.name_of), now)
 
     # -- time -----------------------------------------------------------------------
     def _offline_work(self, now: float) -> None:

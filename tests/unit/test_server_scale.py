@@ -4,6 +4,8 @@ and live tasks (jobs x nodes) are capped."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from coretools import CoreHarness, jobs_in, run_steps, submit
 from director.server.events import Reply, Send
@@ -473,3 +475,29 @@ def test_a_job_sent_just_before_a_crash_is_sent_again_and_its_answer_counts(h):
              if isinstance(msg, m.Ack)]
     assert [a.job_ids for a in acked] == [(job.job_id,)]
     assert _get(core2, job.job_id, now + 3)["results"]["web1"]["status"] == "success"
+
+
+def test_jobs_that_finish_together_are_encoded_over_several_turns(h, monkeypatch):
+    """The last node to answer often ends many jobs in one message: their documents for
+    a waiting operator are encoded ENCODE_ANSWERS answers' worth per loop turn, and the
+    answer goes once all are."""
+    from director.server import jobs as jobs_mod
+
+    monkeypatch.setattr(jobs_mod, "ENCODE_ANSWERS", 2)
+    key = h.accepted_node("web1")
+    h.op("jobs.submit", **run_steps(*[f"RUN echo {i}" for i in range(5)], wait=True))
+    sent_jobs = jobs_in(h.pending)
+    assert len(sent_jobs) == 5
+
+    def answers(actions: list) -> list:
+        return [r for r in (m.decode(a.frames) for a in actions if isinstance(a, Reply))
+                if isinstance(r, m.CtlReply)]
+
+    out = h.from_node(key, m.Results(tuple(m.Result(j.job_id, "success", rc=0)
+                                           for j in sent_jobs)))
+    assert answers(out) == [] and len(h.core.jobs.waiters[sent_jobs[0].job_id[:8]].todo) == 3
+    assert answers(h.tick(0.01)) == []
+    (reply,) = answers(h.tick(0.01))
+    assert reply.ok and [d["id"] for d in json.loads(reply.data)] == [
+        j.job_id for j in sent_jobs]
+    assert not h.core.jobs.encoding and not h.core.jobs.waiters

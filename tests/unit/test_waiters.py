@@ -34,7 +34,9 @@ def test_answer_is_json_dumps_of_the_documents_in_submission_order():
     assert not w.add("kb", _row("j2", "kb"))
     assert not w.add("kb", _row("j1", "kb", out="from b\n"))
     assert not w.add("ka", _row("j1", "ka"))
-    assert "j1" in w.encoded and "j2" not in w.encoded  # j1 is complete: encoded already
+    assert list(w.todo) == ["j1"] and not w.encoded  # j1 is complete: encoded next turn
+    assert w.encode_some(1) == 2  # one job at least, its answers counted
+    assert "j1" in w.encoded and "j2" not in w.encoded and not w.todo
     assert w.add("ka", _row("j2", "ka", status="failed"))
     expected = []
     for job, rows in ((_job("j1", ["a", "b"]), [("ka", _row("j1", "ka")),
@@ -79,6 +81,7 @@ def test_an_answer_in_parts_joins_to_the_answer_in_one_piece():
     for job_id, key in order:
         whole.add(key, _row(job_id, key, out=f"{job_id} on {key}\n"))
         pieces.add(key, _row(job_id, key, out=f"{job_id} on {key}\n"))
+        pieces.encode_some(3)
         got = pieces.take_parts(size=600)
         parts += got
         sizes += [len(p) for p in got]
@@ -94,3 +97,15 @@ def test_without_parts_asked_nothing_goes_out_before_the_reply():
     for key in ("ka", "kb"):
         w.add(key, _row("j1", key))
     assert w.take_parts(size=1) == [] and w.payload().startswith(b"[")
+
+
+def test_finished_jobs_are_encoded_a_bounded_share_at_a_time():
+    names = {"ka": "a"}
+    jobs = [_job(f"j{i}", ["a"]) for i in range(5)]
+    w = Waiter(b"r", jobs, names, remaining=5, expect={j["id"]: 1 for j in jobs})
+    for j in jobs[:4]:
+        assert not w.add("ka", _row(j["id"], "ka"))
+    assert w.encode_some(3) == 3 and list(w.todo) == ["j3"]
+    assert w.add("ka", _row("j4", "ka"))
+    docs = json.loads(w.payload())  # what is left is encoded for the answer
+    assert [d["id"] for d in docs] == [j["id"] for j in jobs] and not w.todo
