@@ -13,6 +13,7 @@ import time
 from typing import Any, Container, Iterable
 
 from director.server.orchstore import OrchQueries
+from director.server.rows import UPDATE_BY_KEY, UPDATE_BY_ROWID, columns
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,15 +69,6 @@ CREATE TABLE IF NOT EXISTS rollouts (
     settings TEXT NOT NULL           -- --batch / --max-failures as given (JSON)
 );
 """
-
-RESULT_COLUMNS = ("status", "rc", "stdout", "stderr", "cached", "exec_time", "roundtrip_time",
-                  "transfer", "error", "sent", "finished")
-_UPDATE = (f"UPDATE results SET {','.join(f'{c}=?' for c in RESULT_COLUMNS)}"
-           " WHERE job_id=? AND node=?")
-# by rowid: no seek in the (job_id, node) index, whose pages a big run does not keep
-# cached (job and node are checked too: a row that is not there is found by them)
-_UPDATE_ROW = _UPDATE.replace("WHERE job_id=?", "WHERE rowid=? AND job_id=?")
-
 
 WRITE_SLICE = 200         # result rows per UPDATE batch when writing against a budget
 SMALL_PAGES = 2560        # a database this small (10 MiB of 4 KiB pages) is rewritten at once
@@ -211,13 +203,13 @@ class JobStore(OrchQueries):
             while done < len(rows):
                 part = rows[done:done + WRITE_SLICE] if until is not None else rows
                 known = [r for r in part if r.get("row")]
-                if known and self.conn.executemany(_UPDATE_ROW, [
-                        (*_columns(r), r["row"], r["job_id"], r["node"]) for r in known]
+                if known and self.conn.executemany(UPDATE_BY_ROWID, [
+                        (*columns(r), r["row"], r["job_id"], r["node"]) for r in known]
                         ).rowcount != len(known):
                     known = []  # a row not where it was: every one of them by job and node
                 if len(known) < len(part):
-                    self.conn.executemany(_UPDATE, [
-                        (*_columns(r), r["job_id"], r["node"])
+                    self.conn.executemany(UPDATE_BY_KEY, [
+                        (*columns(r), r["job_id"], r["node"])
                         for r in part if not (known and r.get("row"))])
                 done += len(part)
                 if until is not None and time.monotonic() >= until:
@@ -402,12 +394,6 @@ class JobStore(OrchQueries):
                 f" r.finished, j.created, j.summary, j.seq FROM results r JOIN jobs j"
                 f" ON j.id = r.job_id WHERE r.job_id IN ({q}) LIMIT ?", (*part, limit)))
         return out[:limit]
-
-
-def _columns(r: dict[str, Any]) -> tuple:
-    """A result row's RESULT_COLUMNS, positionally (binding a dozen names costs more)."""
-    return (r["status"], r["rc"], r["stdout"], r["stderr"], r["cached"], r["exec_time"],
-            r["roundtrip_time"], r["transfer"], r["error"], r["sent"], r["finished"])
 
 
 def dumps(value: Any) -> str:

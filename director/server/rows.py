@@ -16,6 +16,21 @@ SERVER_RESTARTED = "the server restarted during the transfer"
 SERVER_LOST = frozenset({NODE_WENT_AWAY, NO_ANSWER, SERVER_RESTARTED})  # not the node's word
 
 
+RESULT_COLUMNS = ("status", "rc", "stdout", "stderr", "cached", "exec_time", "roundtrip_time",
+                  "transfer", "error", "sent", "finished")
+UPDATE_BY_KEY = (f"UPDATE results SET {','.join(f'{c}=?' for c in RESULT_COLUMNS)}"
+                 " WHERE job_id=? AND node=?")
+# by rowid: no seek in the (job_id, node) index, whose pages a big run does not keep
+# cached (job and node are checked too: a row that is not there is found by them)
+UPDATE_BY_ROWID = UPDATE_BY_KEY.replace("WHERE job_id=?", "WHERE rowid=? AND job_id=?")
+
+
+def columns(r: dict[str, Any]) -> tuple:
+    """A row's RESULT_COLUMNS, positionally (binding a dozen names costs more)."""
+    return (r["status"], r["rc"], r["stdout"], r["stderr"], r["cached"], r["exec_time"],
+            r["roundtrip_time"], r["transfer"], r["error"], r["sent"], r["finished"])
+
+
 def blank(task: Task) -> dict[str, Any]:
     """A task's row before anything is known of its outcome."""
     return {"job_id": task.job_id, "node": task.node, "status": task.status, "rc": None,
